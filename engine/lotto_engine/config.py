@@ -1,0 +1,469 @@
+"""The experiment configuration: one typed pydantic model, loaded from TOML.
+
+``ExperimentConfig`` has sections ``data``, ``model``, ``grid``, ``train``, ``prune``
+and ``run``. Configs are built by merging, in order: the defaults, a preset, a TOML
+file, then ``KEY=VALUE`` overrides (dotted keys, values parsed as TOML). Every
+problem becomes one line naming its key (:class:`~lotto_engine.errors.ConfigError`).
+
+Field descriptions double as the generated reference (:func:`render_toml`,
+:func:`reference_markdown`), so the docs cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .activations import ACTIVATIONS
+from .errors import ConfigError
+from .scores import METHODS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DATASETS = ("digits", "cifar10", "fashion-mnist", "mnist")
+MODELS = ("shallow-cnn", "lenet-300-100")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_REWIND_RE = re.compile(r"^(init|epoch:(\d+))$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataConfig(_Section):
+    """Which images, how they are split, and how they are augmented."""
+
+    dataset: Literal["digits", "cifar10", "fashion-mnist", "mnist"] = Field(
+        "digits", description="digits (bundled, offline) | cifar10 | fashion-mnist | mnist"
+    )
+    root: str = Field("data", description="folder holding (or receiving) downloaded datasets")
+    download: bool = Field(True, description="download a missing dataset (checksums verified)")
+    subset: int = Field(
+        0, ge=0, description="train on a stratified subset of this many images (0 = all)"
+    )
+    val_size: float = Field(
+        0.1,
+        gt=0,
+        description="validation images carved from the training set: a fraction < 1 or a count",
+    )
+    split_seed: int = Field(0, ge=0, description="seed of the validation split and the subset")
+    augment: bool = Field(False, description="random crop (with padding) and horizontal flip")
+    crop_padding: int = Field(4, ge=0, description="padding of the random crop, in pixels")
+
+    @field_validator("val_size")
+    @classmethod
+    def _val_size(cls, v: float) -> float:
+        if v >= 1 and v != int(v):
+            raise ValueError(f"a count must be a whole number, got {v}")
+        return v
+
+
+class ModelConfig(_Section):
+    """The network: architecture, width and initialisation."""
+
+    name: Literal["shallow-cnn", "lenet-300-100"] = Field(
+        "shallow-cnn", description="shallow-cnn | lenet-300-100"
+    )
+    width: int = Field(32, ge=1, description="shallow-cnn: channels of the first conv block")
+    hidden: int = Field(256, ge=1, description="shallow-cnn: units of the hidden linear layer")
+    init: Literal["kaiming_normal", "xavier_normal", "torch_default"] = Field(
+        "kaiming_normal",
+        description="kaiming_normal | xavier_normal (gain of the activation) | torch_default",
+    )
+
+
+class GridConfig(_Section):
+    """The grid of runs: every activation x method x sparsity x seed."""
+
+    activations: list[str] = Field(
+        ["relu", "tanh", "sigmoid"], description=f"any of: {', '.join(ACTIVATIONS.names())}"
+    )
+    methods: list[str] = Field(
+        ["magnitude", "grasp"], description=f"any of: {', '.join(METHODS.names())}"
+    )
+    sparsities: list[float] = Field(
+        [0.5, 0.8, 0.9], description="fractions of prunable weights removed, each in (0, 1)"
+    )
+    seeds: list[int] = Field([0], description="one dense net and its pruned runs per seed")
+
+    @field_validator("activations")
+    @classmethod
+    def _activations(cls, v: list[str]) -> list[str]:
+        return _names(v, ACTIVATIONS, "activation")
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        return _names(v, METHODS, "method")
+
+    @field_validator("sparsities", mode="before")
+    @classmethod
+    def _sparsities_numbers(cls, v: Any) -> Any:
+        # TOML writes 1 for 1.0; accept ints here so the range check below can speak.
+        if isinstance(v, list):
+            return [float(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+        return v
+
+    @field_validator("sparsities")
+    @classmethod
+    def _sparsities(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("must list at least one sparsity")
+        bad = [s for s in v if not 0.0 < s < 1.0]
+        if bad:
+            raise ValueError(f"each sparsity must be in (0, 1), got {', '.join(map(str, bad))}")
+        _no_duplicates(v)
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("must list at least one seed")
+        if any(s < 0 for s in v):
+            raise ValueError("seeds must be >= 0")
+        _no_duplicates(v)
+        return v
+
+
+class TrainConfig(_Section):
+    """How the dense net and the pruned nets are trained."""
+
+    dense_epochs: int = Field(50, ge=1, description="epochs of dense training")
+    pruned_epochs: int = Field(20, ge=1, description="epochs of retraining each pruned net")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd | adam")
+    lr: float = Field(0.01, gt=0, description="learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (adam: beta1)")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay")
+    batch_size: int = Field(128, ge=1, description="training batch size")
+    eval_batch_size: int = Field(1024, ge=1, description="batch size for validation and test")
+    lr_schedule: Literal["constant", "cosine", "step"] = Field(
+        "constant", description="constant | cosine (to 0 over the run) | step"
+    )
+    lr_step_epochs: int = Field(10, ge=1, description="step schedule: epochs between decays")
+    lr_gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor")
+
+
+class PruneConfig(_Section):
+    """How masks are scored, cut and applied."""
+
+    scope: Literal["global", "layerwise"] = Field(
+        "global", description="global (one ranking over all layers) | layerwise"
+    )
+    tie_mode: Literal["exact", "threshold"] = Field(
+        "exact",
+        description="exact (remove exactly round(s*N)) | threshold (keep score >= tau_k, ties kept)",
+    )
+    exclude_classifier: bool = Field(False, description="never prune the last linear layer")
+    score_samples: int = Field(
+        10, ge=1, description="grasp: class-balanced training images per class for the gradient"
+    )
+    rewind: str = Field(
+        "init", description='weights the mask is applied to: "init" (theta0) or "epoch:K"'
+    )
+
+    @field_validator("rewind")
+    @classmethod
+    def _rewind(cls, v: str) -> str:
+        if not _REWIND_RE.match(v):
+            raise ValueError(f'must be "init" or "epoch:K" with K >= 0, got {v!r}')
+        return v
+
+    @property
+    def rewind_epoch(self) -> int | None:
+        """K of ``epoch:K``; None for ``init``."""
+        m = _REWIND_RE.match(self.rewind)
+        return int(m.group(2)) if m and m.group(2) is not None else None
+
+
+class RunConfig(_Section):
+    """Where and how the grid runs; none of it changes what is computed."""
+
+    name: str = Field("", description="a label for this experiment in the store")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    threads: int = Field(
+        0, ge=0, description="CPU threads for torch (0 = the cores this process may use)"
+    )
+    deterministic: bool = Field(True, description="deterministic kernels (same config = same numbers)")
+    store: str = Field("lotto-runs", description="results folder (SQLite + artifacts)")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not _DEVICE_RE.match(v):
+            raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
+        return v
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment: data, model, grid, training, pruning and run settings."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    grid: GridConfig = GridConfig()
+    train: TrainConfig = TrainConfig()
+    prune: PruneConfig = PruneConfig()
+    run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _rewind_in_range(self) -> ExperimentConfig:
+        k = self.prune.rewind_epoch
+        if k is not None and k > self.train.dense_epochs:
+            raise ValueError(
+                f"prune.rewind: epoch {k} is past train.dense_epochs ({self.train.dense_epochs})"
+            )
+        return self
+
+    def identity(self) -> str:
+        """A hash of everything that changes results (all sections but ``run``)."""
+        science = self.model_dump(mode="json", exclude={"run"})
+        return _hash(science)
+
+
+def _names(v: list[str], registry: Any, what: str) -> list[str]:
+    if not v:
+        raise ValueError(f"must list at least one {what}")
+    unknown = [name for name in v if name not in registry]
+    if unknown:
+        raise ValueError("; ".join(registry.unknown(name) for name in unknown))
+    _no_duplicates(v)
+    return v
+
+
+def _no_duplicates(v: list[Any]) -> None:
+    seen: set[Any] = set()
+    dups = [x for x in v if x in seen or seen.add(x)]  # type: ignore[func-returns-value]
+    if dups:
+        raise ValueError(f"duplicate value {dups[0]!r}")
+
+
+def _hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- presets
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Offline, the write-up's full 3 x 2 x 3 grid on scikit-learn's digits (8x8 images).
+    # Tuned on the 2-core reference machine: the dense ReLU net reaches >= 90% test
+    # accuracy and the whole grid finishes in well under a minute.
+    "demo": {
+        "data": {"dataset": "digits"},
+        "model": {"width": 16, "hidden": 128},
+        "train": {
+            "dense_epochs": 12,
+            "pruned_epochs": 8,
+            "optimizer": "sgd",
+            "lr": 0.05,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "batch_size": 64,
+        },
+    },
+    # The write-up: CIFAR-10, ReLU/tanh/sigmoid x magnitude/GraSP x {0.5, 0.8, 0.9},
+    # 50 dense and 20 pruned epochs. The write-up does not give its optimizer; these
+    # are the defaults (SGD, lr 0.01, momentum 0.9, weight decay 5e-4, batch 128).
+    "seed-paper": {
+        "data": {"dataset": "cifar10"},
+        "train": {"dense_epochs": 50, "pruned_epochs": 20},
+    },
+}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(
+    *,
+    preset: str | None = None,
+    file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    values: Mapping[str, Any] | None = None,
+) -> ExperimentConfig:
+    """Build a validated config: defaults < preset < TOML file < values < overrides.
+
+    Raises :class:`ConfigError` with one line per problem.
+    """
+    merged: dict[str, Any] = {}
+    problems: list[str] = []
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError([f"--preset: unknown preset {preset!r} (choose from {', '.join(PRESETS)})"])
+        merged = copy.deepcopy(PRESETS[preset])
+    if file is not None:
+        _deep_merge(merged, read_toml(file))
+    if values:
+        _deep_merge(merged, copy.deepcopy(dict(values)))
+    for item in overrides:
+        try:
+            key, value = parse_override(item)
+        except ConfigError as err:
+            problems.extend(err.problems)
+            continue
+        try:
+            _set_dotted(merged, key, value)
+        except ConfigError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise ConfigError(problems)
+    return validate(merged)
+
+
+def validate(data: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate a plain mapping; raise :class:`ConfigError` with one line per problem."""
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_errors(err)) from None
+
+
+def format_errors(err: ValidationError) -> list[str]:
+    """pydantic errors as ``key: problem`` lines (also used by the UI, next to fields)."""
+    lines = []
+    for e in err.errors():
+        key = _dotted(e["loc"])
+        kind = e["type"]
+        msg = e["msg"]
+        if kind == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+            if msg.startswith(f"{key}: "):
+                msg = msg[len(key) + 2 :]
+        elif kind == "model_type" or kind == "dict_type":
+            msg = f"expected a table, got {_show(e.get('input'))}"
+        else:
+            msg = f"{msg[0].lower()}{msg[1:]}, got {_show(e.get('input'))}"
+        lines.append(f"{key}: {msg}" if key else msg)
+    return lines
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; a missing or malformed file is a one-line ConfigError."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"--config: no such file {str(p)!r}"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"--config: {str(p)!r} is a folder, not a TOML file"]) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([f"--config: {p}: invalid TOML ({err})"]) from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.lr=1e-3"`` -> ``("train.lr", 0.001)``; bare words become strings."""
+    if "=" not in item:
+        raise ConfigError([f"--set {item!r}: expected KEY=VALUE"])
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError([f"--set {item!r}: expected a dotted KEY such as train.lr"])
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = target
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError([f"{'.'.join(parts[: i + 1])}: is a value, not a table"])
+        node = child
+    node[parts[-1]] = value
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+# --------------------------------------------------------------------------- reference
+
+SECTIONS: dict[str, type[_Section]] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "grid": GridConfig,
+    "train": TrainConfig,
+    "prune": PruneConfig,
+    "run": RunConfig,
+}
+
+
+def render_toml(config: ExperimentConfig, *, header: str = "") -> str:
+    """The complete config as commented TOML (every key, with its meaning and default)."""
+    lines = ["# lotto-tui experiment configuration."]
+    if header:
+        lines.append(f"# {header}")
+    lines.append("# Every key is shown; `# default: ...` marks values that differ from the default.")
+    for section, model in SECTIONS.items():
+        lines += ["", f"[{section}]", f"# {model.__doc__}"]
+        current = getattr(config, section)
+        for name, field in model.model_fields.items():
+            value = getattr(current, name)
+            lines.append(f"# {field.description}")
+            note = ""
+            if value != field.default:
+                note = f"  # default: {toml_value(field.default)}"
+            lines.append(f"{name} = {toml_value(value)}{note}")
+    return "\n".join(lines) + "\n"
+
+
+def reference_markdown() -> str:
+    """A Markdown table of every key, its default and meaning (for the README)."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for section, model in SECTIONS.items():
+        for name, field in model.model_fields.items():
+            rows.append(
+                f"| `{section}.{name}` | `{toml_value(field.default)}` | {field.description} |"
+            )
+    return "\n".join(rows) + "\n"
+
+
+def toml_value(value: Any) -> str:
+    """Format one plain value as TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")

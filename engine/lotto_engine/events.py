@@ -1,0 +1,76 @@
+"""Typed events the runner emits; clients (batch CLI, TUI) only ever react to these.
+
+Events are small frozen dataclasses, cheap to create on the training thread and
+safe to hand to another thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .plan import Job
+from .records import EpochMetrics, RunResult
+
+
+@dataclass(frozen=True)
+class GridStarted:
+    experiment_id: int
+    jobs: tuple[Job, ...]
+    #: keys of jobs already finished in the store (skipped: resume)
+    skipped: frozenset[str]
+    device: str
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    job: Job
+    run_id: int
+    epochs: int
+    batches_per_epoch: int
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Sent at most every ``Runner.progress_interval`` seconds, and at epoch ends."""
+
+    job: Job
+    epoch: int  # 1-based epoch being trained
+    epochs: int
+    batch: int  # batches done in this epoch
+    batches: int
+
+
+@dataclass(frozen=True)
+class EpochFinished:
+    job: Job
+    metrics: EpochMetrics
+    epochs: int
+
+
+@dataclass(frozen=True)
+class JobFinished:
+    """A job ended with status done, diverged or cancelled (see ``result.status``)."""
+
+    job: Job
+    run_id: int
+    result: RunResult
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """A job raised: its error is recorded and the grid goes on."""
+
+    job: Job
+    run_id: int | None
+    error: str
+
+
+@dataclass(frozen=True)
+class GridFinished:
+    experiment_id: int
+    counts: dict[str, int]  # status -> number of jobs in the plan with it
+    cancelled: bool
+    wall_time: float
+
+
+Event = GridStarted | JobStarted | BatchProgress | EpochFinished | JobFinished | JobFailed | GridFinished

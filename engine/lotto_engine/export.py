@@ -1,0 +1,100 @@
+"""Export an experiment from the store as JSON or CSV.
+
+JSON: ``{"experiment": {...}, "runs": [...]}``; each run has its grid point, status,
+metrics (accuracies in [0, 1]; ``stability`` null for dense runs), its per-epoch
+``curve`` and per-layer ``layers``. CSV: one row per run, scalar columns only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Any
+
+from .store import Store
+
+CSV_COLUMNS = (
+    "run_id", "experiment_id", "job_key", "activation", "method", "target_sparsity",
+    "actual_sparsity", "seed", "status", "attempt", "val_acc", "best_val_acc", "test_acc",
+    "stability", "wall_time", "epochs", "error",
+)
+
+
+def export_experiment(store: Store, experiment_id: int | None = None, *, history: bool = False) -> dict[str, Any]:
+    """The experiment (latest when ``experiment_id`` is None) and its runs as plain data."""
+    exp = store.experiment(experiment_id)
+    runs = []
+    for run in store.runs(exp.id, history=history):
+        curve = store.curve(run.id)
+        runs.append(
+            {
+                "run_id": run.id,
+                "experiment_id": exp.id,
+                "job_key": run.job_key,
+                "activation": run.activation,
+                "method": run.method,
+                "target_sparsity": run.target_sparsity,
+                "actual_sparsity": run.actual_sparsity,
+                "seed": run.seed,
+                "status": run.status,
+                "attempt": run.attempt,
+                "val_acc": run.val_acc,
+                "best_val_acc": run.best_val_acc,
+                "test_acc": run.test_acc,
+                "stability": run.stability,
+                "wall_time": run.wall_time,
+                "error": run.error,
+                "started_at": run.started_at,
+                "finished_at": run.finished_at,
+                "epochs": len(curve),
+                "curve": [
+                    {
+                        "epoch": m.epoch,
+                        "train_loss": m.train_loss,
+                        "train_acc": m.train_acc,
+                        "val_loss": m.val_loss,
+                        "val_acc": m.val_acc,
+                        "lr": m.lr,
+                    }
+                    for m in curve
+                ],
+                "layers": [
+                    {"name": layer.name, "numel": layer.numel, "kept": layer.kept, "sparsity": layer.sparsity}
+                    for layer in store.layers(run.id)
+                ],
+            }
+        )
+    experiment = {
+        "id": exp.id,
+        "identity": exp.identity,
+        "name": exp.name,
+        "created_at": exp.created_at,
+        "config": exp.config,
+    }
+    return {"experiment": experiment, "runs": runs}
+
+
+def to_json(data: dict[str, Any]) -> str:
+    """Strict JSON: NaN and infinities (diverged runs) become null."""
+    return json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
+
+
+def to_csv(data: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for run in data["runs"]:
+        writer.writerow({k: ("" if run.get(k) is None else run.get(k)) for k in CSV_COLUMNS})
+    return buf.getvalue()
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj

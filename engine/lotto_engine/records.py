@@ -1,0 +1,88 @@
+"""Plain result records shared by the training loop, the runner, the store and the
+clients. Dataclasses, no torch: views and exporters can use them freely."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Status = Literal["running", "done", "failed", "diverged", "cancelled"]
+FINAL_STATUSES: tuple[str, ...] = ("done", "failed", "diverged", "cancelled")
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One point of a training curve (accuracies in [0, 1])."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """How much of one prunable weight tensor a mask removes."""
+
+    name: str
+    numel: int
+    kept: int
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.kept / self.numel if self.numel else 0.0
+
+
+@dataclass
+class RunResult:
+    """Everything one finished (or stopped) run records."""
+
+    status: Status
+    curve: list[EpochMetrics] = field(default_factory=list)
+    val_acc: float | None = None
+    best_val_acc: float | None = None
+    test_acc: float | None = None
+    actual_sparsity: float | None = None
+    layers: list[LayerSparsity] = field(default_factory=list)
+    stability: float | None = None
+    wall_time: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as the store holds it (one row per attempt at a job)."""
+
+    id: int
+    experiment_id: int
+    job_key: str
+    kind: str
+    activation: str
+    method: str
+    target_sparsity: float
+    seed: int
+    status: str
+    attempt: int
+    val_acc: float | None
+    best_val_acc: float | None
+    test_acc: float | None
+    actual_sparsity: float | None
+    stability: float | None
+    wall_time: float | None
+    error: str | None
+    started_at: str
+    finished_at: str | None
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    """An experiment as the store holds it: its full config and identity hash."""
+
+    id: int
+    identity: str
+    name: str
+    created_at: str
+    config: dict

@@ -1,0 +1,90 @@
+"""Results as the write-up reports them: per (activation, method, sparsity), averaged
+over seeds. Views (tables, charts) draw these numbers and compute none."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .records import EpochMetrics, RunRecord
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of the results table: a grid point, over its seeds."""
+
+    activation: str
+    method: str  # "dense" for the baseline
+    target_sparsity: float
+    runs: int  # runs at this grid point (latest attempts)
+    done: int  # of which finished
+    val_acc: float | None  # mean final validation accuracy of finished runs
+    val_acc_std: float | None
+    best_val_acc: float | None
+    test_acc: float | None
+    actual_sparsity: float | None
+    stability: float | None
+    statuses: tuple[str, ...]
+
+
+def summarize(runs: Iterable[RunRecord]) -> list[Cell]:
+    """Group runs by grid point (in first-seen order) and average the finished ones."""
+    groups: dict[tuple[str, str, float], list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault((run.activation, run.method, run.target_sparsity), []).append(run)
+    cells = []
+    for (activation, method, sparsity), members in groups.items():
+        done = [r for r in members if r.status == "done"]
+        cells.append(
+            Cell(
+                activation=activation,
+                method=method,
+                target_sparsity=sparsity,
+                runs=len(members),
+                done=len(done),
+                val_acc=_mean(r.val_acc for r in done),
+                val_acc_std=_std([r.val_acc for r in done]),
+                best_val_acc=_mean(r.best_val_acc for r in done),
+                test_acc=_mean(r.test_acc for r in done),
+                actual_sparsity=_mean(r.actual_sparsity for r in done),
+                stability=_mean(r.stability for r in done),
+                statuses=tuple(sorted({r.status for r in members})),
+            )
+        )
+    return cells
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _std(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.pstdev(vals) if len(vals) > 1 else None
+
+
+def mean_curves(
+    runs: Iterable[RunRecord],
+    curve_of: Callable[[int], list[EpochMetrics]],
+    metric: str = "train_acc",
+) -> dict[tuple[str, str, float], list[tuple[int, float]]]:
+    """Per grid point, ``metric`` by epoch averaged over the finished seeds.
+
+    ``curve_of(run_id)`` returns a run's curve (e.g. ``Store.curve``). An epoch is
+    kept only when every averaged run has it.
+    """
+    groups: dict[tuple[str, str, float], list[list[EpochMetrics]]] = {}
+    for run in runs:
+        if run.status == "done":
+            key = (run.activation, run.method, run.target_sparsity)
+            groups.setdefault(key, []).append(curve_of(run.id))
+    out: dict[tuple[str, str, float], list[tuple[int, float]]] = {}
+    for key, curves in groups.items():
+        length = min(len(c) for c in curves)
+        out[key] = [
+            (curves[0][i].epoch, sum(getattr(c[i], metric) for c in curves) / len(curves))
+            for i in range(length)
+        ]
+    return out

@@ -1,0 +1,330 @@
+"""The runner: executes a plan of jobs, records them in the store, emits events.
+
+The protocol, per activation and seed (the write-up's, generalised):
+
+1. Build the net from the seed and save theta0.
+2. Train it dense for ``train.dense_epochs``; save its final weights (and, for
+   ``prune.rewind = "epoch:K"``, its weights after epoch K).
+3. For each method and sparsity: score the weights (magnitude: the trained dense
+   weights; grasp and random: theta0), cut a mask, start from the rewind point
+   (theta0 or epoch K) times the mask, retrain for ``train.pruned_epochs`` with the
+   mask enforced, and measure test accuracy, mask sparsity and stability D against
+   the dense net.
+
+Each job is deterministic given its inputs (seeds are derived from the job, never
+from execution order), so resumed and fresh grids give the same numbers. Every
+client (batch CLI, TUI) drives this one class and only reads its events and the
+store.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from . import devices
+from .config import ExperimentConfig
+from .data import Dataset, load_dataset
+from .data.batches import class_balanced_sample
+from .errors import StoreError
+from .events import (
+    BatchProgress,
+    EpochFinished,
+    Event,
+    GridFinished,
+    GridStarted,
+    JobFailed,
+    JobFinished,
+    JobStarted,
+)
+from .metrics import mask_sparsity, stability
+from .models import build_model
+from .plan import Job, Plan, build_plan
+from .pruning import compute_masks, prunable_names
+from .records import RunResult
+from .scores import METHODS
+from .store import Store
+from .training import batches_per_epoch, evaluate, train
+
+EventHandler = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class GridSummary:
+    """What a call to :meth:`Runner.run` did."""
+
+    experiment_id: int
+    counts: dict[str, int]
+    cancelled: bool
+    wall_time: float
+
+    @property
+    def ok(self) -> bool:
+        """True when no job of the plan is failed or diverged."""
+        return not (self.counts.get("failed") or self.counts.get("diverged"))
+
+
+class _ParentMissing(Exception):
+    """A pruned job's dense parent has no usable artifacts."""
+
+
+class Runner:
+    """Runs an experiment's plan against a store, emitting typed events.
+
+    ``cancel`` (a ``threading.Event``) is checked before every training batch; a
+    cancelled job is recorded as ``cancelled`` and the grid stops.
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        store: Store,
+        *,
+        on_event: EventHandler | None = None,
+        cancel: threading.Event | None = None,
+        progress_interval: float = 0.1,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.plan: Plan = build_plan(config)
+        self.cancel = cancel or threading.Event()
+        self.progress_interval = progress_interval
+        self._emit_to = on_event
+        self._dataset: Dataset | None = None
+        self.device: torch.device | None = None
+
+    # ------------------------------------------------------------------ public
+
+    def run(self, jobs: Iterable[str] | None = None) -> GridSummary:
+        """Run the jobs not yet done (resume), or exactly ``jobs`` (by key) again.
+
+        Raises :class:`~lotto_engine.errors.LottoError` subclasses for bad devices,
+        missing data, or an experiment already running elsewhere.
+        """
+        started = time.perf_counter()
+        devices.configure(self.config.run.threads, self.config.run.deterministic)
+        self.device = devices.resolve_device(self.config.run.device)
+        experiment = self.store.experiment_for(self.config)
+        with self.store.lock_experiment(experiment.id):
+            self.store.recover_interrupted(experiment.id)
+            done = self.store.done_keys(experiment.id)
+            if jobs is None:
+                todo = [job for job in self.plan if job.key not in done]
+                todo = self._with_missing_parents(todo)
+            else:
+                wanted = set(jobs)
+                unknown = wanted - {job.key for job in self.plan}
+                if unknown:
+                    raise StoreError(f"no job {sorted(unknown)[0]!r} in this experiment's plan")
+                todo = [job for job in self.plan if job.key in wanted]
+            todo_keys = {job.key for job in todo}
+            skipped = frozenset(job.key for job in self.plan if job.key not in todo_keys)
+            self._emit(GridStarted(experiment.id, self.plan.jobs, skipped, str(self.device)))
+            if todo:
+                self._data()
+            failed_parents: set[str] = set()
+            for job in todo:
+                if self.cancel.is_set():
+                    break
+                status = self._run_job(experiment.id, job, failed_parents)
+                if job.kind == "dense" and status != "done":
+                    failed_parents.add(job.key)
+            counts = self._counts(experiment.id)
+        wall = time.perf_counter() - started
+        cancelled = self.cancel.is_set()
+        self._emit(GridFinished(experiment.id, counts, cancelled, wall))
+        return GridSummary(experiment.id, counts, cancelled, wall)
+
+    def rerun(self, job_key: str) -> GridSummary:
+        """Run one job again as a new attempt (a dense job with all its dependents)."""
+        keys = [job_key] + [job.key for job in self.plan.dependents(job_key)]
+        return self.run(keys)
+
+    # ------------------------------------------------------------------ jobs
+
+    def _run_job(self, experiment_id: int, job: Job, failed_parents: set[str]) -> str:
+        run_id = self.store.start_run(experiment_id, job)
+        started = time.perf_counter()
+        try:
+            if job.parent in failed_parents:
+                raise _ParentMissing("its dense run did not finish")
+            if job.kind == "dense":
+                result = self._dense(job, run_id)
+            else:
+                result = self._pruned(job, run_id)
+        except BaseException as err:
+            cancelled = isinstance(err, KeyboardInterrupt)
+            message = "cancelled" if cancelled else _one_line(err)
+            result = RunResult(
+                status="cancelled" if cancelled else "failed",
+                error=message,
+                wall_time=time.perf_counter() - started,
+            )
+            self.store.finish_run(run_id, result)
+            if not isinstance(err, Exception):
+                raise
+            self._emit(JobFailed(job, run_id, message))
+            return result.status
+        result.wall_time = time.perf_counter() - started
+        self.store.finish_run(run_id, result)
+        self._emit(JobFinished(job, run_id, result))
+        return result.status
+
+    def _dense(self, job: Job, run_id: int) -> RunResult:
+        data = self._data()
+        model = self._build(job)
+        theta0 = {k: v.clone() for k, v in model.state_dict().items()}
+        model.to(self.device)
+        rewind = self.config.prune.rewind_epoch
+        epochs = self.config.train.dense_epochs
+        self._emit(JobStarted(job, run_id, epochs, self._batches()))
+        outcome = train(
+            model, data.train, data.val, self.config.train,
+            epochs=epochs,
+            seed=job.seed,
+            augment=self.config.data.augment,
+            padding=self.config.data.crop_padding,
+            cancel=self.cancel,
+            on_batch=self._progress(job, epochs),
+            on_epoch=lambda m: self._emit(EpochFinished(job, m, epochs)),
+            snapshot_epochs=(rewind,) if rewind is not None else (),
+        )
+        names = prunable_names(model, exclude_classifier=self.config.prune.exclude_classifier)
+        params = dict(model.named_parameters())
+        _, layers = mask_sparsity({n: torch.ones_like(params[n], dtype=torch.bool) for n in names})
+        result = self._result(outcome.status, outcome.curve, model, data)
+        result.actual_sparsity = 0.0
+        result.layers = layers
+        if outcome.status == "done":
+            self.store.save_tensors(job.key, "theta0", theta0)
+            if rewind is not None:
+                self.store.save_tensors(job.key, "rewind", outcome.snapshots[rewind])
+            self.store.save_tensors(job.key, "dense", model.state_dict())
+        return result
+
+    def _pruned(self, job: Job, run_id: int) -> RunResult:
+        data = self._data()
+        prune = self.config.prune
+        parent = job.parent
+        assert parent is not None
+        needed = ("theta0", "dense") + (("rewind",) if prune.rewind_epoch is not None else ())
+        if not all(self.store.has_tensors(parent, name) for name in needed):
+            raise _ParentMissing("its dense run has not finished (no saved weights)")
+        theta0 = self.store.load_tensors(parent, "theta0")
+        dense = self.store.load_tensors(parent, "dense")
+
+        scorer = METHODS.get(job.method)
+        model = self._build(job)
+        model.load_state_dict(dense if scorer.scores_at == "trained" else theta0)
+        model.to(self.device)
+        score_data = None
+        if scorer.needs_gradients:
+            x, y = class_balanced_sample(data.train.x, data.train.y, prune.score_samples, job.seed)
+            step = self.config.train.eval_batch_size
+            score_data = [(x[i : i + step], y[i : i + step]) for i in range(0, len(y), step)]
+        masks = compute_masks(
+            model, job.method, job.sparsity,
+            data=score_data,
+            scope=prune.scope,
+            tie_mode=prune.tie_mode,
+            exclude_classifier=prune.exclude_classifier,
+            seed=job.seed,
+        )
+        actual, layers = mask_sparsity(masks)
+
+        start = theta0 if prune.rewind_epoch is None else self.store.load_tensors(parent, "rewind")
+        model.load_state_dict(start)
+        model.to(self.device)
+        epochs = self.config.train.pruned_epochs
+        self._emit(JobStarted(job, run_id, epochs, self._batches()))
+        outcome = train(
+            model, data.train, data.val, self.config.train,
+            epochs=epochs,
+            seed=job.seed,
+            masks=masks,
+            augment=self.config.data.augment,
+            padding=self.config.data.crop_padding,
+            cancel=self.cancel,
+            on_batch=self._progress(job, epochs),
+            on_epoch=lambda m: self._emit(EpochFinished(job, m, epochs)),
+        )
+        result = self._result(outcome.status, outcome.curve, model, data)
+        result.actual_sparsity = actual
+        result.layers = layers
+        if outcome.status == "done":
+            final = model.state_dict()
+            result.stability = stability(
+                {n: dense[n] for n in masks}, {n: final[n] for n in masks}
+            )
+            self.store.save_tensors(job.key, "mask", masks)
+            self.store.save_tensors(job.key, "final", final)
+        return result
+
+    # ------------------------------------------------------------------ helpers
+
+    def _result(self, status: str, curve: list, model: torch.nn.Module, data: Dataset) -> RunResult:
+        result = RunResult(status=status, curve=curve)  # type: ignore[arg-type]
+        if curve:
+            result.val_acc = curve[-1].val_acc
+            result.best_val_acc = max(m.val_acc for m in curve)
+        if status == "done":
+            _, result.test_acc = evaluate(model, data.test, self.config.train.eval_batch_size)
+        elif status == "diverged":
+            result.error = "loss became NaN or infinite"
+        elif status == "cancelled":
+            result.error = "cancelled"
+        return result
+
+    def _build(self, job: Job) -> torch.nn.Module:
+        data = self._data()
+        return build_model(self.config.model, data.input_shape, data.num_classes, job.activation, job.seed)
+
+    def _data(self) -> Dataset:
+        if self._dataset is None:
+            self._dataset = load_dataset(self.config.data, self.device or "cpu")
+        return self._dataset
+
+    def _batches(self) -> int:
+        return batches_per_epoch(len(self._data().train), self.config.train.batch_size)
+
+    def _with_missing_parents(self, todo: list[Job]) -> list[Job]:
+        """Add done dense jobs whose saved weights are gone but are still needed."""
+        keys = {job.key for job in todo}
+        needed = {job.parent for job in todo if job.parent and job.parent not in keys}
+        missing = {
+            key for key in needed
+            if not (self.store.has_tensors(key, "theta0") and self.store.has_tensors(key, "dense"))
+        }
+        return [job for job in self.plan if job.key in keys or job.key in missing]
+
+    def _counts(self, experiment_id: int) -> dict[str, int]:
+        latest = {run.job_key: run.status for run in self.store.runs(experiment_id)}
+        counts: dict[str, int] = {}
+        for job in self.plan:
+            status = latest.get(job.key, "pending")
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    def _progress(self, job: Job, epochs: int) -> Callable[[int, int, int], None]:
+        last = [0.0]
+
+        def on_batch(epoch: int, batch: int, batches: int) -> None:
+            now = time.perf_counter()
+            if batch == batches or now - last[0] >= self.progress_interval:
+                last[0] = now
+                self._emit(BatchProgress(job, epoch, epochs, batch, batches))
+
+        return on_batch
+
+    def _emit(self, event: Event) -> None:
+        if self._emit_to is not None:
+            self._emit_to(event)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if isinstance(err, _ParentMissing) else f"{type(err).__name__}: {text}"

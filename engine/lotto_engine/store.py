@@ -1,0 +1,320 @@
+"""The results store: one SQLite file (WAL) plus safetensors artifacts.
+
+Layout of a store folder (default ``./lotto-runs``)::
+
+    lotto.db                       experiments, runs, epochs, layer_sparsity
+    artifacts/<job key>/<name>.safetensors   theta0, dense, rewind, mask, final
+    locks/experiment-<id>.lock     held while a runner works on that experiment
+
+Durability rules: a run row is written as ``running`` when a job starts; when it
+ends, its status, metrics, curve and per-layer sparsity are committed in ONE
+transaction. Artifacts are written to a temporary file, fsynced and renamed, before
+that commit. So ``kill -9`` at any moment loses at most the job in flight, and the
+next run marks that row ``cancelled`` and runs the job again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import StoreError
+from .records import EpochMetrics, ExperimentRecord, LayerSparsity, RunRecord, RunResult
+
+if TYPE_CHECKING:
+    import torch
+
+    from .config import ExperimentConfig
+    from .plan import Job
+
+DB_NAME = "lotto.db"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS experiments (
+    id INTEGER PRIMARY KEY,
+    identity TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    config TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+    job_key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    activation TEXT NOT NULL,
+    method TEXT NOT NULL,
+    target_sparsity REAL NOT NULL,
+    seed INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    val_acc REAL, best_val_acc REAL, test_acc REAL,
+    actual_sparsity REAL, stability REAL, wall_time REAL,
+    error TEXT,
+    pid INTEGER,
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_job ON runs(experiment_id, job_key, attempt);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    epoch INTEGER NOT NULL,
+    train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL, lr REAL, seconds REAL,
+    PRIMARY KEY (run_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS layer_sparsity (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    layer TEXT NOT NULL,
+    numel INTEGER NOT NULL,
+    kept INTEGER NOT NULL,
+    PRIMARY KEY (run_id, layer)
+);
+"""
+
+_RUN_COLUMNS = (
+    "id, experiment_id, job_key, kind, activation, method, target_sparsity, seed, status, "
+    "attempt, val_acc, best_val_acc, test_acc, actual_sparsity, stability, wall_time, error, "
+    "started_at, finished_at"
+)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Store:
+    """A results folder. Thread-safe: one connection guarded by a lock."""
+
+    def __init__(self, root: str | Path, *, create: bool = True) -> None:
+        self.root = Path(root)
+        self.db_path = self.root / DB_NAME
+        if not create and not self.db_path.exists():
+            raise StoreError(f"no results store at {self.root.resolve()} (run an experiment first, or pass --store)")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.db_path, timeout=30, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            with self._conn:
+                self._conn.executescript(_SCHEMA)
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
+        except (sqlite3.Error, OSError) as err:
+            raise StoreError(f"cannot open results store {self.db_path}: {err}") from None
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ experiments
+
+    def experiment_for(self, config: ExperimentConfig) -> ExperimentRecord:
+        """The experiment with this config's identity, created if new."""
+        identity = config.identity()
+        payload = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO experiments (identity, name, created_at, config) VALUES (?, ?, ?, ?)",
+                (identity, config.run.name, _now(), payload),
+            )
+            if config.run.name:
+                self._conn.execute(
+                    "UPDATE experiments SET name = ? WHERE identity = ?", (config.run.name, identity)
+                )
+            row = self._conn.execute(
+                "SELECT id, identity, name, created_at, config FROM experiments WHERE identity = ?",
+                (identity,),
+            ).fetchone()
+        return _experiment(row)
+
+    def experiments(self) -> list[ExperimentRecord]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, identity, name, created_at, config FROM experiments ORDER BY id"
+            ).fetchall()
+        return [_experiment(r) for r in rows]
+
+    def experiment(self, experiment_id: int | None = None) -> ExperimentRecord:
+        """One experiment by id; the latest when ``experiment_id`` is None."""
+        with self._lock:
+            if experiment_id is None:
+                row = self._conn.execute(
+                    "SELECT id, identity, name, created_at, config FROM experiments ORDER BY id DESC LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    raise StoreError(f"the store {self.root} holds no experiment yet")
+            else:
+                row = self._conn.execute(
+                    "SELECT id, identity, name, created_at, config FROM experiments WHERE id = ?",
+                    (experiment_id,),
+                ).fetchone()
+                if row is None:
+                    raise StoreError(f"no experiment {experiment_id} in {self.root} (see `lotto-tui experiments`)")
+        return _experiment(row)
+
+    @contextlib.contextmanager
+    def lock_experiment(self, experiment_id: int) -> Iterator[None]:
+        """Hold the experiment's lock file; a second runner gets a clear StoreError."""
+        path = self.root / "locks" / f"experiment-{experiment_id}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise StoreError(
+                    f"experiment {experiment_id} is already running in {holder}; wait for it or stop it"
+                ) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}")
+            fh.flush()
+            try:
+                yield
+            finally:
+                fh.truncate(0)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(self, experiment_id: int, job: Job) -> int:
+        """Record a new attempt at ``job`` as running; returns its run id."""
+        with self._lock, self._conn:
+            (attempt,) = self._conn.execute(
+                "SELECT COALESCE(MAX(attempt), 0) + 1 FROM runs WHERE experiment_id = ? AND job_key = ?",
+                (experiment_id, job.key),
+            ).fetchone()
+            cur = self._conn.execute(
+                "INSERT INTO runs (experiment_id, job_key, kind, activation, method, target_sparsity, "
+                "seed, status, attempt, pid, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                (experiment_id, job.key, job.kind, job.activation, job.method, job.sparsity,
+                 job.seed, attempt, os.getpid(), _now()),
+            )
+            return int(cur.lastrowid)  # type: ignore[arg-type]
+
+    def finish_run(self, run_id: int, result: RunResult) -> None:
+        """Commit a run's outcome, curve and per-layer sparsity in one transaction."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                "UPDATE runs SET status = ?, val_acc = ?, best_val_acc = ?, test_acc = ?, "
+                "actual_sparsity = ?, stability = ?, wall_time = ?, error = ?, finished_at = ? WHERE id = ?",
+                (result.status, result.val_acc, result.best_val_acc, result.test_acc,
+                 result.actual_sparsity, result.stability, result.wall_time, result.error, _now(), run_id),
+            )
+            self._conn.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
+            self._conn.executemany(
+                "INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.lr, m.seconds)
+                 for m in result.curve],
+            )
+            self._conn.execute("DELETE FROM layer_sparsity WHERE run_id = ?", (run_id,))
+            self._conn.executemany(
+                "INSERT INTO layer_sparsity VALUES (?, ?, ?, ?)",
+                [(run_id, layer.name, layer.numel, layer.kept) for layer in result.layers],
+            )
+
+    def recover_interrupted(self, experiment_id: int) -> int:
+        """Mark runs left ``running`` by a dead process as cancelled; returns how many.
+
+        Call while holding :meth:`lock_experiment`, so no live runner owns them.
+        """
+        with self._lock, self._conn:
+            cur = self._conn.execute(
+                "UPDATE runs SET status = 'cancelled', error = 'interrupted: the process running it ended', "
+                "finished_at = ? WHERE experiment_id = ? AND status = 'running'",
+                (_now(), experiment_id),
+            )
+            return cur.rowcount
+
+    def done_keys(self, experiment_id: int) -> set[str]:
+        """Keys of jobs with a finished (``done``) run in this experiment."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT DISTINCT job_key FROM runs WHERE experiment_id = ? AND status = 'done'",
+                (experiment_id,),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def runs(self, experiment_id: int, *, history: bool = False) -> list[RunRecord]:
+        """Runs of an experiment in start order: the latest attempt per job, or all."""
+        query = f"SELECT {_RUN_COLUMNS} FROM runs r WHERE experiment_id = ?"
+        if not history:
+            query += (
+                " AND attempt = (SELECT MAX(attempt) FROM runs q"
+                " WHERE q.experiment_id = r.experiment_id AND q.job_key = r.job_key)"
+            )
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY id", (experiment_id,)).fetchall()
+        return [RunRecord(*row) for row in rows]
+
+    def curve(self, run_id: int) -> list[EpochMetrics]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds FROM epochs "
+                "WHERE run_id = ? ORDER BY epoch",
+                (run_id,),
+            ).fetchall()
+        return [EpochMetrics(*row) for row in rows]
+
+    def layers(self, run_id: int) -> list[LayerSparsity]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT layer, numel, kept FROM layer_sparsity WHERE run_id = ? ORDER BY rowid",
+                (run_id,),
+            ).fetchall()
+        return [LayerSparsity(*row) for row in rows]
+
+    # ------------------------------------------------------------------ artifacts
+
+    def artifact_path(self, job_key: str, name: str) -> Path:
+        return self.root / "artifacts" / job_key / f"{name}.safetensors"
+
+    def save_tensors(self, job_key: str, name: str, tensors: Mapping[str, torch.Tensor]) -> Path:
+        """Write tensors atomically (temp file, fsync, rename)."""
+        from safetensors.torch import save
+
+        path = self.artifact_path(job_key, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return path
+
+    def has_tensors(self, job_key: str, name: str) -> bool:
+        return self.artifact_path(job_key, name).exists()
+
+    def load_tensors(self, job_key: str, name: str, device: Any = "cpu") -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        path = self.artifact_path(job_key, name)
+        if not path.exists():
+            raise StoreError(f"missing artifact {path}")
+        return load_file(str(path), device=str(device))
+
+
+def _experiment(row: tuple[Any, ...]) -> ExperimentRecord:
+    return ExperimentRecord(id=row[0], identity=row[1], name=row[2], created_at=row[3], config=json.loads(row[4]))

@@ -1,0 +1,205 @@
+"""``lotto-tui --batch``: the engine headless, for scripts, CI and nohup.
+
+On a terminal it shows rich progress bars (the grid and the current job); otherwise
+it prints one plain line per epoch. NO_COLOR is honoured. Ctrl-C cancels cleanly (the
+job in flight is recorded as cancelled, the store stays consistent, exit 130); a
+second Ctrl-C stops at once. Never imports textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .cli import EXIT_FAILED_RUNS, EXIT_INTERRUPTED, EXIT_OK
+from .commands import config_from_options, print_error
+
+
+def _fmt_result(job: Any, result: Any) -> str:
+    parts = [f"{result.status:<9}", job.label]
+    if result.val_acc is not None:
+        parts.append(f"val_acc={result.val_acc:.4f}")
+    if result.test_acc is not None:
+        parts.append(f"test_acc={result.test_acc:.4f}")
+    if job.kind == "pruned" and result.actual_sparsity is not None:
+        parts.append(f"sparsity={result.actual_sparsity:.4f}")
+    if result.stability is not None:
+        parts.append(f"D={result.stability:.4f}")
+    parts.append(f"({result.wall_time:.1f}s)")
+    if result.error and result.status != "done":
+        parts.append(f"- {result.error}")
+    return "  ".join(parts)
+
+
+class PlainReporter:
+    """One line per epoch and per finished job: for logs, pipes and nohup."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.total = 0
+        self.finished = 0
+
+    def __call__(self, event: Any) -> None:
+        from lotto_engine import events as ev
+
+        if isinstance(event, ev.GridStarted):
+            self.total = len(event.jobs) - len(event.skipped)
+            self._print(
+                f"experiment {event.experiment_id}: {len(event.jobs)} jobs, {len(event.skipped)} already done, "
+                f"{self.total} to run on {event.device}"
+            )
+        elif isinstance(event, ev.EpochFinished):
+            m = event.metrics
+            self._print(
+                f"[{self.finished + 1}/{self.total}] {event.job.label} epoch {m.epoch}/{event.epochs} "
+                f"train_loss={m.train_loss:.4f} train_acc={m.train_acc:.4f} "
+                f"val_loss={m.val_loss:.4f} val_acc={m.val_acc:.4f} ({m.seconds:.2f}s)"
+            )
+        elif isinstance(event, ev.JobFinished):
+            self.finished += 1
+            self._print(f"[{self.finished}/{self.total}] {_fmt_result(event.job, event.result)}")
+        elif isinstance(event, ev.JobFailed):
+            self.finished += 1
+            self._print(f"[{self.finished}/{self.total}] failed    {event.job.label}  - {event.error}")
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class RichReporter:
+    """Live progress bars for the grid and the job in flight."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}", style="bold"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.grid = self.progress.add_task("grid", total=None)
+        self.job = self.progress.add_task("waiting", total=None)
+        self.progress.start()
+
+    def __call__(self, event: Any) -> None:
+        from lotto_engine import events as ev
+
+        if isinstance(event, ev.GridStarted):
+            todo = len(event.jobs) - len(event.skipped)
+            self.progress.update(self.grid, total=todo, description=f"experiment {event.experiment_id}")
+            self.console.print(
+                f"experiment {event.experiment_id}: {len(event.jobs)} jobs, "
+                f"{len(event.skipped)} already done, {todo} to run on {event.device}"
+            )
+        elif isinstance(event, ev.JobStarted):
+            self.progress.reset(self.job, total=event.epochs * event.batches_per_epoch, description=event.job.label)
+        elif isinstance(event, ev.BatchProgress):
+            self.progress.update(self.job, completed=(event.epoch - 1) * event.batches + event.batch)
+        elif isinstance(event, ev.JobFinished):
+            self.progress.advance(self.grid)
+            style = {"done": "green", "diverged": "magenta", "cancelled": "yellow"}.get(event.result.status, "red")
+            self.console.print(f"[{style}]{_fmt_result(event.job, event.result)}[/]", highlight=False)
+        elif isinstance(event, ev.JobFailed):
+            self.progress.advance(self.grid)
+            self.console.print(f"[bold red]failed[/]    {event.job.label}  - {event.error}", highlight=False)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+class _Interrupts:
+    """First Ctrl-C (or SIGTERM) sets the cancel flag; a second one stops at once."""
+
+    def __init__(self, cancel: threading.Event, notify: Any) -> None:
+        self.cancel = cancel
+        self.notify = notify
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.cancel.is_set():
+            raise KeyboardInterrupt
+        self.cancel.set()
+        self.notify("stopping after the current batch (Ctrl-C again to stop now)")
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def batch_command(opts: argparse.Namespace) -> int:
+    from lotto_engine.errors import LottoError
+
+    try:
+        config = config_from_options(opts)
+    except LottoError as err:
+        print_error(str(err))
+        return err.exit_code
+
+    from lotto_engine.runner import Runner
+    from lotto_engine.store import Store
+
+    interactive = sys.stdout.isatty()
+    # Logs and pipes get a fixed, wide layout so tables are never squeezed.
+    console = Console(highlight=False, width=None if interactive else 120)
+    reporter: PlainReporter | RichReporter = RichReporter(console) if interactive else PlainReporter(sys.stdout)
+    cancel = threading.Event()
+    started = time.perf_counter()
+    summary = None
+    try:
+        with Store(config.run.store) as store, _Interrupts(cancel, lambda m: print_error(m)):
+            runner = Runner(config, store, on_event=reporter, cancel=cancel)
+            try:
+                summary = runner.run()
+            finally:
+                reporter.close()
+            _report(console, store, summary.experiment_id, color=interactive and "NO_COLOR" not in os.environ)
+    except LottoError as err:
+        reporter.close()
+        print_error(str(err))
+        return err.exit_code
+    except KeyboardInterrupt:
+        reporter.close()
+        print_error("interrupted; finished runs are saved, run the same command to resume")
+        return EXIT_INTERRUPTED
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
+    console.print(f"experiment {summary.experiment_id}: {counts} ({time.perf_counter() - started:.1f}s); "
+                  f"store {config.run.store}")
+    if summary.cancelled:
+        print_error("cancelled; finished runs are saved, run the same command to resume")
+        return EXIT_INTERRUPTED
+    return EXIT_OK if summary.ok else EXIT_FAILED_RUNS
+
+
+def _report(console: Console, store: Any, experiment_id: int, *, color: bool) -> None:
+    from lotto_engine.results import summarize
+
+    from .report import chart_texts, results_table
+
+    cells = summarize(store.runs(experiment_id))
+    if not cells:
+        return
+    console.print(results_table(cells, title=f"Experiment {experiment_id}"))
+    width = max(60, min(console.width, 120))
+    for text in chart_texts(store, experiment_id, width=width, color=color):
+        # plotext output carries its own colour codes (or none): print it verbatim.
+        console.file.write(text + "\n\n")
+    console.file.flush()

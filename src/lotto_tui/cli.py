@@ -1,0 +1,110 @@
+"""Command line entry point: ``lotto-tui``.
+
+Parsing imports nothing heavy (no torch, no pydantic, no textual), so ``--help``
+answers at once; each command imports what it needs when it runs.
+
+    lotto-tui --batch [--preset P | --config F] [--set K=V ...] [--store DIR] [--device D]
+    lotto-tui config [--preset P | --config F] [--set K=V ...] [--reference]
+    lotto-tui export [--store DIR] [--experiment ID] --format json|csv [--out FILE]
+    lotto-tui experiments [--store DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+PRESET_NAMES = ("demo", "seed-paper")  # checked against lotto_engine.config.PRESETS in tests
+COMMANDS = ("config", "export", "experiments")
+
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _config_source(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--preset", choices=PRESET_NAMES, help="start from a named preset")
+    source.add_argument("--config", metavar="FILE", help="start from a TOML config file")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one key, e.g. --set train.lr=0.05 --set grid.sparsities=[0.5,0.9] (repeatable)",
+    )
+
+
+def main_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lotto-tui",
+        description="Lottery-ticket pruning experiments: activations x pruning methods x sparsities.",
+        epilog=(
+            "other commands: lotto-tui config | export | experiments (each has --help). "
+            "Exit codes: 0 ok, 1 a run failed or diverged, 2 bad input, 130 interrupted."
+        ),
+    )
+    parser.add_argument("--batch", action="store_true", help="run the grid headless (scripts, CI, nohup)")
+    _config_source(parser)
+    parser.add_argument("--store", metavar="DIR", help="results folder (default: run.store, ./lotto-runs)")
+    parser.add_argument("--device", metavar="D", help="auto | cpu | cuda | cuda:N | mps (sets run.device)")
+    return parser
+
+
+def config_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lotto-tui config",
+        description="Print a complete, commented TOML config (every key, its meaning and default).",
+    )
+    _config_source(parser)
+    parser.add_argument("--reference", action="store_true", help="print the key reference as Markdown")
+    return parser
+
+
+def export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lotto-tui export", description="Export an experiment's runs as JSON or CSV."
+    )
+    parser.add_argument("--store", metavar="DIR", default="lotto-runs", help="results folder (default ./lotto-runs)")
+    parser.add_argument("--experiment", type=int, metavar="ID", help="experiment id (default: the latest)")
+    parser.add_argument("--format", choices=("json", "csv"), required=True)
+    parser.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+    parser.add_argument("--history", action="store_true", help="include every attempt, not only the latest")
+    return parser
+
+
+def experiments_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lotto-tui experiments", description="List the experiments in a store.")
+    parser.add_argument("--store", metavar="DIR", default="lotto-runs", help="results folder (default ./lotto-runs)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in COMMANDS:
+        command, rest = args[0], args[1:]
+        if command == "config":
+            from .commands import config_command
+
+            return config_command(config_parser().parse_args(rest))
+        if command == "export":
+            from .commands import export_command
+
+            return export_command(export_parser().parse_args(rest))
+        from .commands import experiments_command
+
+        return experiments_command(experiments_parser().parse_args(rest))
+
+    parser = main_parser()
+    opts = parser.parse_args(args)
+    if opts.batch:
+        from .batch import batch_command
+
+        return batch_command(opts)
+    parser.print_usage(sys.stderr)
+    print(
+        "lotto-tui: the interactive explorer is not part of this release yet; "
+        "run the grid headless with --batch (e.g. lotto-tui --batch --preset demo)",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
