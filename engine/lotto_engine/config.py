@@ -197,6 +197,13 @@ class RunConfig(_Section):
     )
     deterministic: bool = Field(True, description="deterministic kernels (same config = same numbers)")
     store: str = Field("lotto-runs", description="results folder (SQLite + artifacts)")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16"
+    )
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "auto", description="NHWC memory format for conv nets: auto (on for CUDA) | on | off"
+    )
+    compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
 
     @field_validator("device")
     @classmethod
@@ -450,10 +457,22 @@ def reference_markdown() -> str:
     rows = ["| key | default | meaning |", "| --- | --- | --- |"]
     for section, model in SECTIONS.items():
         for name, field in model.model_fields.items():
-            rows.append(
-                f"| `{section}.{name}` | `{toml_value(field.default)}` | {field.description} |"
-            )
+            meaning = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{section}.{name}` | `{toml_value(field.default)}` | {meaning} |")
     return "\n".join(rows) + "\n"
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: escape quotes, backslashes and control characters only."""
+    out = []
+    for ch in text:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def toml_value(value: Any) -> str:
@@ -463,7 +482,7 @@ def toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        return _toml_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -52,3 +53,22 @@ def configure(threads: int, deterministic: bool) -> int:
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
     return n
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """Execution options of the training loop, resolved for one device."""
+
+    precision: str  # "fp32" | "bf16"
+    channels_last: bool
+    compile: bool
+
+
+def fast_path(precision: str, channels_last: str, compile: bool, device: torch.device) -> FastPath:
+    """Resolve the ``auto`` settings of ``run.*`` for ``device``."""
+    on_cuda = device.type == "cuda"
+    return FastPath(
+        precision=("bf16" if on_cuda else "fp32") if precision == "auto" else precision,
+        channels_last=on_cuda if channels_last == "auto" else channels_last == "on",
+        compile=compile,
+    )

@@ -60,13 +60,17 @@ class Plan:
         return [job for job in self.jobs if job.parent == key]
 
 
-def build_plan(config: ExperimentConfig) -> Plan:
-    """Expand the grid: per activation and seed, one dense job then its pruned jobs."""
+def build_plan(config: ExperimentConfig, *, precision: str = "fp32") -> Plan:
+    """Expand the grid: per activation and seed, one dense job then its pruned jobs.
+
+    ``precision`` is the resolved training precision (``fp32`` or ``bf16``): it is part
+    of every job key, so bf16 results are never taken for fp32 ones.
+    """
     jobs: list[Job] = []
     for activation in config.grid.activations:
         for seed in config.grid.seeds:
             dense = Job(
-                key=dense_key(config, activation, seed),
+                key=dense_key(config, activation, seed, precision),
                 kind="dense",
                 activation=activation,
                 seed=seed,
@@ -90,7 +94,7 @@ def build_plan(config: ExperimentConfig) -> Plan:
     return Plan(tuple(jobs))
 
 
-def dense_key(config: ExperimentConfig, activation: str, seed: int) -> str:
+def dense_key(config: ExperimentConfig, activation: str, seed: int, precision: str = "fp32") -> str:
     data = config.data.model_dump(mode="json", exclude={"root", "download"})
     train = config.train.model_dump(mode="json", exclude={"pruned_epochs"})
     return _key(
@@ -103,6 +107,7 @@ def dense_key(config: ExperimentConfig, activation: str, seed: int) -> str:
             "seed": seed,
             # the dense run must keep a snapshot at the rewind epoch
             "rewind": config.prune.rewind_epoch,
+            "precision": precision,
         }
     )
 

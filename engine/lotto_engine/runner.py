@@ -90,27 +90,30 @@ class Runner:
     ) -> None:
         self.config = config
         self.store = store
-        self.plan: Plan = build_plan(config)
+        run = config.run
+        self.device: torch.device = devices.resolve_device(run.device)
+        self.fast = devices.fast_path(run.precision, run.channels_last, run.compile, self.device)
+        self.plan: Plan = build_plan(config, precision=self.fast.precision)
         self.cancel = cancel or threading.Event()
         self.progress_interval = progress_interval
         self._emit_to = on_event
         self._dataset: Dataset | None = None
-        self.device: torch.device | None = None
 
     # ------------------------------------------------------------------ public
 
     def run(self, jobs: Iterable[str] | None = None) -> GridSummary:
         """Run the jobs not yet done (resume), or exactly ``jobs`` (by key) again.
 
-        Raises :class:`~lotto_engine.errors.LottoError` subclasses for bad devices,
-        missing data, or an experiment already running elsewhere.
+        Raises :class:`~lotto_engine.errors.LottoError` subclasses for missing data or
+        an experiment already running elsewhere (and, from the constructor, for a
+        device that does not exist).
         """
         started = time.perf_counter()
         devices.configure(self.config.run.threads, self.config.run.deterministic)
-        self.device = devices.resolve_device(self.config.run.device)
         experiment = self.store.experiment_for(self.config)
         with self.store.lock_experiment(experiment.id):
             self.store.recover_interrupted(experiment.id)
+            self.store.remove_partial_artifacts(job.key for job in self.plan)
             done = self.store.done_keys(experiment.id)
             if jobs is None:
                 todo = [job for job in self.plan if job.key not in done]
@@ -192,6 +195,7 @@ class Runner:
             on_batch=self._progress(job, epochs),
             on_epoch=lambda m: self._emit(EpochFinished(job, m, epochs)),
             snapshot_epochs=(rewind,) if rewind is not None else (),
+            **self._fast_options(),
         )
         names = prunable_names(model, exclude_classifier=self.config.prune.exclude_classifier)
         params = dict(model.named_parameters())
@@ -251,6 +255,7 @@ class Runner:
             cancel=self.cancel,
             on_batch=self._progress(job, epochs),
             on_epoch=lambda m: self._emit(EpochFinished(job, m, epochs)),
+            **self._fast_options(),
         )
         result = self._result(outcome.status, outcome.curve, model, data)
         result.actual_sparsity = actual
@@ -272,12 +277,21 @@ class Runner:
             result.val_acc = curve[-1].val_acc
             result.best_val_acc = max(m.val_acc for m in curve)
         if status == "done":
-            _, result.test_acc = evaluate(model, data.test, self.config.train.eval_batch_size)
+            _, result.test_acc = evaluate(
+                model, data.test, self.config.train.eval_batch_size, precision=self.fast.precision
+            )
         elif status == "diverged":
             result.error = "loss became NaN or infinite"
         elif status == "cancelled":
             result.error = "cancelled"
         return result
+
+    def _fast_options(self) -> dict[str, object]:
+        return {
+            "precision": self.fast.precision,
+            "channels_last": self.fast.channels_last,
+            "compile": self.fast.compile,
+        }
 
     def _build(self, job: Job) -> torch.nn.Module:
         data = self._data()
@@ -285,7 +299,7 @@ class Runner:
 
     def _data(self) -> Dataset:
         if self._dataset is None:
-            self._dataset = load_dataset(self.config.data, self.device or "cpu")
+            self._dataset = load_dataset(self.config.data, self.device)
         return self._dataset
 
     def _batches(self) -> int:

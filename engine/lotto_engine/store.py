@@ -21,7 +21,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -247,13 +247,20 @@ class Store:
             return cur.rowcount
 
     def done_keys(self, experiment_id: int) -> set[str]:
-        """Keys of jobs with a finished (``done``) run in this experiment."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT DISTINCT job_key FROM runs WHERE experiment_id = ? AND status = 'done'",
-                (experiment_id,),
-            ).fetchall()
-        return {r[0] for r in rows}
+        """Keys of jobs whose latest attempt in this experiment finished (``done``).
+
+        A rerun that was interrupted leaves its job not done, so resuming runs it again.
+        """
+        return {run.job_key for run in self.runs(experiment_id) if run.status == "done"}
+
+    def remove_partial_artifacts(self, job_keys: Iterable[str]) -> int:
+        """Delete temp files a killed process left while writing these jobs' artifacts."""
+        removed = 0
+        for key in job_keys:
+            for tmp in (self.root / "artifacts" / key).glob("*.tmp*"):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def runs(self, experiment_id: int, *, history: bool = False) -> list[RunRecord]:
         """Runs of an experiment in start order: the latest attempt per job, or all."""

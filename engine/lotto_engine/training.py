@@ -54,10 +54,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = list(model.parameters())
     if cfg.optimizer == "adam":
         return torch.optim.Adam(
-            params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay
+            params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay,
+            foreach=True,
         )
     return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
     )
 
 
@@ -66,17 +67,19 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on ``split``."""
+def evaluate(model: nn.Module, split: Split, batch_size: int, *, precision: str = "fp32") -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on ``split`` (loss summed in fp32)."""
     was_training = model.training
     model.eval()
+    autocast = torch.autocast(split.x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     loss_sum = torch.zeros((), device=split.x.device)
     correct = torch.zeros((), device=split.x.device, dtype=torch.long)
     for start in range(0, len(split), batch_size):
         x = split.x[start : start + batch_size]
         y = split.y[start : start + batch_size]
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        with autocast:
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
     n = max(len(split), 1)
@@ -98,12 +101,20 @@ def train(
     on_batch: BatchCallback | None = None,
     on_epoch: EpochCallback | None = None,
     snapshot_epochs: tuple[int, ...] = (),
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> TrainOutcome:
     """Train ``model`` in place for ``epochs``; data order and augmentation from ``seed``.
 
     ``snapshot_epochs`` lists epochs after which a CPU copy of the weights is kept
     (0 = before the first step). Stops early as ``diverged`` on a non-finite loss and
     as ``cancelled`` when ``cancel`` is set (checked before every batch).
+
+    Fast-path options (:func:`lotto_engine.devices.fast_path` resolves them):
+    ``precision="bf16"`` runs forward and loss under bf16 autocast with fp32 master
+    weights; ``channels_last`` trains conv nets in NHWC; ``compile`` wraps the model
+    in ``torch.compile`` for the training steps.
     """
     outcome = TrainOutcome(status="done")
     params = dict(model.named_parameters())
@@ -119,6 +130,11 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     n_batches = batches_per_epoch(len(train_split), cfg.batch_size)
     device = train_split.x.device
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if compile else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     model.train()
     for epoch in range(epochs):
         started = time.perf_counter()
@@ -134,9 +150,12 @@ def train(
             if cancel is not None and cancel.is_set():
                 outcome.status = "cancelled"
                 return outcome
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=False)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=layout)
+            with autocast:
+                logits = forward(x)
+                loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if masked:
                 with torch.no_grad():
@@ -152,7 +171,7 @@ def train(
                 on_batch(epoch + 1, i + 1, n_batches)
         n = len(train_split)
         train_loss = loss_sum.item() / n
-        val_loss, val_acc = evaluate(model, val_split, cfg.eval_batch_size)
+        val_loss, val_acc = evaluate(model, val_split, cfg.eval_batch_size, precision=precision)
         metrics = EpochMetrics(
             epoch=epoch + 1,
             train_loss=train_loss,

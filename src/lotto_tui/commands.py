@@ -104,5 +104,6 @@ def experiments_command(opts: argparse.Namespace) -> int:
         return err.exit_code
     if not rows:
         print("no experiments yet", file=sys.stderr)
-    print("\n".join(rows))
+    else:
+        print("\n".join(rows))
     return EXIT_OK

@@ -1,0 +1,205 @@
+"""Training throughput: a typical hand-written PyTorch loop vs the lotto engine.
+
+Both train the same ``shallow-cnn`` (CIFAR-10 shape, the ``seed-paper`` model) on the
+same synthetic CIFAR-10-shaped data, in one process, one after the other:
+
+- **typical**: a torchvision-style dataset of uint8 HWC images with per-sample
+  transforms (PIL image, ``ToTensor``, ``Normalize``; plus crop/flip with
+  ``--augment``), a ``DataLoader``, ``.to(device)`` per batch, the mask applied by
+  ``torch.nn.utils.prune`` forward hooks, and ``loss.item()`` every step.
+- **engine**: :func:`lotto_engine.training.train` as the runner calls it (data
+  normalised once on the device, batches as slices of a seeded permutation, metrics
+  read once per epoch, the mask enforced with foreach ops), with the fast-path
+  options of the config (precision, channels_last, compile).
+
+It prints images per second for each, the ratio, peak memory and the projected wall
+time of the ``seed-paper`` grid, and writes the same as JSON (``--out``).
+
+    python bench/throughput.py --device cpu --threads 2 --images 4096
+    python bench/throughput.py --device cuda --images 50000 --out bench/out/h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import prune
+
+from lotto_engine.config import load_config
+from lotto_engine.data import Split
+from lotto_engine.models import build_model
+from lotto_engine.pruning import compute_masks, prunable_names
+from lotto_engine.training import evaluate, train
+
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+
+
+def synthetic_cifar(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, 32, 32, 3) images and int64 labels, as torchvision's CIFAR10 holds them."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int64)
+
+
+class TypicalCifar(torch.utils.data.Dataset):
+    """What torchvision.datasets.CIFAR10 does per item: PIL image, then transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, augment: bool) -> None:
+        import torchvision.transforms as T
+
+        steps = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if augment else []
+        self.transform = T.Compose([*steps, T.ToTensor(), T.Normalize(MEAN, STD)])
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def typical_epoch(model, loader, optimizer, device) -> int:  # type: ignore[no-untyped-def]
+    model.train()
+    seen = 0
+    running = 0.0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        running += loss.item()  # the usual per-step logging (a host sync on GPU)
+        seen += y.shape[0]
+    return seen
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--images", type=int, default=4096, help="training images per epoch")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up epoch)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the typical loop")
+    parser.add_argument("--augment", action="store_true")
+    parser.add_argument("--sparsity", type=float, default=0.8, help="mask applied in both loops")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="engine config overrides")
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cfg = load_config(preset="seed-paper", overrides=[f"train.batch_size={args.batch_size}", *args.overrides])
+    images, labels = synthetic_cifar(args.images)
+    shape, classes = (3, 32, 32), 10
+
+    # ---- the typical loop
+    model = build_model(cfg.model, shape, classes, "relu", 0)
+    masks = compute_masks(model, "magnitude", args.sparsity)
+    modules = dict(model.named_modules())
+    for name in prunable_names(model):
+        prune.custom_from_mask(modules[name.rsplit(".", 1)[0]], "weight", masks[name])
+    model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+                                weight_decay=cfg.train.weight_decay)
+    loader = torch.utils.data.DataLoader(
+        TypicalCifar(images, labels, args.augment), batch_size=args.batch_size, shuffle=True,
+        num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
+    )
+    typical_epoch(model, loader, optimizer, device)  # warm-up
+    sync(device)
+    start = time.perf_counter()
+    seen = sum(typical_epoch(model, loader, optimizer, device) for _ in range(args.epochs))
+    sync(device)
+    typical_ips = seen / (time.perf_counter() - start)
+    del loader
+
+    # ---- the engine
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device).float().div_(255)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    split = Split(x, torch.from_numpy(labels).to(device))
+    val = Split(x[:1024], split.y[:1024])
+    model = build_model(cfg.model, shape, classes, "relu", 0)
+    masks = compute_masks(model, "magnitude", args.sparsity)
+    model.to(device)
+    common = dict(seed=0, masks=masks, augment=args.augment, padding=4, precision=cfg.run.precision,
+                  channels_last=cfg.run.channels_last, compile=cfg.run.compile)
+    train(model, split, val, cfg.train, epochs=1, **common)  # warm-up (and compilation)
+    sync(device)
+    start = time.perf_counter()
+    outcome = train(model, split, val, cfg.train, epochs=args.epochs, **common)
+    sync(device)
+    elapsed = time.perf_counter() - start
+    # an epoch also evaluates val (1024 images): count only training images, conservatively
+    engine_ips = args.epochs * len(split) / elapsed
+    sync(device)
+    start = time.perf_counter()
+    evaluate(model, split, cfg.train.eval_batch_size)
+    sync(device)
+    eval_ips = len(split) / (time.perf_counter() - start)
+    peak = peak_memory_mib(device)
+    zero = all(bool((p[~m] == 0).all()) for p, m in
+               ((dict(model.named_parameters())[n].detach(), masks[n].to(device)) for n in masks))
+
+    # ---- the seed-paper grid, projected: 3 x (50 + 6 x 20) epochs of 45k images,
+    # each epoch also evaluating 5k validation images, each run 10k test images once.
+    runs, epochs = 3 * 7, 3 * (50 + 6 * 20)
+    train_images, eval_images = epochs * 45_000, epochs * 5_000 + runs * 10_000
+    projected = train_images / engine_ips + eval_images / eval_ips
+    result = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "images_per_epoch": args.images,
+        "batch_size": args.batch_size,
+        "augment": args.augment,
+        "typical_workers": args.workers,
+        "engine_options": {"precision": cfg.run.precision, "channels_last": cfg.run.channels_last,
+                           "compile": cfg.run.compile},
+        "typical_images_per_s": round(typical_ips, 1),
+        "engine_images_per_s": round(engine_ips, 1),
+        "engine_eval_images_per_s": round(eval_ips, 1),
+        "ratio": round(engine_ips / typical_ips, 2),
+        "peak_memory_mib": round(peak, 1),
+        "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
+        "masked_weights_zero": zero,
+        "engine_status": outcome.status,
+        "projected_seed_paper_grid_s": round(projected, 1),
+    }
+    for key, value in result.items():
+        print(f"{key:>28}: {value}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
