@@ -91,8 +91,8 @@ class RichReporter:
             console=console,
             transient=False,
         )
-        self.grid = self.progress.add_task("grid", total=None)
-        self.job = self.progress.add_task("waiting", total=None)
+        self.grid = self.progress.add_task("starting", total=None)
+        self.job: Any = None  # added when the first job starts
         self.progress.start()
 
     def __call__(self, event: Any) -> None:
@@ -106,8 +106,12 @@ class RichReporter:
                 f"{len(event.skipped)} already done, {todo} to run on {event.device}"
             )
         elif isinstance(event, ev.JobStarted):
-            self.progress.reset(self.job, total=event.epochs * event.batches_per_epoch, description=event.job.label)
-        elif isinstance(event, ev.BatchProgress):
+            total = event.epochs * event.batches_per_epoch
+            if self.job is None:
+                self.job = self.progress.add_task(event.job.label, total=total)
+            else:
+                self.progress.reset(self.job, total=total, description=event.job.label)
+        elif isinstance(event, ev.BatchProgress) and self.job is not None:
             self.progress.update(self.job, completed=(event.epoch - 1) * event.batches + event.batch)
         elif isinstance(event, ev.JobFinished):
             self.progress.advance(self.grid)

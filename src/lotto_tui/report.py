@@ -34,7 +34,13 @@ def results_table(cells: Sequence[Cell], title: str = "Results") -> Table:
         ("D", "right"), ("n", "right"), ("status", "left"),
     ):
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    ordered = sorted(cells, key=lambda c: (c.activation, c.method != "dense", c.method, c.target_sparsity))
+    # Grid order (as configured): activations, then dense, then methods by sparsity.
+    act_rank = {a: i for i, a in enumerate(dict.fromkeys(c.activation for c in cells))}
+    method_rank = {m: i for i, m in enumerate(dict.fromkeys(c.method for c in cells if c.method != "dense"))}
+    ordered = sorted(
+        cells,
+        key=lambda c: (act_rank[c.activation], c.method != "dense", method_rank.get(c.method, -1), c.target_sparsity),
+    )
     previous = None
     for cell in ordered:
         if previous is not None and cell.activation != previous:
