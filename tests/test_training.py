@@ -181,3 +181,43 @@ def test_fast_path_auto_is_the_plain_fp32_path_on_cpu_and_opt_ins_stay_close(dig
         close = curve(**options)
         for (loss_a, acc_a), (loss_b, acc_b) in zip(plain, close):
             assert loss_b == pytest.approx(loss_a, rel=0.05) and abs(acc_a - acc_b) <= 0.05, options
+
+
+def test_moving_the_data_folder_resumes_the_same_experiment():
+    base = load_config(preset="demo")
+    moved = load_config(preset="demo", overrides=['data.root="/elsewhere"', "data.download=false"])
+    assert base.identity() == moved.identity()
+    assert base.identity() != load_config(preset="demo", overrides=["data.val_size=0.2"]).identity()
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "leaky_relu", "gelu", "elu", "silu"])
+def test_every_registered_activation_trains_both_models(digits, activation):
+    for name in ("shallow-cnn", "lenet-300-100"):
+        cfg = tiny_config(f'model.name="{name}"')
+        model = build_model(cfg.model, digits.input_shape, digits.num_classes, activation, 0)
+        out = train(model, digits.train, digits.val, cfg.train, epochs=1, seed=0)
+        assert out.status == "done" and math.isfinite(out.curve[0].train_loss)
+    from lotto_engine.pruning import prunable_names
+
+    assert prunable_names(model) == ["fc1.weight", "fc2.weight", "classifier.weight"]
+
+
+def test_models_are_seeded_and_device_independent():
+    cfg = tiny_config()
+    a = build_model(cfg.model, (1, 8, 8), 10, "relu", 7).state_dict()
+    b = build_model(cfg.model, (1, 8, 8), 10, "relu", 7).state_dict()
+    c = build_model(cfg.model, (1, 8, 8), 10, "relu", 8).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and not torch.equal(a["conv1.weight"], c["conv1.weight"])
+    assert all(torch.count_nonzero(v) == 0 for k, v in a.items() if k.endswith("bias"))
+
+
+def test_a_grid_with_augmentation_runs_and_is_reproducible(tmp_path):
+    cfg = tiny_config('grid.activations=["relu"]', 'grid.methods=["random"]', "grid.sparsities=[0.5]",
+                      "data.augment=true", "data.crop_padding=1")
+    accs = []
+    for name in ("a", "b"):
+        with Store(tmp_path / name) as store:
+            summary = Runner(cfg, store).run()
+            assert summary.ok
+            accs.append([r.val_acc for r in store.runs(summary.experiment_id)])
+    assert accs[0] == accs[1]

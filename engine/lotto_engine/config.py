@@ -233,8 +233,9 @@ class ExperimentConfig(_Section):
         return self
 
     def identity(self) -> str:
-        """A hash of everything that changes results (all sections but ``run``)."""
-        science = self.model_dump(mode="json", exclude={"run"})
+        """A hash of everything that changes results: all sections but ``run``, and not
+        where the data files live (``data.root``, ``data.download``)."""
+        science = self.model_dump(mode="json", exclude={"run": True, "data": {"root", "download"}})
         return _hash(science)
 
 
