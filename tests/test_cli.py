@@ -464,3 +464,30 @@ def test_on_a_terminal_batch_shows_progress_bars_and_a_colour_table(tmp_path):
     assert "\x1b[" in screen  # colour on a terminal
     assert "epoch 1/2" not in screen  # no per-epoch log lines: the bars show progress
     assert "Validation accuracy vs sparsity" in screen
+
+
+def test_a_corrupt_store_file_is_one_line_not_a_traceback(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "lotto.db").write_bytes(b"this is not a database" * 100)
+    proc = lotto("--batch", *TINY, "--store", str(store), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr and "lotto.db" in lines[0], proc.stderr
+
+
+def test_an_unexpected_internal_error_is_one_line_with_exit_70(monkeypatch, capsys):
+    from lotto_tui import batch, cli
+
+    def broken(opts):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(batch, "batch_command", broken)
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    assert cli.main(["--batch"]) == cli.EXIT_INTERNAL == 70
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"lotto-tui: internal error: RuntimeError: disk on fire second line "
+                   f"(finished runs are saved; set {cli.DEBUG_ENV}=1 for the traceback)"]
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    with pytest.raises(RuntimeError):
+        cli.main(["--batch"])

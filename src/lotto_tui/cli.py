@@ -18,7 +18,8 @@ from collections.abc import Sequence
 PRESET_NAMES = ("demo", "seed-paper")  # checked against lotto_engine.config.PRESETS in tests
 COMMANDS = ("config", "export", "experiments")
 
-EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
+DEBUG_ENV = "LOTTO_TUI_DEBUG"
 
 
 def _config_source(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +38,8 @@ def main_parser() -> argparse.ArgumentParser:
         description="Lottery-ticket pruning experiments: activations x pruning methods x sparsities.",
         epilog=(
             "other commands: lotto-tui config | export | experiments (each has --help). "
-            "Exit codes: 0 ok, 1 a run failed or diverged, 2 bad input, 130 interrupted."
+            "Exit codes: 0 ok, 1 a run failed or diverged, 2 bad input, 70 internal error, "
+            "130 interrupted."
         ),
     )
     parser.add_argument("--batch", action="store_true", help="run the grid headless (scripts, CI, nohup)")
@@ -76,7 +78,27 @@ def experiments_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Run a command; an unexpected error is one line (traceback with LOTTO_TUI_DEBUG=1)."""
+    import os
+
+    try:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        print("lotto-tui: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # a bug, or an environment problem nothing anticipated
+        if os.environ.get(DEBUG_ENV):
+            raise
+        text = " ".join(str(err).split())
+        print(
+            f"lotto-tui: internal error: {type(err).__name__}: {text} "
+            f"(finished runs are saved; set {DEBUG_ENV}=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _dispatch(args: list[str]) -> int:
     if args and args[0] in COMMANDS:
         command, rest = args[0], args[1:]
         if command == "config":
