@@ -130,6 +130,12 @@ def test_help_does_not_import_torch(tmp_path):
         ("grid.activations=[]", "grid.activations"),
         ('train.dense_epochs="ten"', "train.dense_epochs"),
         ("train.lr=true", "train.lr"),
+        ("train.lr=inf", "train.lr"),
+        ("data.val_size=nan", "data.val_size"),
+        ("grid.seeds=[9223372036854775808]", "grid.seeds"),
+        ("run.threads=100000", "run.threads"),
+        ('data.root="/unterminated', "data.root"),
+        ("grid.sparsities=[0.5", "grid.sparsities"),
     ],
 )
 def test_each_config_problem_is_one_line_naming_its_key(tmp_path, override, key):
@@ -362,14 +368,12 @@ def test_missing_dataset_offline_is_one_line_and_store_stays_usable(tmp_path):
     db = tmp_path / "runs" / "lotto.db"
     assert _integrity(db) == "ok"
     assert _db_rows(db, "SELECT status FROM runs WHERE status = 'running'") == []
+    # the failed start left no empty experiment behind, and the store still answers
+    assert _db_rows(db, "SELECT id FROM experiments") == []
     listed = lotto("experiments", "--store", "runs", cwd=tmp_path, timeout=30)
-    assert listed.returncode == 0 and "cifar10" in listed.stdout
-    # the lock was released: the store can be worked on again at once
-    from lotto_engine.store import Store
-
-    with Store(tmp_path / "runs", create=False) as store:
-        with store.lock_experiment(store.experiment().id):
-            pass
+    assert listed.returncode == 0 and "no experiments yet" in listed.stderr
+    # no experiment was created, so no experiment lock was ever taken
+    assert not list((tmp_path / "runs").glob("locks/*.lock"))
 
 
 @pytest.mark.slow
@@ -491,3 +495,33 @@ def test_an_unexpected_internal_error_is_one_line_with_exit_70(monkeypatch, caps
     monkeypatch.setenv(cli.DEBUG_ENV, "1")
     with pytest.raises(RuntimeError):
         cli.main(["--batch"])
+
+
+def test_an_unreadable_config_file_is_one_line(tmp_path):
+    bad = tmp_path / "binary.toml"
+    bad.write_bytes(b"\xff\xfe\x00 not text")
+    proc = lotto("--batch", "--config", str(bad), cwd=tmp_path, timeout=30)
+    assert_one_line_error(proc, "not a UTF-8 text file")
+
+
+def test_a_lock_folder_that_is_a_file_is_one_line(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "locks").write_text("in the way")
+    proc = lotto("--batch", *TINY, "--store", str(store), cwd=tmp_path, timeout=120)
+    assert_one_line_error(proc, "lock")
+
+
+def test_export_failure_leaves_no_temp_file_and_reads_without_writing(tiny_grid, tmp_path):
+    cwd, proc = tiny_grid
+    assert proc.returncode == 0
+    store_dir = cwd / "runs"
+    db = store_dir / "lotto.db"
+    before = (db.stat().st_mtime_ns, db.stat().st_size)
+    target = tmp_path / "a-folder"
+    target.mkdir()
+    proc = lotto("export", "--store", str(store_dir), "--format", "json", "--out", str(target), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert lotto("experiments", "--store", str(store_dir), cwd=tmp_path).returncode == 0
+    assert (db.stat().st_mtime_ns, db.stat().st_size) == before  # read-only commands do not write

@@ -154,7 +154,7 @@ def test_runs_gives_latest_attempt_per_job_or_full_history(store):
     ]
     history = store.runs(exp.id, history=True)
     assert [(r.id, r.attempt, r.status) for r in history] == [(a1, 1, "cancelled"), (a2, 2, "done"), (p1, 1, "done")]
-    assert store.done_keys(exp.id) == {dense.key, pruned.key}
+    assert set(store.final_keys(exp.id)) == {dense.key, pruned.key}
 
 
 # --------------------------------------------------------------------------- artifacts

@@ -221,3 +221,61 @@ def test_a_grid_with_augmentation_runs_and_is_reproducible(tmp_path):
             assert summary.ok
             accs.append([r.val_acc for r in store.runs(summary.experiment_id)])
     assert accs[0] == accs[1]
+
+
+def test_an_edited_grid_reuses_finished_jobs_from_earlier_experiments(tmp_path):
+    first = tiny_config('grid.activations=["relu"]', 'grid.methods=["magnitude"]', "grid.sparsities=[0.5]")
+    wider = tiny_config('grid.activations=["relu"]', 'grid.methods=["magnitude"]', "grid.sparsities=[0.5,0.8]")
+    with Store(tmp_path) as store:
+        a = Runner(first, store).run()
+        events = []
+        b = Runner(wider, store, on_event=events.append).run()
+        assert a.experiment_id != b.experiment_id and b.ok
+        started = [e.job for e in events if type(e).__name__ == "JobStarted"]
+        assert [(j.method, j.sparsity) for j in started] == [("magnitude", 0.8)]  # only the new job trained
+        grid_started = events[0]
+        assert len(grid_started.reused) == 2
+        old = {r.job_key: r for r in store.runs(a.experiment_id)}
+        new = {r.job_key: r for r in store.runs(b.experiment_id)}
+        for key, run in old.items():
+            assert new[key].reused_from == run.id and new[key].test_acc == run.test_acc
+            assert store.curve(new[key].id) == store.curve(run.id)
+            assert store.layers(new[key].id) == store.layers(run.id)
+
+
+def test_a_diverged_grid_is_final_and_resume_runs_nothing(tmp_path):
+    cfg = tiny_config('grid.activations=["relu"]', 'grid.methods=["magnitude"]', "grid.sparsities=[0.5]",
+                      "train.lr=1e30", "train.momentum=0.0")
+    with Store(tmp_path) as store:
+        first = Runner(cfg, store).run()
+        assert first.counts == {"diverged": 1, "failed": 1}
+        events = []
+        again = Runner(cfg, store, on_event=events.append).run()
+        assert again.counts == first.counts and not again.ok
+        assert not [e for e in events if type(e).__name__ == "JobStarted"]
+        assert len(store.runs(first.experiment_id, history=True)) == 2
+
+
+def test_bf16_results_never_mix_with_fp32_ones(tmp_path):
+    fp32 = tiny_config('grid.activations=["relu"]', 'grid.methods=["magnitude"]', "grid.sparsities=[0.5]")
+    bf16 = tiny_config('grid.activations=["relu"]', 'grid.methods=["magnitude"]', "grid.sparsities=[0.5]",
+                       'run.precision="bf16"')
+    assert fp32.identity() == bf16.identity()  # same science config...
+    with Store(tmp_path) as store:
+        a = Runner(fp32, store).run()
+        b = Runner(bf16, store).run()
+        # ...but bf16 is its own experiment with its own job keys: nothing reused or mixed
+        assert a.experiment_id != b.experiment_id
+        keys_a = {r.job_key for r in store.runs(a.experiment_id)}
+        runs_b = store.runs(b.experiment_id)
+        assert keys_a.isdisjoint(r.job_key for r in runs_b)
+        assert all(r.reused_from is None for r in runs_b) and len(runs_b) == 2
+
+
+def test_the_default_experiment_is_the_latest_one_with_runs(tmp_path):
+    cfg = tiny_config('grid.activations=["relu"]', 'grid.methods=["magnitude"]', "grid.sparsities=[0.5]")
+    with Store(tmp_path) as store:
+        done = Runner(cfg, store).run()
+        empty = store.experiment_for(tiny_config("train.lr=0.2"))
+        assert empty.id > done.experiment_id
+        assert store.experiment().id == done.experiment_id

@@ -37,8 +37,12 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _REWIND_RE = re.compile(r"^(init|epoch:(\d+))$")
 
 
+MAX_SEED = 2**32 - 1
+MAX_THREADS = 512
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -50,14 +54,15 @@ class DataConfig(_Section):
     root: str = Field("data", description="folder holding (or receiving) downloaded datasets")
     download: bool = Field(True, description="download a missing dataset (checksums verified)")
     subset: int = Field(
-        0, ge=0, description="train on a stratified subset of this many images (0 = all)"
+        0, ge=0, le=2**40, description="train on a stratified subset of this many images (0 = all)"
     )
     val_size: float = Field(
         0.1,
         gt=0,
+        le=2**40,
         description="validation images carved from the training set: a fraction < 1 or a count",
     )
-    split_seed: int = Field(0, ge=0, description="seed of the validation split and the subset")
+    split_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the validation split and the subset")
     augment: bool = Field(False, description="random crop (with padding) and horizontal flip")
     crop_padding: int = Field(4, ge=0, description="padding of the random crop, in pixels")
 
@@ -95,7 +100,7 @@ class GridConfig(_Section):
     sparsities: list[float] = Field(
         [0.5, 0.8, 0.9], description="fractions of prunable weights removed, each in (0, 1)"
     )
-    seeds: list[int] = Field([0], description="one dense net and its pruned runs per seed")
+    seeds: list[int] = Field([0], description="one dense net and its pruned runs per seed (0 to 2^32-1)")
 
     @field_validator("activations")
     @classmethod
@@ -131,8 +136,8 @@ class GridConfig(_Section):
     def _seeds(cls, v: list[int]) -> list[int]:
         if not v:
             raise ValueError("must list at least one seed")
-        if any(s < 0 for s in v):
-            raise ValueError("seeds must be >= 0")
+        if any(not 0 <= s <= MAX_SEED for s in v):
+            raise ValueError(f"each seed must be in 0..{MAX_SEED}")
         _no_duplicates(v)
         return v
 
@@ -193,7 +198,7 @@ class RunConfig(_Section):
     name: str = Field("", description="a label for this experiment in the store")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     threads: int = Field(
-        0, ge=0, description="CPU threads for torch (0 = the cores this process may use)"
+        0, ge=0, le=MAX_THREADS, description="CPU threads for torch (0 = the cores this process may use)"
     )
     deterministic: bool = Field(True, description="deterministic kernels (same config = same numbers)")
     store: str = Field("lotto-runs", description="results folder (SQLite + artifacts)")
@@ -232,10 +237,14 @@ class ExperimentConfig(_Section):
             )
         return self
 
-    def identity(self) -> str:
-        """A hash of everything that changes results: all sections but ``run``, and not
-        where the data files live (``data.root``, ``data.download``)."""
+    def identity(self, precision: str = "fp32") -> str:
+        """A hash of what an experiment computes: every section but ``run``, not where
+        the data lives (``data.root``, ``data.download``), plus the resolved training
+        ``precision`` (fp32 or bf16), the one execution setting that changes results
+        by more than float rounding."""
         science = self.model_dump(mode="json", exclude={"run": True, "data": {"root", "download"}})
+        if precision != "fp32":
+            science["precision"] = precision
         return _hash(science)
 
 
@@ -385,6 +394,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError([f"--config: {str(p)!r} is a folder, not a TOML file"]) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([f"--config: {p}: invalid TOML ({err})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"--config: {p}: not a UTF-8 text file"]) from None
+    except OSError as err:
+        raise ConfigError([f"--config: cannot read {str(p)!r}: {err.strerror or err}"]) from None
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -398,8 +411,10 @@ def parse_override(item: str) -> tuple[str, Any]:
     raw = raw.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
+    except tomllib.TOMLDecodeError as err:
+        if not raw or raw[0] in "\"'[{":  # meant as TOML, but malformed
+            raise ConfigError([f"--set {key}: invalid TOML value {raw!r} ({err})"]) from None
+        value = raw  # a bare word: cifar10, cuda:0, /data/sets
     return key, value
 
 

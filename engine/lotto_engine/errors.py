@@ -13,10 +13,6 @@ class LottoError(Exception):
 
     exit_code: int = 2
 
-    def lines(self) -> list[str]:
-        """One line per problem, ready to print."""
-        return [line for line in str(self).splitlines() if line.strip()]
-
 
 class ConfigError(LottoError):
     """The experiment configuration is invalid; one line per problem."""

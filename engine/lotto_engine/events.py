@@ -19,6 +19,8 @@ class GridStarted:
     #: keys of jobs already finished in the store (skipped: resume)
     skipped: frozenset[str]
     device: str
+    #: of those, the ones whose finished run was adopted from another experiment
+    reused: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

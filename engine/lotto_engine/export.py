@@ -18,7 +18,7 @@ from .store import Store
 CSV_COLUMNS = (
     "run_id", "experiment_id", "job_key", "activation", "method", "target_sparsity",
     "actual_sparsity", "seed", "status", "attempt", "val_acc", "best_val_acc", "test_acc",
-    "stability", "wall_time", "epochs", "error",
+    "stability", "wall_time", "epochs", "error", "reused_from",
 )
 
 
@@ -46,6 +46,7 @@ def export_experiment(store: Store, experiment_id: int | None = None, *, history
                 "stability": run.stability,
                 "wall_time": run.wall_time,
                 "error": run.error,
+                "reused_from": run.reused_from,
                 "started_at": run.started_at,
                 "finished_at": run.finished_at,
                 "epochs": len(curve),

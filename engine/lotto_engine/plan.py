@@ -2,8 +2,9 @@
 
 A dense job trains one (activation, seed) net; each pruned job masks it with one
 (method, sparsity) and retrains. Every job has a *key*: a hash of exactly the inputs
-that determine its result, so a finished job is never run twice (resume) and a job
-whose inputs did not change keeps its result when the config is edited.
+that determine its result. A finished job is never run twice: resuming skips it, and
+an edited config adopts it from the earlier experiment
+(:meth:`lotto_engine.store.Store.adopt_runs`).
 """
 
 from __future__ import annotations
@@ -49,12 +50,6 @@ class Plan:
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.jobs)
-
-    def job(self, key: str) -> Job:
-        for job in self.jobs:
-            if job.key == key:
-                return job
-        raise KeyError(key)
 
     def dependents(self, key: str) -> list[Job]:
         return [job for job in self.jobs if job.parent == key]

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Status = Literal["running", "done", "failed", "diverged", "cancelled"]
-FINAL_STATUSES: tuple[str, ...] = ("done", "failed", "diverged", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,7 @@ class RunRecord:
     error: str | None
     started_at: str
     finished_at: str | None
+    reused_from: int | None = None  # run id this result was copied from (same job key)
 
 
 @dataclass(frozen=True)

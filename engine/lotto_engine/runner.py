@@ -110,14 +110,16 @@ class Runner:
         """
         started = time.perf_counter()
         devices.configure(self.config.run.threads, self.config.run.deterministic)
-        experiment = self.store.experiment_for(self.config)
+        precision = self.fast.precision
+        if self.store.find_experiment(self.config, precision=precision) is None:
+            self._data()  # a missing dataset must not leave an empty experiment behind
+        experiment = self.store.experiment_for(self.config, precision=precision)
         with self.store.lock_experiment(experiment.id):
             self.store.recover_interrupted(experiment.id)
             self.store.remove_partial_artifacts(job.key for job in self.plan)
-            done = self.store.done_keys(experiment.id)
+            reused: frozenset[str] = frozenset()
             if jobs is None:
-                todo = [job for job in self.plan if job.key not in done]
-                todo = self._with_missing_parents(todo)
+                todo, reused = self._resume(experiment.id)
             else:
                 wanted = set(jobs)
                 unknown = wanted - {job.key for job in self.plan}
@@ -126,7 +128,7 @@ class Runner:
                 todo = [job for job in self.plan if job.key in wanted]
             todo_keys = {job.key for job in todo}
             skipped = frozenset(job.key for job in self.plan if job.key not in todo_keys)
-            self._emit(GridStarted(experiment.id, self.plan.jobs, skipped, str(self.device)))
+            self._emit(GridStarted(experiment.id, self.plan.jobs, skipped, str(self.device), reused))
             if todo:
                 self._data()
             failed_parents: set[str] = set()
@@ -141,6 +143,31 @@ class Runner:
         cancelled = self.cancel.is_set()
         self._emit(GridFinished(experiment.id, counts, cancelled, wall))
         return GridSummary(experiment.id, counts, cancelled, wall)
+
+    def _resume(self, experiment_id: int) -> tuple[list[Job], frozenset[str]]:
+        """Jobs still to run, after adopting finished ones from other experiments.
+
+        Final jobs (done, diverged) are skipped, and so are pruned jobs of a diverged
+        dense run (they cannot run). A done dense job whose saved weights are gone is
+        run again when a pending pruned job needs them.
+        """
+        final = self.store.final_keys(experiment_id)
+        pending = [job.key for job in self.plan if job.key not in final]
+        reused = frozenset(self.store.adopt_runs(experiment_id, pending))
+        final = self.store.final_keys(experiment_id)
+        todo = [
+            job for job in self.plan
+            if job.key not in final and not (job.parent and final.get(job.parent) == "diverged")
+        ]
+        keys = {job.key for job in todo}
+        needed = {job.parent for job in todo if job.parent and job.parent not in keys}
+        missing = {key for key in needed if not self._has_parent_weights(key)}
+        return [job for job in self.plan if job.key in keys | missing], reused
+
+    def _has_parent_weights(self, dense_key: str) -> bool:
+        """Whether a dense job's saved weights needed by its pruned jobs exist."""
+        names = ("theta0", "dense") + (("rewind",) if self.config.prune.rewind_epoch is not None else ())
+        return all(self.store.has_tensors(dense_key, name) for name in names)
 
     def rerun(self, job_key: str) -> GridSummary:
         """Run one job again as a new attempt (a dense job with all its dependents)."""
@@ -215,8 +242,7 @@ class Runner:
         prune = self.config.prune
         parent = job.parent
         assert parent is not None
-        needed = ("theta0", "dense") + (("rewind",) if prune.rewind_epoch is not None else ())
-        if not all(self.store.has_tensors(parent, name) for name in needed):
+        if not self._has_parent_weights(parent):
             raise _ParentMissing("its dense run has not finished (no saved weights)")
         theta0 = self.store.load_tensors(parent, "theta0")
         dense = self.store.load_tensors(parent, "dense")
@@ -304,16 +330,6 @@ class Runner:
 
     def _batches(self) -> int:
         return batches_per_epoch(len(self._data().train), self.config.train.batch_size)
-
-    def _with_missing_parents(self, todo: list[Job]) -> list[Job]:
-        """Add done dense jobs whose saved weights are gone but are still needed."""
-        keys = {job.key for job in todo}
-        needed = {job.parent for job in todo if job.parent and job.parent not in keys}
-        missing = {
-            key for key in needed
-            if not (self.store.has_tensors(key, "theta0") and self.store.has_tensors(key, "dense"))
-        }
-        return [job for job in self.plan if job.key in keys or job.key in missing]
 
     def _counts(self, experiment_id: int) -> dict[str, int]:
         latest = {run.job_key: run.status for run in self.store.runs(experiment_id)}

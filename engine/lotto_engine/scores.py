@@ -40,7 +40,6 @@ class Scorer:
     #: which weights the protocol scores: the trained dense net ("trained", as in the
     #: lottery ticket hypothesis) or the initial net theta0 ("init", pruning at init).
     scores_at: str = "init"
-    doc: str = ""
 
 
 METHODS: Registry[Scorer] = Registry("pruning method")
@@ -68,8 +67,6 @@ def _random(weights, grads, seed):  # type: ignore[no-untyped-def]
     }
 
 
-METHODS.register("magnitude")(Scorer(_magnitude, scores_at="trained", doc="keep the largest |w|"))
-METHODS.register("grasp")(
-    Scorer(_grasp, needs_gradients=True, doc="remove the highest -w*g^2 (first-order GraSP)")
-)
-METHODS.register("random")(Scorer(_random, doc="uniform random (baseline)"))
+METHODS.register("magnitude")(Scorer(_magnitude, scores_at="trained"))
+METHODS.register("grasp")(Scorer(_grasp, needs_gradients=True))
+METHODS.register("random")(Scorer(_random))

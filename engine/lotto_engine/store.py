@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS runs (
     val_acc REAL, best_val_acc REAL, test_acc REAL,
     actual_sparsity REAL, stability REAL, wall_time REAL,
     error TEXT,
+    reused_from INTEGER,
     pid INTEGER,
     started_at TEXT NOT NULL,
     finished_at TEXT
@@ -84,8 +85,10 @@ CREATE TABLE IF NOT EXISTS layer_sparsity (
 _RUN_COLUMNS = (
     "id, experiment_id, job_key, kind, activation, method, target_sparsity, seed, status, "
     "attempt, val_acc, best_val_acc, test_acc, actual_sparsity, stability, wall_time, error, "
-    "started_at, finished_at"
+    "started_at, finished_at, reused_from"
 )
+#: Statuses a resume does not redo: done, and diverged (deterministic: it would diverge again).
+FINAL = ("done", "diverged")
 
 
 def _now() -> str:
@@ -96,21 +99,27 @@ class Store:
     """A results folder. Thread-safe: one connection guarded by a lock."""
 
     def __init__(self, root: str | Path, *, create: bool = True) -> None:
+        """Open (and with ``create``, make) the store; ``create=False`` opens read-only."""
         self.root = Path(root)
         self.db_path = self.root / DB_NAME
         if not create and not self.db_path.exists():
             raise StoreError(f"no results store at {self.root.resolve()} (run an experiment first, or pass --store)")
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.db_path, timeout=30, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            with self._conn:
-                self._conn.executescript(_SCHEMA)
-                self._conn.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                )
+            if create:
+                self.root.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(self.db_path, timeout=30, check_same_thread=False)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.execute("PRAGMA foreign_keys=ON")
+                with self._conn:
+                    self._conn.executescript(_SCHEMA)
+                    self._conn.execute(
+                        "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                    )
+            else:
+                uri = f"{self.db_path.resolve().as_uri()}?mode=ro"
+                self._conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+                self._conn.execute("SELECT 1 FROM experiments LIMIT 1")
         except (sqlite3.Error, OSError) as err:
             raise StoreError(f"cannot open results store {self.db_path}: {err}") from None
         self._lock = threading.RLock()
@@ -127,9 +136,9 @@ class Store:
 
     # ------------------------------------------------------------------ experiments
 
-    def experiment_for(self, config: ExperimentConfig) -> ExperimentRecord:
-        """The experiment with this config's identity, created if new."""
-        identity = config.identity()
+    def experiment_for(self, config: ExperimentConfig, *, precision: str = "fp32") -> ExperimentRecord:
+        """The experiment with this config's identity (at ``precision``), created if new."""
+        identity = config.identity(precision)
         payload = json.dumps(config.model_dump(mode="json"), sort_keys=True)
         with self._lock, self._conn:
             self._conn.execute(
@@ -146,6 +155,15 @@ class Store:
             ).fetchone()
         return _experiment(row)
 
+    def find_experiment(self, config: ExperimentConfig, *, precision: str = "fp32") -> ExperimentRecord | None:
+        """The experiment with this config's identity, or None (nothing is created)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT id, identity, name, created_at, config FROM experiments WHERE identity = ?",
+                (config.identity(precision),),
+            ).fetchone()
+        return None if row is None else _experiment(row)
+
     def experiments(self) -> list[ExperimentRecord]:
         with self._lock:
             rows = self._conn.execute(
@@ -154,11 +172,13 @@ class Store:
         return [_experiment(r) for r in rows]
 
     def experiment(self, experiment_id: int | None = None) -> ExperimentRecord:
-        """One experiment by id; the latest when ``experiment_id`` is None."""
+        """One experiment by id; when ``experiment_id`` is None, the latest one with runs
+        (or the latest one, if none has runs)."""
         with self._lock:
             if experiment_id is None:
                 row = self._conn.execute(
-                    "SELECT id, identity, name, created_at, config FROM experiments ORDER BY id DESC LIMIT 1"
+                    "SELECT id, identity, name, created_at, config FROM experiments e "
+                    "ORDER BY EXISTS (SELECT 1 FROM runs r WHERE r.experiment_id = e.id) DESC, id DESC LIMIT 1"
                 ).fetchone()
                 if row is None:
                     raise StoreError(f"the store {self.root} holds no experiment yet")
@@ -175,8 +195,12 @@ class Store:
     def lock_experiment(self, experiment_id: int) -> Iterator[None]:
         """Hold the experiment's lock file; a second runner gets a clear StoreError."""
         path = self.root / "locks" / f"experiment-{experiment_id}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+") as fh:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(path, "a+")
+        except OSError as err:
+            raise StoreError(f"cannot create the lock file {path}: {err.strerror or err}") from None
+        with fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -246,18 +270,66 @@ class Store:
             )
             return cur.rowcount
 
-    def done_keys(self, experiment_id: int) -> set[str]:
-        """Keys of jobs whose latest attempt in this experiment finished (``done``).
+    def final_keys(self, experiment_id: int) -> dict[str, str]:
+        """Job key -> status, for jobs whose latest attempt here is final (done, diverged).
 
-        A rerun that was interrupted leaves its job not done, so resuming runs it again.
+        A rerun that was interrupted leaves its job not final, so resuming runs it again.
         """
-        return {run.job_key for run in self.runs(experiment_id) if run.status == "done"}
+        return {run.job_key: run.status for run in self.runs(experiment_id) if run.status in FINAL}
+
+    def adopt_runs(self, experiment_id: int, job_keys: Iterable[str]) -> dict[str, int]:
+        """Copy finished runs of these jobs from other experiments into this one.
+
+        A job key hashes every input of a job, so a job finished in another experiment
+        (say, before a sparsity was added to the grid) need not run again. The copy
+        keeps its metrics, curve and per-layer rows and names its source in
+        ``reused_from``. Returns job key -> new run id.
+        """
+        adopted: dict[str, int] = {}
+        with self._lock, self._conn:
+            for key in job_keys:
+                src = self._conn.execute(
+                    "SELECT id FROM runs WHERE job_key = ? AND experiment_id != ? AND status IN ('done', 'diverged') "
+                    "ORDER BY id DESC LIMIT 1",
+                    (key, experiment_id),
+                ).fetchone()
+                if src is None:
+                    continue
+                (attempt,) = self._conn.execute(
+                    "SELECT COALESCE(MAX(attempt), 0) + 1 FROM runs WHERE experiment_id = ? AND job_key = ?",
+                    (experiment_id, key),
+                ).fetchone()
+                cur = self._conn.execute(
+                    "INSERT INTO runs (experiment_id, job_key, kind, activation, method, target_sparsity, seed, "
+                    "status, attempt, val_acc, best_val_acc, test_acc, actual_sparsity, stability, wall_time, "
+                    "error, reused_from, pid, started_at, finished_at) "
+                    "SELECT ?, job_key, kind, activation, method, target_sparsity, seed, status, ?, val_acc, "
+                    "best_val_acc, test_acc, actual_sparsity, stability, wall_time, error, id, pid, started_at, "
+                    "finished_at FROM runs WHERE id = ?",
+                    (experiment_id, attempt, src[0]),
+                )
+                new = int(cur.lastrowid)  # type: ignore[arg-type]
+                self._conn.execute(
+                    "INSERT INTO epochs SELECT ?, epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds "
+                    "FROM epochs WHERE run_id = ? ORDER BY epoch",
+                    (new, src[0]),
+                )
+                self._conn.execute(
+                    "INSERT INTO layer_sparsity SELECT ?, layer, numel, kept FROM layer_sparsity WHERE run_id = ? "
+                    "ORDER BY rowid",
+                    (new, src[0]),
+                )
+                adopted[key] = new
+        return adopted
 
     def remove_partial_artifacts(self, job_keys: Iterable[str]) -> int:
-        """Delete temp files a killed process left while writing these jobs' artifacts."""
+        """Delete temp files left by killed processes while writing these jobs' artifacts."""
         removed = 0
         for key in job_keys:
             for tmp in (self.root / "artifacts" / key).glob("*.tmp*"):
+                pid = tmp.suffix.removeprefix(".tmp")
+                if pid.isdigit() and _alive(int(pid)):
+                    continue  # another process is writing it right now
                 tmp.unlink(missing_ok=True)
                 removed += 1
         return removed
@@ -321,6 +393,16 @@ class Store:
         if not path.exists():
             raise StoreError(f"missing artifact {path}")
         return load_file(str(path), device=str(device))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _experiment(row: tuple[Any, ...]) -> ExperimentRecord:

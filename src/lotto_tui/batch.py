@@ -39,6 +39,15 @@ def _fmt_result(job: Any, result: Any) -> str:
     return "  ".join(parts)
 
 
+def _grid_line(event: Any) -> str:
+    reused = f" ({len(event.reused)} reused from earlier experiments)" if event.reused else ""
+    todo = len(event.jobs) - len(event.skipped)
+    return (
+        f"experiment {event.experiment_id}: {len(event.jobs)} jobs, {len(event.skipped)} already done"
+        f"{reused}, {todo} to run on {event.device}"
+    )
+
+
 class PlainReporter:
     """One line per epoch and per finished job: for logs, pipes and nohup."""
 
@@ -52,10 +61,7 @@ class PlainReporter:
 
         if isinstance(event, ev.GridStarted):
             self.total = len(event.jobs) - len(event.skipped)
-            self._print(
-                f"experiment {event.experiment_id}: {len(event.jobs)} jobs, {len(event.skipped)} already done, "
-                f"{self.total} to run on {event.device}"
-            )
+            self._print(_grid_line(event))
         elif isinstance(event, ev.EpochFinished):
             m = event.metrics
             self._print(
@@ -101,10 +107,7 @@ class RichReporter:
         if isinstance(event, ev.GridStarted):
             todo = len(event.jobs) - len(event.skipped)
             self.progress.update(self.grid, total=todo, description=f"experiment {event.experiment_id}")
-            self.console.print(
-                f"experiment {event.experiment_id}: {len(event.jobs)} jobs, "
-                f"{len(event.skipped)} already done, {todo} to run on {event.device}"
-            )
+            self.console.print(_grid_line(event))
         elif isinstance(event, ev.JobStarted):
             total = event.epochs * event.batches_per_epoch
             if self.job is None:
@@ -142,7 +145,7 @@ class _Interrupts:
         if self.cancel.is_set():
             raise KeyboardInterrupt
         self.cancel.set()
-        self.notify("stopping after the current batch (Ctrl-C again to stop now)")
+        self.notify("stopping: the job in flight ends at its next batch (Ctrl-C again to stop now)")
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():

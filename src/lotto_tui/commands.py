@@ -23,18 +23,19 @@ def print_error(message: str) -> None:
 
 def config_from_options(opts: argparse.Namespace) -> ExperimentConfig:
     """Defaults < --preset / --config < --set < --store / --device. Raises ConfigError."""
-    from lotto_engine.config import load_config
+    from lotto_engine.config import load_config, validate
 
-    overrides = list(opts.overrides)
-    if getattr(opts, "store", None):
-        overrides.append(f"run.store={_toml_string(opts.store)}")
-    if getattr(opts, "device", None):
-        overrides.append(f"run.device={_toml_string(opts.device)}")
-    return load_config(preset=opts.preset, file=opts.config, overrides=overrides)
-
-
-def _toml_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    config = load_config(preset=opts.preset, file=opts.config, overrides=opts.overrides)
+    flags = {
+        key: value
+        for key, value in (("store", getattr(opts, "store", None)), ("device", getattr(opts, "device", None)))
+        if value
+    }
+    if not flags:
+        return config
+    data = config.model_dump(mode="json")
+    data["run"].update(flags)
+    return validate(data)
 
 
 def config_command(opts: argparse.Namespace) -> int:
@@ -70,14 +71,16 @@ def export_command(opts: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return EXIT_OK
     out = Path(opts.out)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
         tmp.write_text(text)
         os.replace(tmp, out)
     except OSError as err:
         print_error(f"--out: cannot write {out}: {err.strerror or err}")
         return EXIT_USAGE
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"wrote {len(data['runs'])} runs of experiment {data['experiment']['id']} to {out}", file=sys.stderr)
     return EXIT_OK
 
