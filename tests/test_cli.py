@@ -525,3 +525,23 @@ def test_export_failure_leaves_no_temp_file_and_reads_without_writing(tiny_grid,
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert lotto("experiments", "--store", str(store_dir), cwd=tmp_path).returncode == 0
     assert (db.stat().st_mtime_ns, db.stat().st_size) == before  # read-only commands do not write
+
+
+def test_store_and_device_flags_override_the_config_file(tmp_path):
+    import argparse
+
+    from lotto_tui.commands import config_from_options
+
+    path = tmp_path / "c.toml"
+    path.write_text('[run]\ndevice = "gpu"\nstore = "elsewhere"\n')
+    opts = argparse.Namespace(preset=None, config=str(path), overrides=[], store="mine", device="cpu")
+    config = config_from_options(opts)
+    assert (config.run.device, config.run.store) == ("cpu", "mine")
+
+
+def test_export_to_a_path_under_a_file_is_one_line_exit_2(tiny_grid, tmp_path):
+    cwd, proc = tiny_grid
+    (tmp_path / "afile").write_text("x")
+    out = lotto("export", "--store", str(cwd / "runs"), "--format", "csv", "--out",
+                str(tmp_path / "afile" / "x.csv"), cwd=tmp_path)
+    assert_one_line_error(out, "--out")

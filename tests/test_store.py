@@ -389,3 +389,86 @@ def test_kill_9_mid_grid_loses_only_the_job_in_flight(tmp_path):
     assert "interrupted" in old_error
     assert (new_status, new_attempt) == ("done", 2)
     assert not any(s == "running" for _, s, *_ in rows)
+
+
+SCHEMA_1_RUNS = """CREATE TABLE runs (
+    id INTEGER PRIMARY KEY, experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+    job_key TEXT NOT NULL, kind TEXT NOT NULL, activation TEXT NOT NULL, method TEXT NOT NULL,
+    target_sparsity REAL NOT NULL, seed INTEGER NOT NULL, status TEXT NOT NULL, attempt INTEGER NOT NULL,
+    val_acc REAL, best_val_acc REAL, test_acc REAL, actual_sparsity REAL, stability REAL, wall_time REAL,
+    error TEXT, pid INTEGER, started_at TEXT NOT NULL, finished_at TEXT)"""
+
+
+def _schema_1_store(folder):
+    folder.mkdir()
+    conn = sqlite3.connect(folder / "lotto.db")
+    conn.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '1');"
+        "CREATE TABLE experiments (id INTEGER PRIMARY KEY, identity TEXT NOT NULL UNIQUE,"
+        " name TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL, config TEXT NOT NULL);"
+        "INSERT INTO experiments VALUES (1, 'abc', '', '2026-01-01', '{}');"
+        + SCHEMA_1_RUNS + ";"
+        "INSERT INTO runs VALUES (1, 1, 'k', 'dense', 'relu', 'dense', 0.0, 0, 'done', 1,"
+        " 0.9, 0.9, 0.9, 0.0, NULL, 1.0, NULL, 1, '2026-01-01', '2026-01-01');"
+    )
+    conn.commit()
+    conn.close()
+
+
+def test_a_store_from_the_previous_schema_opens_read_only_and_migrates(tmp_path):
+    _schema_1_store(tmp_path / "old")
+    with Store(tmp_path / "old", create=False) as store:  # read-only: no migration, still readable
+        (run,) = store.runs(1)
+        assert run.status == "done" and run.reused_from is None
+    with Store(tmp_path / "old") as store:  # a writer migrates it
+        (run,) = store.runs(1)
+        assert run.reused_from is None
+        version = store._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        assert int(version) >= 2
+
+
+def test_adoption_never_undoes_an_interrupted_rerun(tmp_path):
+    import threading
+
+    from lotto_engine.config import load_config
+    from lotto_engine.runner import Runner
+
+    base = ["model.width=4", "model.hidden=16", "run.threads=1", "train.dense_epochs=1",
+            "train.pruned_epochs=2", 'grid.activations=["relu"]', 'grid.methods=["magnitude"]']
+    one = load_config(preset="demo", overrides=[*base, "grid.sparsities=[0.5]"])
+    two = load_config(preset="demo", overrides=[*base, "grid.sparsities=[0.5,0.8]"])
+    with Store(tmp_path) as store:
+        first = Runner(one, store).run()
+        pruned = next(r for r in store.runs(first.experiment_id) if r.method == "magnitude")
+        cancel = threading.Event()
+
+        def stop(event):
+            if type(event).__name__ == "BatchProgress":
+                cancel.set()
+
+        Runner(one, store, on_event=stop, cancel=cancel, progress_interval=0).rerun(pruned.job_key)
+        Runner(two, store).run()  # adopts the pruned job's finished attempt 1 into experiment 2
+        events = []
+        resumed = Runner(one, store, on_event=events.append).run()
+        ran = [e.job.key for e in events if type(e).__name__ == "JobStarted"]
+        assert ran == [pruned.job_key]  # the interrupted rerun is run again, not adopted back
+        latest = {r.job_key: r for r in store.runs(resumed.experiment_id)}
+        assert latest[pruned.job_key].status == "done" and latest[pruned.job_key].reused_from is None
+
+
+def test_children_of_a_diverged_dense_run_are_failed_not_pending_after_adoption(tmp_path):
+    from lotto_engine.config import load_config
+    from lotto_engine.runner import Runner
+
+    base = ["model.width=4", "model.hidden=16", "run.threads=1", "train.dense_epochs=1",
+            "train.pruned_epochs=1", 'grid.activations=["relu"]', 'grid.methods=["magnitude"]',
+            "train.lr=1e30", "train.momentum=0.0"]
+    with Store(tmp_path) as store:
+        Runner(load_config(preset="demo", overrides=[*base, "grid.sparsities=[0.5]"]), store).run()
+        events = []
+        wider = Runner(load_config(preset="demo", overrides=[*base, "grid.sparsities=[0.5,0.8]"]), store,
+                       on_event=events.append).run()
+        assert wider.counts == {"diverged": 1, "failed": 2}
+        started = events[0]
+        assert started.reused <= started.skipped and len(started.reused) == 1

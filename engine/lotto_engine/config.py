@@ -37,6 +37,9 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _REWIND_RE = re.compile(r"^(init|epoch:(\d+))$")
 
 
+#: Bump when a change to the engine changes results for the same inputs: it is part of
+#: every experiment identity and job key, so old and new results never mix.
+ENGINE_VERSION = 1
 MAX_SEED = 2**32 - 1
 MAX_THREADS = 512
 
@@ -245,6 +248,8 @@ class ExperimentConfig(_Section):
         science = self.model_dump(mode="json", exclude={"run": True, "data": {"root", "download"}})
         if precision != "fp32":
             science["precision"] = precision
+        if ENGINE_VERSION != 1:
+            science["engine"] = ENGINE_VERSION
         return _hash(science)
 
 
@@ -308,8 +313,11 @@ def load_config(
     file: str | Path | None = None,
     overrides: Iterable[str] = (),
     values: Mapping[str, Any] | None = None,
+    last: Mapping[str, Any] | None = None,
 ) -> ExperimentConfig:
-    """Build a validated config: defaults < preset < TOML file < values < overrides.
+    """Build a validated config: defaults < preset < TOML file < values < overrides < last.
+
+    ``last`` holds what dedicated flags set (``--store``, ``--device``), as plain values.
 
     Raises :class:`ConfigError` with one line per problem.
     """
@@ -335,6 +343,8 @@ def load_config(
             problems.extend(err.problems)
     if problems:
         raise ConfigError(problems)
+    if last:
+        _deep_merge(merged, copy.deepcopy(dict(last)))
     return validate(merged)
 
 

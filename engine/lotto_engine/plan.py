@@ -14,10 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .config import ExperimentConfig
-
-#: Bump when a change to the engine changes results for the same inputs.
-ENGINE_VERSION = 1
+from .config import ENGINE_VERSION, ExperimentConfig
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from .plan import Job, Plan, build_plan
 from .pruning import compute_masks, prunable_names
 from .records import RunResult
 from .scores import METHODS
-from .store import Store
+from .store import FINAL, Store
 from .training import batches_per_epoch, evaluate, train
 
 EventHandler = Callable[[Event], None]
@@ -118,8 +118,9 @@ class Runner:
             self.store.recover_interrupted(experiment.id)
             self.store.remove_partial_artifacts(job.key for job in self.plan)
             reused: frozenset[str] = frozenset()
+            failed_parents: set[str] = set()
             if jobs is None:
-                todo, reused = self._resume(experiment.id)
+                todo, reused, failed_parents = self._resume(experiment.id)
             else:
                 wanted = set(jobs)
                 unknown = wanted - {job.key for job in self.plan}
@@ -131,7 +132,6 @@ class Runner:
             self._emit(GridStarted(experiment.id, self.plan.jobs, skipped, str(self.device), reused))
             if todo:
                 self._data()
-            failed_parents: set[str] = set()
             for job in todo:
                 if self.cancel.is_set():
                     break
@@ -144,25 +144,27 @@ class Runner:
         self._emit(GridFinished(experiment.id, counts, cancelled, wall))
         return GridSummary(experiment.id, counts, cancelled, wall)
 
-    def _resume(self, experiment_id: int) -> tuple[list[Job], frozenset[str]]:
-        """Jobs still to run, after adopting finished ones from other experiments.
+    def _resume(self, experiment_id: int) -> tuple[list[Job], frozenset[str], set[str]]:
+        """What a resume runs: (jobs to run, keys adopted and skipped, diverged parents).
 
-        Final jobs (done, diverged) are skipped, and so are pruned jobs of a diverged
-        dense run (they cannot run). A done dense job whose saved weights are gone is
-        run again when a pending pruned job needs them.
+        Jobs never attempted here are first adopted from other experiments when they
+        finished there. Final jobs (done, diverged) are skipped. A pruned job of a
+        diverged dense run is recorded once as failed, then skipped. A done dense job
+        whose saved weights are gone runs again when a pending pruned job needs them.
         """
-        final = self.store.final_keys(experiment_id)
-        pending = [job.key for job in self.plan if job.key not in final]
-        reused = frozenset(self.store.adopt_runs(experiment_id, pending))
-        final = self.store.final_keys(experiment_id)
+        latest = {run.job_key: run.status for run in self.store.runs(experiment_id)}
+        adopted = self.store.adopt_runs(experiment_id, [job.key for job in self.plan if job.key not in latest])
+        latest = {run.job_key: run.status for run in self.store.runs(experiment_id)}
+        diverged = {key for key, status in latest.items() if status == "diverged"}
         todo = [
             job for job in self.plan
-            if job.key not in final and not (job.parent and final.get(job.parent) == "diverged")
+            if latest.get(job.key) not in FINAL and not (job.parent in diverged and job.key in latest)
         ]
         keys = {job.key for job in todo}
-        needed = {job.parent for job in todo if job.parent and job.parent not in keys}
+        needed = {job.parent for job in todo if job.parent and job.parent not in keys | diverged}
         missing = {key for key in needed if not self._has_parent_weights(key)}
-        return [job for job in self.plan if job.key in keys | missing], reused
+        run = [job for job in self.plan if job.key in keys | missing]
+        return run, frozenset(adopted).difference(job.key for job in run), diverged
 
     def _has_parent_weights(self, dense_key: str) -> bool:
         """Whether a dense job's saved weights needed by its pruned jobs exist."""

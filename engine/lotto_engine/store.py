@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .plan import Job
 
 DB_NAME = "lotto.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.reused_from
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -98,6 +98,8 @@ def _now() -> str:
 class Store:
     """A results folder. Thread-safe: one connection guarded by a lock."""
 
+    _run_columns = None  # set by a read-only open of an older store
+
     def __init__(self, root: str | Path, *, create: bool = True) -> None:
         """Open (and with ``create``, make) the store; ``create=False`` opens read-only."""
         self.root = Path(root)
@@ -113,16 +115,39 @@ class Store:
                 self._conn.execute("PRAGMA foreign_keys=ON")
                 with self._conn:
                     self._conn.executescript(_SCHEMA)
-                    self._conn.execute(
-                        "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                    )
+                    self._migrate()
             else:
-                uri = f"{self.db_path.resolve().as_uri()}?mode=ro"
-                self._conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
-                self._conn.execute("SELECT 1 FROM experiments LIMIT 1")
+                self._conn = self._open_read_only()
         except (sqlite3.Error, OSError) as err:
             raise StoreError(f"cannot open results store {self.db_path}: {err}") from None
         self._lock = threading.RLock()
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older release up to SCHEMA_VERSION."""
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+        if "reused_from" not in columns:  # schema 1 -> 2
+            self._conn.execute("ALTER TABLE runs ADD COLUMN reused_from INTEGER")
+        self._conn.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """Open without writing; a store in a folder we cannot write is read as immutable."""
+        base = self.db_path.resolve().as_uri()
+        conn = sqlite3.connect(f"{base}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        try:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        except sqlite3.OperationalError:
+            if os.access(self.root, os.W_OK):
+                raise
+            conn.close()
+            conn = sqlite3.connect(f"{base}?immutable=1", uri=True, check_same_thread=False)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        if not columns:
+            raise StoreError(f"{self.db_path} is not a lotto-tui store (no runs table)")
+        if "reused_from" not in columns:  # a schema-1 store: read it as if migrated
+            self._run_columns = _RUN_COLUMNS.replace("reused_from", "NULL AS reused_from")
+        return conn
 
     def close(self) -> None:
         with self._lock:
@@ -281,24 +306,27 @@ class Store:
         """Copy finished runs of these jobs from other experiments into this one.
 
         A job key hashes every input of a job, so a job finished in another experiment
-        (say, before a sparsity was added to the grid) need not run again. The copy
-        keeps its metrics, curve and per-layer rows and names its source in
-        ``reused_from``. Returns job key -> new run id.
+        (say, before a sparsity was added to the grid) need not run again. Only jobs
+        never attempted in this experiment are adopted, and only from runs that really
+        ran (never from copies). The copy keeps its metrics, curve and per-layer rows
+        and names its source in ``reused_from``. Returns job key -> new run id.
         """
         adopted: dict[str, int] = {}
         with self._lock, self._conn:
             for key in job_keys:
+                tried = self._conn.execute(
+                    "SELECT 1 FROM runs WHERE experiment_id = ? AND job_key = ? LIMIT 1", (experiment_id, key)
+                ).fetchone()
+                if tried:
+                    continue
                 src = self._conn.execute(
-                    "SELECT id FROM runs WHERE job_key = ? AND experiment_id != ? AND status IN ('done', 'diverged') "
-                    "ORDER BY id DESC LIMIT 1",
+                    "SELECT id FROM runs WHERE job_key = ? AND experiment_id != ? AND reused_from IS NULL "
+                    "AND status IN ('done', 'diverged') ORDER BY id DESC LIMIT 1",
                     (key, experiment_id),
                 ).fetchone()
                 if src is None:
                     continue
-                (attempt,) = self._conn.execute(
-                    "SELECT COALESCE(MAX(attempt), 0) + 1 FROM runs WHERE experiment_id = ? AND job_key = ?",
-                    (experiment_id, key),
-                ).fetchone()
+                attempt = 1
                 cur = self._conn.execute(
                     "INSERT INTO runs (experiment_id, job_key, kind, activation, method, target_sparsity, seed, "
                     "status, attempt, val_acc, best_val_acc, test_acc, actual_sparsity, stability, wall_time, "
@@ -336,7 +364,7 @@ class Store:
 
     def runs(self, experiment_id: int, *, history: bool = False) -> list[RunRecord]:
         """Runs of an experiment in start order: the latest attempt per job, or all."""
-        query = f"SELECT {_RUN_COLUMNS} FROM runs r WHERE experiment_id = ?"
+        query = f"SELECT {self._run_columns or _RUN_COLUMNS} FROM runs r WHERE experiment_id = ?"
         if not history:
             query += (
                 " AND attempt = (SELECT MAX(attempt) FROM runs q"

@@ -4,6 +4,7 @@ command turns its options into a validated config, printing errors one per line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -23,19 +24,16 @@ def print_error(message: str) -> None:
 
 def config_from_options(opts: argparse.Namespace) -> ExperimentConfig:
     """Defaults < --preset / --config < --set < --store / --device. Raises ConfigError."""
-    from lotto_engine.config import load_config, validate
+    from lotto_engine.config import load_config
 
-    config = load_config(preset=opts.preset, file=opts.config, overrides=opts.overrides)
     flags = {
         key: value
         for key, value in (("store", getattr(opts, "store", None)), ("device", getattr(opts, "device", None)))
         if value
     }
-    if not flags:
-        return config
-    data = config.model_dump(mode="json")
-    data["run"].update(flags)
-    return validate(data)
+    return load_config(
+        preset=opts.preset, file=opts.config, overrides=opts.overrides, last={"run": flags} if flags else None
+    )
 
 
 def config_command(opts: argparse.Namespace) -> int:
@@ -80,7 +78,8 @@ def export_command(opts: argparse.Namespace) -> int:
         print_error(f"--out: cannot write {out}: {err.strerror or err}")
         return EXIT_USAGE
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     print(f"wrote {len(data['runs'])} runs of experiment {data['experiment']['id']} to {out}", file=sys.stderr)
     return EXIT_OK
 
