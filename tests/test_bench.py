@@ -1,0 +1,28 @@
+"""The throughput benchmark keeps working (its numbers are not asserted: speed is
+measured by running it, never in a timed test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "throughput.py"
+
+
+def test_benchmark_runs_both_loops_and_writes_its_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--device", "cpu", "--threads", "1", "--images", "96",
+         "--epochs", "1", "--batch-size", "32", "--workers", "0", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    for key in ("typical_images_per_s", "engine_images_per_s", "ratio", "peak_memory_mib",
+                "projected_seed_paper_grid_s"):
+        assert result[key] > 0, key
+    assert result["masked_weights_zero"] is True and result["engine_status"] == "done"
+    assert result["engine_options"] == {"precision": "fp32", "channels_last": False, "compile": False}
+    assert "ratio" in proc.stdout
