@@ -152,9 +152,9 @@ class Runner:
         diverged dense run is recorded once as failed, then skipped. A done dense job
         whose saved weights are gone runs again when a pending pruned job needs them.
         """
-        latest = {run.job_key: run.status for run in self.store.runs(experiment_id)}
+        latest = self.store.latest_statuses(experiment_id)
         adopted = self.store.adopt_runs(experiment_id, [job.key for job in self.plan if job.key not in latest])
-        latest = {run.job_key: run.status for run in self.store.runs(experiment_id)}
+        latest = self.store.latest_statuses(experiment_id)
         diverged = {key for key, status in latest.items() if status == "diverged"}
         todo = [
             job for job in self.plan
@@ -334,7 +334,7 @@ class Runner:
         return batches_per_epoch(len(self._data().train), self.config.train.batch_size)
 
     def _counts(self, experiment_id: int) -> dict[str, int]:
-        latest = {run.job_key: run.status for run in self.store.runs(experiment_id)}
+        latest = self.store.latest_statuses(experiment_id)
         counts: dict[str, int] = {}
         for job in self.plan:
             status = latest.get(job.key, "pending")

@@ -295,12 +295,16 @@ class Store:
             )
             return cur.rowcount
 
+    def latest_statuses(self, experiment_id: int) -> dict[str, str]:
+        """Job key -> status of its latest attempt in this experiment."""
+        return {run.job_key: run.status for run in self.runs(experiment_id)}
+
     def final_keys(self, experiment_id: int) -> dict[str, str]:
         """Job key -> status, for jobs whose latest attempt here is final (done, diverged).
 
         A rerun that was interrupted leaves its job not final, so resuming runs it again.
         """
-        return {run.job_key: run.status for run in self.runs(experiment_id) if run.status in FINAL}
+        return {key: st for key, st in self.latest_statuses(experiment_id).items() if st in FINAL}
 
     def adopt_runs(self, experiment_id: int, job_keys: Iterable[str]) -> dict[str, int]:
         """Copy finished runs of these jobs from other experiments into this one.
