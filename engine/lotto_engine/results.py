@@ -69,15 +69,19 @@ def mean_curves(
     runs: Iterable[RunRecord],
     curve_of: Callable[[int], list[EpochMetrics]],
     metric: str = "train_acc",
+    *,
+    include_running: bool = False,
 ) -> dict[tuple[str, str, float], list[tuple[int, float]]]:
-    """Per grid point, ``metric`` by epoch averaged over the finished seeds.
+    """Per grid point, ``metric`` by epoch averaged over the finished seeds (and, with
+    ``include_running``, the running ones, so live views see curves grow).
 
     ``curve_of(run_id)`` returns a run's curve (e.g. ``Store.curve``). An epoch is
     kept only when every averaged run has it.
     """
+    wanted = ("done", "running") if include_running else ("done",)
     groups: dict[tuple[str, str, float], list[list[EpochMetrics]]] = {}
     for run in runs:
-        if run.status == "done":
+        if run.status in wanted:
             key = (run.activation, run.method, run.target_sparsity)
             groups.setdefault(key, []).append(curve_of(run.id))
     out: dict[tuple[str, str, float], list[tuple[int, float]]] = {}

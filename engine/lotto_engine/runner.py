@@ -45,7 +45,7 @@ from .metrics import mask_sparsity, stability
 from .models import build_model
 from .plan import Job, Plan, build_plan
 from .pruning import compute_masks, prunable_names
-from .records import RunResult
+from .records import EpochMetrics, RunResult
 from .scores import METHODS
 from .store import FINAL, Store
 from .training import batches_per_epoch, evaluate, train
@@ -171,10 +171,18 @@ class Runner:
         names = ("theta0", "dense") + (("rewind",) if self.config.prune.rewind_epoch is not None else ())
         return all(self.store.has_tensors(dense_key, name) for name in names)
 
-    def rerun(self, job_key: str) -> GridSummary:
-        """Run one job again as a new attempt (a dense job with all its dependents)."""
-        keys = [job_key] + [job.key for job in self.plan.dependents(job_key)]
-        return self.run(keys)
+    def rerun(self, *job_keys: str) -> GridSummary:
+        """Run jobs again as new attempts (a dense job with all its dependents)."""
+        keys = dict.fromkeys(k for key in job_keys for k in [key, *(j.key for j in self.plan.dependents(key))])
+        return self.run(list(keys))
+
+    def rerun_failed(self) -> GridSummary:
+        """Run again every job whose latest attempt failed, diverged or was cancelled
+        (with the dependents of such dense jobs); nothing runs when there are none."""
+        experiment = self.store.find_experiment(self.config, precision=self.fast.precision)
+        latest = {} if experiment is None else self.store.latest_statuses(experiment.id)
+        keys = [job.key for job in self.plan if latest.get(job.key) in ("failed", "diverged", "cancelled")]
+        return self.rerun(*keys)
 
     # ------------------------------------------------------------------ jobs
 
@@ -222,7 +230,7 @@ class Runner:
             padding=self.config.data.crop_padding,
             cancel=self.cancel,
             on_batch=self._progress(job, epochs),
-            on_epoch=lambda m: self._emit(EpochFinished(job, m, epochs)),
+            on_epoch=self._on_epoch(job, run_id, epochs),
             snapshot_epochs=(rewind,) if rewind is not None else (),
             **self._fast_options(),
         )
@@ -267,6 +275,7 @@ class Runner:
             seed=job.seed,
         )
         actual, layers = mask_sparsity(masks)
+        self.store.record_mask(run_id, actual, layers)
 
         start = theta0 if prune.rewind_epoch is None else self.store.load_tensors(parent, "rewind")
         model.load_state_dict(start)
@@ -282,7 +291,7 @@ class Runner:
             padding=self.config.data.crop_padding,
             cancel=self.cancel,
             on_batch=self._progress(job, epochs),
-            on_epoch=lambda m: self._emit(EpochFinished(job, m, epochs)),
+            on_epoch=self._on_epoch(job, run_id, epochs),
             **self._fast_options(),
         )
         result = self._result(outcome.status, outcome.curve, model, data)
@@ -340,6 +349,13 @@ class Runner:
             status = latest.get(job.key, "pending")
             counts[status] = counts.get(status, 0) + 1
         return counts
+
+    def _on_epoch(self, job: Job, run_id: int, epochs: int) -> Callable[[EpochMetrics], None]:
+        def on_epoch(metrics: EpochMetrics) -> None:
+            self.store.record_epoch(run_id, metrics)
+            self._emit(EpochFinished(job, metrics, epochs))
+
+        return on_epoch
 
     def _progress(self, job: Job, epochs: int) -> Callable[[int, int, int], None]:
         last = [0.0]

@@ -6,9 +6,10 @@ Layout of a store folder (default ``./lotto-runs``)::
     artifacts/<job key>/<name>.safetensors   theta0, dense, rewind, mask, final
     locks/experiment-<id>.lock     held while a runner works on that experiment
 
-Durability rules: a run row is written as ``running`` when a job starts; when it
-ends, its status, metrics, curve and per-layer sparsity are committed in ONE
-transaction. Artifacts are written to a temporary file, fsynced and renamed, before
+Durability rules: a run row is written as ``running`` when a job starts, and each
+epoch's metrics (and a pruned run's mask sparsity) are committed as they happen, so
+other processes can follow a run live; when it ends, its status, metrics, curve and
+per-layer sparsity are committed in ONE transaction. Artifacts are written to a temporary file, fsynced and renamed, before
 that commit. So ``kill -9`` at any moment loses at most the job in flight, and the
 next run marks that row ``cancelled`` and runs the job again.
 """
@@ -281,6 +282,43 @@ class Store:
                 "INSERT INTO layer_sparsity VALUES (?, ?, ?, ?)",
                 [(run_id, layer.name, layer.numel, layer.kept) for layer in result.layers],
             )
+
+    def record_epoch(self, run_id: int, metrics: EpochMetrics) -> None:
+        """Commit one epoch of a running run (followers see the curve grow)."""
+        m = metrics
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.lr, m.seconds),
+            )
+
+    def record_mask(self, run_id: int, actual_sparsity: float, layers: Iterable[LayerSparsity]) -> None:
+        """Commit a running pruned run's mask sparsity as soon as the mask is cut."""
+        with self._lock, self._conn:
+            self._conn.execute("UPDATE runs SET actual_sparsity = ? WHERE id = ?", (actual_sparsity, run_id))
+            self._conn.execute("DELETE FROM layer_sparsity WHERE run_id = ?", (run_id,))
+            self._conn.executemany(
+                "INSERT INTO layer_sparsity VALUES (?, ?, ?, ?)",
+                [(run_id, layer.name, layer.numel, layer.kept) for layer in layers],
+            )
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the store.
+
+        Followers poll this (it costs no table read) and reload only on change.
+        """
+        with self._lock:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def epoch_totals(self, experiment_id: int) -> dict[int, tuple[int, float]]:
+        """Run id -> (epochs recorded, their total seconds), for every run of the experiment."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT e.run_id, COUNT(*), COALESCE(SUM(e.seconds), 0) FROM epochs e "
+                "JOIN runs r ON r.id = e.run_id WHERE r.experiment_id = ? GROUP BY e.run_id",
+                (experiment_id,),
+            ).fetchall()
+        return {int(r[0]): (int(r[1]), float(r[2])) for r in rows}
 
     def recover_interrupted(self, experiment_id: int) -> int:
         """Mark runs left ``running`` by a dead process as cancelled; returns how many.

@@ -3,6 +3,7 @@
 Parsing imports nothing heavy (no torch, no pydantic, no textual), so ``--help``
 answers at once; each command imports what it needs when it runs.
 
+    lotto-tui [--preset P | --config F] [--set K=V ...] [--store DIR] [--device D]   (explorer)
     lotto-tui --batch [--preset P | --config F] [--set K=V ...] [--store DIR] [--device D]
     lotto-tui config [--preset P | --config F] [--set K=V ...] [--reference]
     lotto-tui export [--store DIR] [--experiment ID] --format json|csv [--out FILE]
@@ -42,7 +43,10 @@ def main_parser() -> argparse.ArgumentParser:
             "130 interrupted."
         ),
     )
-    parser.add_argument("--batch", action="store_true", help="run the grid headless (scripts, CI, nohup)")
+    parser.add_argument(
+        "--batch", action="store_true",
+        help="run the grid headless (scripts, CI, nohup); without it the explorer opens (default preset: demo)",
+    )
     _config_source(parser)
     parser.add_argument("--store", metavar="DIR", help="results folder (default: run.store, ./lotto-runs)")
     parser.add_argument("--device", metavar="D", help="auto | cpu | cuda | cuda:N | mps (sets run.device)")
@@ -119,13 +123,9 @@ def _dispatch(args: list[str]) -> int:
         from .batch import batch_command
 
         return batch_command(opts)
-    parser.print_usage(sys.stderr)
-    print(
-        "lotto-tui: the interactive explorer is not part of this release yet; "
-        "run the grid headless with --batch (e.g. lotto-tui --batch --preset demo)",
-        file=sys.stderr,
-    )
-    return EXIT_USAGE
+    from .explore import explore_command
+
+    return explore_command(opts)
 
 
 if __name__ == "__main__":  # pragma: no cover

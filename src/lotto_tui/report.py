@@ -10,50 +10,21 @@ from lotto_engine.results import Cell, mean_curves, summarize
 from lotto_engine.store import Store
 
 from . import charts
-
-STATUS_STYLE = {"done": "green", "failed": "bold red", "diverged": "bold magenta", "cancelled": "yellow"}
-
-
-def _pct(value: float | None, std: float | None = None) -> str:
-    if value is None:
-        return "-"
-    text = f"{100 * value:.2f}"
-    return f"{text} ±{100 * std:.2f}" if std is not None else text
-
-
-def _num(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
+from .formatting import RESULT_COLUMNS, cell_status, cell_values, ordered_cells
 
 def results_table(cells: Sequence[Cell], title: str = "Results") -> Table:
     """activation x method x sparsity: accuracies (%), actual sparsity, stability D."""
     table = Table(title=title, title_justify="left", header_style="bold")
-    for name, justify in (
-        ("activation", "left"), ("method", "left"), ("target", "right"), ("actual", "right"),
-        ("val %", "right"), ("best val %", "right"), ("test %", "right"),
-        ("D", "right"), ("n", "right"), ("status", "left"),
-    ):
+    for name in RESULT_COLUMNS:
+        justify = "left" if name in ("activation", "method", "status") else "right"
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    # Grid order (as configured): activations, then dense, then methods by sparsity.
-    act_rank = {a: i for i, a in enumerate(dict.fromkeys(c.activation for c in cells))}
-    method_rank = {m: i for i, m in enumerate(dict.fromkeys(c.method for c in cells if c.method != "dense"))}
-    ordered = sorted(
-        cells,
-        key=lambda c: (act_rank[c.activation], c.method != "dense", method_rank.get(c.method, -1), c.target_sparsity),
-    )
     previous = None
-    for cell in ordered:
+    for cell in ordered_cells(cells):
         if previous is not None and cell.activation != previous:
             table.add_section()
         previous = cell.activation
-        status = ",".join(cell.statuses)
-        style = next((STATUS_STYLE[s] for s in ("failed", "diverged", "cancelled") if s in cell.statuses), "green")
-        table.add_row(
-            cell.activation, cell.method,
-            _num(cell.target_sparsity, 2), _num(cell.actual_sparsity),
-            _pct(cell.val_acc, cell.val_acc_std), _pct(cell.best_val_acc), _pct(cell.test_acc),
-            _num(cell.stability), f"{cell.done}/{cell.runs}", f"[{style}]{status}[/]",
-        )
+        *values, status = cell_values(cell)
+        table.add_row(*values, f"[{cell_status(cell)[1]}]{status}[/]")
     return table
 
 

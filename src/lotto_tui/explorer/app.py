@@ -1,0 +1,510 @@
+"""The explorer app: configuration, jobs, results and history panels over one store.
+
+Data flows one way. The form yields a config; the engine's runner executes its plan
+in a Textual thread worker and emits typed events; the events arrive here as
+messages and only mark the views stale; a timer redraws stale views from the store
+(:mod:`lotto_engine.monitor`, :mod:`lotto_engine.results`) a few times a second.
+A ``--batch`` process writing the same store is picked up the same way, by polling
+SQLite's ``data_version``: that is follow mode.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Select, SelectionList, TabbedContent, TabPane
+
+from lotto_engine.config import ExperimentConfig
+from lotto_engine.errors import LottoError
+from lotto_engine.events import (
+    BatchProgress,
+    EpochFinished,
+    GridFinished,
+    GridStarted,
+    JobFailed,
+    JobFinished,
+    JobStarted,
+)
+from lotto_engine.monitor import GridProgress, experiment_plan, grid_progress
+from lotto_engine.plan import Plan, build_plan
+from lotto_engine.store import DB_NAME, Store
+
+from ..formatting import duration, num, pct
+from .config_form import ConfigForm
+from .help_screen import HelpScreen
+from .history import CompareScreen, HistoryPanel
+from .jobs_panel import JobsPanel
+from .keys import APP_KEYS, CONFIG_KEYS, bindings, display
+from .messages import EngineEvent, EngineReady, RunEnded
+from .results_panel import ResultsPanel
+from .views import ResultsData, load_history, load_results
+
+PANELS = ("config", "jobs", "results", "history")
+
+
+class ExplorerApp(App[int]):
+    """``lotto-tui`` without ``--batch``. Build it with :func:`create_app`."""
+
+    TITLE = "lotto-tui"
+    CSS_PATH = "lotto.tcss"
+    BINDINGS = bindings(APP_KEYS)
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        config_path: str | None = None,
+        poll_interval: float = 1.0,
+        refresh_interval: float = 0.25,
+        progress_interval: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.form_config: ExperimentConfig | None = config  # the form's, when it validates
+        self.view_config: ExperimentConfig = config  # the experiment the panels show
+        self.plan: Plan | None = None
+        self.experiment_id: int | None = None
+        self.device = "…"
+        self.cancel = threading.Event()
+        self.running = False
+        self.last_progress: GridProgress | None = None
+        self._config_path = config_path
+        self._poll_interval = poll_interval
+        self._refresh_interval = refresh_interval
+        self._progress_interval = progress_interval
+        self._engine_ready = False
+        self._precision = "fp32"
+        self._reader: Store | None = None
+        self._reader_root: Path | None = None
+        self._data_version: int | None = None
+        self._dirty = True
+        self._stale: set[str] = {"results", "history"}
+        self._batch: BatchProgress | None = None
+        self._quitting = False
+        self._replan_after_run = False
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        with TabbedContent(id="panels", initial="jobs"):
+            with TabPane("1 Config", id="config"):
+                yield ConfigForm(self.view_config, path=self._config_path, id="config-form")
+            with TabPane("2 Jobs", id="jobs"):
+                yield JobsPanel(id="jobs-panel")
+            with TabPane("3 Results", id="results"):
+                yield ResultsPanel(id="results-panel")
+            with TabPane("4 History", id="history"):
+                yield HistoryPanel(id="history-panel")
+        yield Footer()
+
+    @property
+    def jobs(self) -> JobsPanel:
+        return self.query_one(JobsPanel)
+
+    @property
+    def results(self) -> ResultsPanel:
+        return self.query_one(ResultsPanel)
+
+    @property
+    def history(self) -> HistoryPanel:
+        return self.query_one(HistoryPanel)
+
+    @property
+    def panel(self) -> str:
+        return str(self.query_one("#panels", TabbedContent).active)
+
+    def on_mount(self) -> None:
+        self.jobs.log("[dim]press [b]r[/b] to run the grid, [b]?[/b] for every key[/]")
+        self.jobs.table.focus()
+        self.set_interval(self._refresh_interval, self._tick)
+        self.set_interval(self._poll_interval, self._poll)
+        self.run_worker(self._load_engine, thread=True, group="load", name="load engine")
+
+    def _load_engine(self) -> None:
+        """Import torch off the UI thread (about 2 s), so the window paints at once."""
+        try:
+            from lotto_engine import devices  # noqa: F401  (imports torch)
+        except Exception as err:  # pragma: no cover - a broken torch install
+            self.post_message(EngineReady(error=f"cannot load torch: {err}"))
+            return
+        self.post_message(EngineReady())
+
+    def on_engine_ready(self, message: EngineReady) -> None:
+        if message.error:
+            self.notify(message.error, severity="error", timeout=30)
+            return
+        self._engine_ready = True
+        self._replan(self.view_config)
+
+    # ------------------------------------------------------------------ the view
+
+    def _replan(self, config: ExperimentConfig, experiment: tuple[int, Plan] | None = None) -> None:
+        """Show ``config``'s plan and its experiment in the store (if it has one)."""
+        from lotto_engine import devices
+
+        self.view_config = config
+        if experiment is not None:
+            self.experiment_id, self.plan = experiment
+        else:
+            try:
+                device = devices.resolve_device(config.run.device)
+            except LottoError as err:
+                self.device = "no device"
+                self.notify(str(err), severity="error", timeout=10)
+                self.plan = None
+                self._mark_dirty()
+                return
+            fast = devices.fast_path(config.run.precision, config.run.channels_last, config.run.compile, device)
+            self._precision = fast.precision
+            self.device = f"{device} {fast.precision}"
+            self.plan = build_plan(config, precision=fast.precision)
+            reader = self.reader()
+            found = reader.find_experiment(config, precision=fast.precision) if reader else None
+            self.experiment_id = found.id if found else None
+        self._mark_dirty()
+
+    def reader(self) -> Store | None:
+        """A read-only connection to the shown config's store (None before it exists)."""
+        root = Path(self.view_config.run.store)
+        if self._reader is not None and self._reader_root == root:
+            return self._reader
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if not (root / DB_NAME).exists():
+            return None
+        try:
+            self._reader = Store(root, create=False)
+        except LottoError as err:
+            self.notify(str(err), severity="error")
+            return None
+        self._reader_root = root
+        self._data_version = None
+        return self._reader
+
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+        self._stale.update(("results", "history"))
+
+    def _tick(self) -> None:
+        """Redraw what changed, at most every ``refresh_interval`` (the throttle)."""
+        if self._dirty:
+            self._dirty = False
+            self.refresh_views()
+        batch, self._batch = self._batch, None
+        if batch is not None and self.running:
+            done = batch.epoch - 1 + batch.batch / max(batch.batches, 1)
+            self.jobs.show_job(
+                f"{batch.job.label} · epoch {batch.epoch}/{batch.epochs} · batch {batch.batch}/{batch.batches}",
+                done, batch.epochs,
+            )
+
+    def _poll(self) -> None:
+        """Follow mode: reload when any process committed to the store."""
+        reader = self.reader()
+        if reader is None:
+            return
+        try:
+            version = reader.data_version()
+        except Exception:  # the store went away under us: try again next time
+            self._reader = None
+            return
+        if version != self._data_version:
+            self._data_version = version
+            if self.experiment_id is None and self.plan is not None and not self.running:
+                found = reader.find_experiment(self.view_config, precision=self._precision)
+                self.experiment_id = found.id if found else None
+            self._mark_dirty()
+
+    def refresh_views(self) -> None:
+        """Redraw the jobs panel, and the results/history panels when they show."""
+        if not self._engine_ready:
+            return
+        reader = self.reader()
+        if self.plan is not None:
+            progress = grid_progress(reader, self.view_config, self.plan, self.experiment_id)
+            self.last_progress = progress
+            title = f"experiment {self.experiment_id}" if self.experiment_id else "new experiment (not run yet)"
+            self.jobs.show(progress, device=self.device, title=title)
+        self._refresh_stale_panels()
+
+    def _refresh_stale_panels(self) -> None:
+        panel = self.panel
+        reader = self.reader()
+        if panel == "results" and "results" in self._stale:
+            self._stale.discard("results")
+            self.results.show(load_results(reader, self.experiment_id))
+        if panel == "history" and "history" in self._stale:
+            self._stale.discard("history")
+            self.history.show(load_history(reader), self.experiment_id)
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.tabbed_content.id == "panels" and self._engine_ready:
+            self._refresh_stale_panels()
+
+    # ------------------------------------------------------------------ config
+
+    def on_config_form_changed(self, message: ConfigForm.Changed) -> None:
+        self.form_config = message.config
+        if message.config is None or message.config == self.view_config:
+            return
+        if self.running:
+            self._replan_after_run = True
+        elif self._engine_ready:
+            self._replan(message.config)
+
+    # ------------------------------------------------------------------ running
+
+    def _start(self, mode: str, keys: Iterable[str] = ()) -> None:
+        if self.running:
+            self.notify("A grid is already running (x cancels it)", severity="warning")
+            return
+        if not self._engine_ready:
+            self.notify("The engine is still loading; try again in a moment", severity="warning")
+            return
+        config = self.form_config if mode == "grid" else self.view_config
+        if config is None:
+            self.action_show_panel("config")
+            self.notify("The config has problems (shown in red); fix them to run", severity="error")
+            return
+        if mode == "grid" and config != self.view_config:
+            self._replan(config)
+        self.cancel.clear()
+        self.running = True
+        self._batch = None
+        self.run_worker(
+            partial(self._engine_work, config, mode, tuple(keys)),
+            thread=True, group="engine", exclusive=True, name=f"engine {mode}",
+        )
+
+    def _engine_work(self, config: ExperimentConfig, mode: str, keys: tuple[str, ...]) -> None:
+        """Runs in the worker thread: everything it tells the UI goes by message."""
+        from lotto_engine.runner import Runner
+
+        try:
+            with Store(config.run.store) as store:
+                runner = Runner(
+                    config, store,
+                    on_event=lambda event: self.post_message(EngineEvent(event)),
+                    cancel=self.cancel,
+                    progress_interval=self._progress_interval,
+                )
+                if mode == "rerun":
+                    summary = runner.rerun(*keys)
+                elif mode == "failed":
+                    summary = runner.rerun_failed()
+                else:
+                    summary = runner.run()
+            self.post_message(RunEnded(summary=summary))
+        except LottoError as err:
+            self.post_message(RunEnded(error=" ".join(str(err).split())))
+        except Exception as err:  # a bug: say it in one line, keep the app alive
+            self.post_message(RunEnded(error=f"internal error: {type(err).__name__}: {err}"))
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        if isinstance(event, BatchProgress):
+            self._batch = event  # coalesced: the tick shows only the latest
+            return
+        self._mark_dirty()
+        log = self.jobs.log
+        if isinstance(event, GridStarted):
+            if self.experiment_id != event.experiment_id:
+                self.experiment_id = event.experiment_id
+            self.reader()
+            todo = len(event.jobs) - len(event.skipped)
+            reused = f", {len(event.reused)} reused from earlier experiments" if event.reused else ""
+            log(f"[b]experiment {event.experiment_id}[/]: {todo} to run, {len(event.skipped)} done{reused} "
+                f"· {event.device}")
+        elif isinstance(event, JobStarted):
+            log(f"▶ {event.job.label}")
+        elif isinstance(event, EpochFinished):
+            m = event.metrics
+            log(f"  {event.job.label} epoch {m.epoch}/{event.epochs} train {pct(m.train_acc)} val {pct(m.val_acc)}")
+        elif isinstance(event, JobFinished):
+            r = event.result
+            style = {"done": "green", "diverged": "bold magenta"}.get(r.status, "yellow")
+            extra = f" D {num(r.stability)}" if r.stability is not None else ""
+            log(f"[{style}]■ {event.job.label}: {r.status}[/] val {pct(r.val_acc)} test {pct(r.test_acc)}"
+                f"{extra} in {duration(r.wall_time)}")
+        elif isinstance(event, JobFailed):
+            log(f"[bold red]✗ {event.job.label}: {event.error}[/]")
+        elif isinstance(event, GridFinished):
+            counts = ", ".join(f"{n} {s}" for s, n in sorted(event.counts.items()))
+            word = "cancelled" if event.cancelled else "finished"
+            log(f"[b]grid {word}[/] in {duration(event.wall_time)}: {counts}")
+
+    def on_run_ended(self, message: RunEnded) -> None:
+        self.running = False
+        self._mark_dirty()
+        self.jobs.show_job("", 0, 1)
+        if message.error:
+            self.jobs.log(f"[bold red]{message.error}[/]")
+            self.notify(message.error, title="Run stopped", severity="error", timeout=10)
+        elif message.summary is not None:
+            s = message.summary
+            counts = ", ".join(f"{n} {st}" for st, n in sorted(s.counts.items()))
+            if s.cancelled:
+                self.notify(f"Cancelled: {counts}. r resumes.", title="Grid cancelled", severity="warning")
+            else:
+                self.notify(counts, title="Grid finished", severity="information" if s.ok else "error")
+        if self._quitting:
+            self.exit(0)
+            return
+        if self._replan_after_run and self.form_config is not None:
+            self._replan_after_run = False
+            self._replan(self.form_config)
+
+    # ------------------------------------------------------------------ actions
+
+    def action_run_grid(self) -> None:
+        self._start("grid")
+
+    def action_cancel(self) -> None:
+        if not self.running:
+            self.notify("Nothing is running", timeout=3)
+            return
+        self.cancel.set()
+        self.notify("Cancelling after the current batch…", timeout=3)
+
+    def action_rerun_selected(self) -> None:
+        key = self.jobs.selected_key()
+        if key is None:
+            self.notify("Select a job in the jobs panel first", severity="warning")
+            return
+        self._start("rerun", [key])
+
+    def action_rerun_failed(self) -> None:
+        progress = self.last_progress
+        if progress is None or not any(r.status in ("failed", "diverged", "cancelled") for r in progress.rows):
+            self.notify("No failed, diverged or cancelled jobs to rerun", timeout=3)
+            return
+        self._start("failed")
+
+    def action_export(self) -> None:
+        from lotto_engine.export import export_experiment, to_csv, to_json
+
+        reader = self.reader()
+        if reader is None or self.experiment_id is None:
+            self.notify("Nothing to export yet: run the grid first", severity="warning")
+            return
+        root = Path(self.view_config.run.store) / "exports"
+        data = export_experiment(reader, self.experiment_id)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            paths = []
+            for suffix, text in (("json", to_json(data)), ("csv", to_csv(data))):
+                path = root / f"experiment-{self.experiment_id}.{suffix}"
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_text(text, encoding="utf-8")
+                tmp.replace(path)
+                paths.append(str(path))
+        except OSError as err:
+            self.notify(f"{root}: {err.strerror or err}", title="Export failed", severity="error")
+            return
+        self.notify("\n".join(paths), title="Exported", timeout=10)
+
+    def action_show_panel(self, name: str) -> None:
+        tabs = self.query_one("#panels", TabbedContent)
+        tabs.active = name
+        focus = {
+            "jobs": "#jobs-table",
+            "history": "#history-table",
+            "config": "#config-fields",
+            "results": "#result-tabs Tabs",
+        }[name]
+        self.call_after_refresh(lambda: self.query_one(focus).focus())
+
+    def action_cycle_panel(self, step: int) -> None:
+        self.action_show_panel(PANELS[(PANELS.index(self.panel) + step) % len(PANELS)])
+
+    def action_cycle_result_tab(self, step: int) -> None:
+        if self.panel != "results":
+            self.action_show_panel("results")
+        self.results.cycle(step)
+
+    def action_leave_field(self) -> None:
+        if isinstance(self.focused, (Input, Select, SelectionList)):
+            self.query_one("#config-fields").focus()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        """Quit; a running grid is cancelled first (the store stays consistent)."""
+        if self.running:
+            if self._quitting:
+                return
+            self._quitting = True
+            self.cancel.set()
+            self.notify("Stopping the running job, then quitting…")
+            return
+        self.exit(0)
+
+    def on_unmount(self) -> None:
+        self.cancel.set()  # whatever ends the app, the worker thread stops at its next batch
+        if self._reader is not None:
+            self._reader.close()
+
+    # ------------------------------------------------------------------ history
+
+    def on_history_panel_open(self, message: HistoryPanel.Open) -> None:
+        if self.running:
+            self.notify("Wait for the running grid (or cancel it) before opening another", severity="warning")
+            return
+        reader = self.reader()
+        if reader is None:
+            return
+        try:
+            config, plan = experiment_plan(reader.experiment(message.experiment_id))
+        except LottoError as err:
+            self.notify(str(err), severity="error")
+            return
+        config = config.model_copy(update={"run": config.run.model_copy(update={"store": self.view_config.run.store})})
+        self._replan(config, experiment=(message.experiment_id, plan))
+        self.query_one(ConfigForm).load(config)
+        self.notify(f"Opened experiment {message.experiment_id}", timeout=3)
+        self.action_show_panel("jobs")
+
+    def on_history_panel_compare(self, message: HistoryPanel.Compare) -> None:
+        reader = self.reader()
+        right = self.experiment_id if message.right == -1 else message.right
+        if reader is None or right is None or right == message.left:
+            self.notify("Mark two experiments with space (or open one and select another)", severity="warning")
+            return
+        sides = []
+        for exp_id in (message.left, right):
+            record = reader.experiment(exp_id)
+            title = f"experiment {exp_id} {record.name or ''} ({record.config.get('data', {}).get('dataset', '?')})"
+            sides.append((title, load_results(reader, exp_id)))
+        self.push_screen(CompareScreen(sides[0], sides[1]))
+
+    # ------------------------------------------------------------------ palette
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for key in APP_KEYS + CONFIG_KEYS:
+            action = key.action if key in APP_KEYS else f"focused_form('{key.action}')"
+            yield SystemCommand(
+                key.description, f"key: {display(key.keys)}", partial(self._palette, action)
+            )
+
+    def _palette(self, action: str) -> None:
+        self.call_later(self.run_action, action)
+
+    def action_focused_form(self, action: str) -> None:
+        getattr(self.query_one(ConfigForm), f"action_{action}")()
+
+
+def create_app(config: ExperimentConfig, **options: Any) -> ExplorerApp:
+    """The app factory the CLI and the tests share."""
+    return ExplorerApp(config, **options)
+
+
+__all__ = ["ExplorerApp", "ResultsData", "create_app"]

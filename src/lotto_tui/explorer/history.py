@@ -1,0 +1,148 @@
+"""History: the experiments in the store. Open one (its config goes into the form and
+the views follow it), or mark two and compare them side by side."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import DataTable, Footer, Label, Static
+from textual_plotext import PlotextPlot
+
+from .keys import HISTORY_KEYS, bindings
+from .results_panel import draw_accuracy, fill_results_table
+from .views import ExperimentSummary, ResultsData
+
+HISTORY_COLUMNS = ("", "id", "name", "dataset", "model", "a×m×s×seeds", "done", "problems", "created")
+
+
+class HistoryPanel(Widget):
+    BINDINGS = bindings(HISTORY_KEYS)
+    DEFAULT_CSS = """
+    HistoryPanel { height: 1fr; }
+    HistoryPanel #history-hint { height: 1; color: $text-muted; }
+    HistoryPanel #history-table { height: 1fr; }
+    """
+
+    class Open(Message):
+        def __init__(self, experiment_id: int) -> None:
+            super().__init__()
+            self.experiment_id = experiment_id
+
+    class Compare(Message):
+        def __init__(self, left: int, right: int) -> None:
+            super().__init__()
+            self.left, self.right = left, right
+
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.marked: list[int] = []
+        self._rows: list[ExperimentSummary] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("enter open · space mark · c compare (two marked, or selected vs open)",
+                     id="history-hint")
+        table: DataTable = DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
+        for name in HISTORY_COLUMNS:
+            table.add_column(name, key=name or "mark")
+        yield table
+
+    @property
+    def table(self) -> DataTable:
+        return self.query_one("#history-table", DataTable)
+
+    def show(self, rows: list[ExperimentSummary], current: int | None) -> None:
+        self._rows = rows
+        table = self.table
+        cursor = table.cursor_row
+        table.clear()
+        for exp in rows:
+            problems = sum(exp.counts.get(s, 0) for s in ("failed", "diverged", "cancelled"))
+            mark = "*" if exp.id in self.marked else ("›" if exp.id == current else "")
+            done = f"{exp.counts.get('done', 0)}/{exp.jobs or '?'}"
+            table.add_row(
+                mark, str(exp.id), exp.name or "-", exp.dataset, exp.model, exp.grid, done,
+                str(problems) if problems else "-", exp.created_at, key=str(exp.id),
+            )
+        if rows:
+            table.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
+
+    def selected(self) -> int | None:
+        table = self.table
+        if not table.row_count:
+            return None
+        key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return int(str(key.value))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open_experiment()
+
+    def action_open_experiment(self) -> None:
+        exp = self.selected()
+        if exp is not None:
+            self.post_message(self.Open(exp))
+
+    def action_mark(self) -> None:
+        exp = self.selected()
+        if exp is None:
+            return
+        if exp in self.marked:
+            self.marked.remove(exp)
+        else:
+            self.marked = (self.marked + [exp])[-2:]
+        self.table.update_cell(str(exp), "mark", "*" if exp in self.marked else "")
+        for other in list(self._rows):
+            if other.id != exp and other.id not in self.marked:
+                self.table.update_cell(str(other.id), "mark", "")
+
+    def action_compare(self) -> None:
+        if len(self.marked) == 2:
+            self.post_message(self.Compare(*self.marked))
+            return
+        exp = self.selected()
+        if exp is not None:
+            self.post_message(self.Compare(exp, -1))  # -1: the open experiment
+
+
+class ComparePane(Vertical):
+    DEFAULT_CSS = """
+    ComparePane { width: 1fr; }
+    ComparePane > Label { text-style: bold; }
+    ComparePane DataTable { height: 1fr; }
+    ComparePane PlotextPlot { height: 1fr; }
+    """
+
+    def __init__(self, title: str, data: ResultsData) -> None:
+        super().__init__()
+        self.title, self.data = title, data
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.title)
+        yield DataTable(zebra_stripes=True, cursor_type="row")
+        yield PlotextPlot()
+
+    def on_mount(self) -> None:
+        fill_results_table(self.query_one(DataTable), self.data)
+        draw_accuracy(self.query_one(PlotextPlot), self.data, title="Val accuracy vs sparsity")
+
+
+class CompareScreen(Screen[None]):
+    """Two experiments side by side: results tables and accuracy charts."""
+
+    BINDINGS = [("escape,q", "app.pop_screen", "Back")]
+    DEFAULT_CSS = """
+    CompareScreen Horizontal { height: 1fr; }
+    """
+
+    def __init__(self, left: tuple[str, ResultsData], right: tuple[str, ResultsData]) -> None:
+        super().__init__()
+        self.left, self.right = left, right
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield ComparePane(*self.left)
+            yield ComparePane(*self.right)
+        yield Footer()

@@ -1,0 +1,72 @@
+"""How numbers and statuses look, shared by the batch report and the explorer, so a
+number reads the same in both. Formatting only: every value comes from the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lotto_engine.results import Cell
+
+#: Rich styles by status, in the 16 named ANSI colours (no true colour assumed).
+STATUS_STYLE = {
+    "done": "green",
+    "running": "bold yellow",
+    "pending": "dim",
+    "failed": "bold red",
+    "diverged": "bold magenta",
+    "cancelled": "yellow",
+}
+
+RESULT_COLUMNS = ("activation", "method", "target", "actual", "val %", "best val %", "test %", "D", "n", "status")
+
+
+def pct(value: float | None, std: float | None = None) -> str:
+    """An accuracy in [0, 1] as a percentage (with its seed std when there is one)."""
+    if value is None:
+        return "-"
+    text = f"{100 * value:.2f}"
+    return f"{text} ±{100 * std:.2f}" if std is not None else text
+
+
+def num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def duration(seconds: float | None) -> str:
+    """``42s``, ``3m05s``, ``2h01m``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def ordered_cells(cells: Sequence[Cell]) -> list[Cell]:
+    """Grid order (as configured): activations, then dense, then methods by sparsity."""
+    act_rank = {a: i for i, a in enumerate(dict.fromkeys(c.activation for c in cells))}
+    method_rank = {m: i for i, m in enumerate(dict.fromkeys(c.method for c in cells if c.method != "dense"))}
+    return sorted(
+        cells,
+        key=lambda c: (act_rank[c.activation], c.method != "dense", method_rank.get(c.method, -1), c.target_sparsity),
+    )
+
+
+def cell_status(cell: Cell) -> tuple[str, str]:
+    """(text, Rich style) of a results row's status: problems first."""
+    style = next(
+        (STATUS_STYLE[s] for s in ("failed", "diverged", "cancelled", "running") if s in cell.statuses), "green"
+    )
+    return ",".join(cell.statuses), style
+
+
+def cell_values(cell: Cell) -> tuple[str, ...]:
+    """A results row as text, in RESULT_COLUMNS order (status without style)."""
+    return (
+        cell.activation, cell.method,
+        num(cell.target_sparsity, 2), num(cell.actual_sparsity),
+        pct(cell.val_acc, cell.val_acc_std), pct(cell.best_val_acc), pct(cell.test_acc),
+        num(cell.stability), f"{cell.done}/{cell.runs}", cell_status(cell)[0],
+    )
