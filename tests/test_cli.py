@@ -545,3 +545,12 @@ def test_export_to_a_path_under_a_file_is_one_line_exit_2(tiny_grid, tmp_path):
     out = lotto("export", "--store", str(cwd / "runs"), "--format", "csv", "--out",
                 str(tmp_path / "afile" / "x.csv"), cwd=tmp_path)
     assert_one_line_error(out, "--out")
+
+
+def test_without_batch_the_explorer_wants_a_terminal_and_checks_the_config_first(tmp_path: Path) -> None:
+    proc = lotto(cwd=tmp_path)  # stdin/stdout are pipes here, as under nohup or cron
+    line = assert_one_line_error(proc, "needs a terminal", "--batch")
+    assert "Traceback" not in line
+    bad = lotto("--set", "train.lr=abc", cwd=tmp_path)
+    assert_one_line_error(bad, "train.lr")
+    assert not (tmp_path / "lotto-runs").exists()

@@ -72,6 +72,7 @@ class ExplorerApp(App[int]):
         self.device = "…"
         self.cancel = threading.Event()
         self.running = False
+        self.runs_ended = 0  # worker runs finished so far (tests and scripts wait on it)
         self.last_progress: GridProgress | None = None
         self._config_path = config_path
         self._poll_interval = poll_interval
@@ -86,6 +87,7 @@ class ExplorerApp(App[int]):
         self._stale: set[str] = {"results", "history"}
         self._batch: BatchProgress | None = None
         self._quitting = False
+        self._exiting = False
         self._replan_after_run = False
 
     # ------------------------------------------------------------------ layout
@@ -193,6 +195,8 @@ class ExplorerApp(App[int]):
 
     def _tick(self) -> None:
         """Redraw what changed, at most every ``refresh_interval`` (the throttle)."""
+        if self._exiting:
+            return
         if self._dirty:
             self._dirty = False
             self.refresh_views()
@@ -206,6 +210,8 @@ class ExplorerApp(App[int]):
 
     def _poll(self) -> None:
         """Follow mode: reload when any process committed to the store."""
+        if self._exiting:
+            return
         reader = self.reader()
         if reader is None:
             return
@@ -341,6 +347,7 @@ class ExplorerApp(App[int]):
 
     def on_run_ended(self, message: RunEnded) -> None:
         self.running = False
+        self.runs_ended += 1
         self._mark_dirty()
         self.jobs.show_job("", 0, 1)
         if message.error:
@@ -447,7 +454,12 @@ class ExplorerApp(App[int]):
             return
         self.exit(0)
 
+    def exit(self, *args: Any, **kwargs: Any) -> None:
+        self._exiting = True  # the timers stop redrawing widgets that are going away
+        super().exit(*args, **kwargs)
+
     def on_unmount(self) -> None:
+        self._exiting = True
         self.cancel.set()  # whatever ends the app, the worker thread stops at its next batch
         if self._reader is not None:
             self._reader.close()

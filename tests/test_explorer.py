@@ -1,0 +1,335 @@
+"""The explorer, driven with Textual's Pilot over real tiny runs on `digits`: what a
+researcher does from the keyboard, checked against the real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from textual.widgets import DataTable, Input, Static
+from textual_plotext import PlotextPlot
+
+from lotto_engine.config import load_config
+from lotto_engine.errors import ConfigError
+from lotto_engine.runner import Runner
+from lotto_engine.store import Store
+from lotto_tui.explorer import create_app
+from lotto_tui.explorer.help_screen import HelpScreen
+from lotto_tui.explorer.keys import APP_KEYS
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "data.subset=240", "model.width=4", "model.hidden=16",
+    "train.dense_epochs=2", "train.pruned_epochs=1", "train.batch_size=64",
+    "grid.activations=['relu','tanh']", "grid.methods=['magnitude']", "grid.sparsities=[0.5]",
+    "run.device='cpu'", "run.threads=1",
+]
+
+
+def tiny(store: Path, *extra: str):
+    return load_config(overrides=[*TINY, f"run.store='{store}'", *extra])
+
+
+async def wait_until(pilot, predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the explorer")
+        await asyncio.sleep(0.05)  # not pilot.pause: that pings every widget, starving the run
+
+
+async def ready(pilot) -> None:
+    await wait_until(pilot, lambda: pilot.app._engine_ready and pilot.app.plan is not None)
+    await pilot.pause(0.3)
+
+
+async def run_to_end(pilot, key: str = "r") -> None:
+    app = pilot.app
+    ended = app.runs_ended
+    await pilot.press(key)
+    await wait_until(pilot, lambda: app.runs_ended > ended)
+    await pilot.pause(0.4)  # one refresh tick
+
+
+def dense_running(app) -> bool:
+    running = app.last_progress.running if app.last_progress else None
+    return running is not None and running.job.kind == "dense" and running.epoch >= 1
+
+
+def statuses(store_root: Path, history: bool = False) -> list[tuple[str, str, str, int]]:
+    with Store(store_root, create=False) as store:
+        exp = store.experiment()
+        return [(r.activation, r.method, r.status, r.attempt) for r in store.runs(exp.id, history=history)]
+
+
+def table_column(table: DataTable, column: str) -> list[str]:
+    return [str(table.get_cell(row, column)) for row in table.rows]
+
+
+def test_run_grid_fills_jobs_charts_and_table(tmp_path: Path) -> None:
+    app = create_app(tiny(tmp_path))
+
+    async def scenario() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ready(pilot)
+            jobs = app.jobs.table
+            assert table_column(jobs, "status") == ["pending"] * 4
+            await run_to_end(pilot)
+            assert table_column(jobs, "status") == ["done"] * 4
+            assert table_column(jobs, "epoch") == ["2/2", "1/1", "2/2", "1/1"]
+            summary = str(app.query_one("#jobs-summary", Static).render())
+            assert "4 done" in summary
+
+            await pilot.press("3")
+            await pilot.pause(0.3)
+            cells = app.results.data.cells
+            assert {(c.activation, c.method) for c in cells} == {
+                ("relu", "dense"), ("relu", "magnitude"), ("tanh", "dense"), ("tanh", "magnitude")
+            }
+            accuracy = app.query_one("#accuracy-plot", PlotextPlot).plt.build()
+            assert "relu magnitude" in accuracy and "tanh dense" in accuracy
+            assert app.query_one("#results-table", DataTable).row_count == 4
+            masks = app.query_one("#masks-table", DataTable)
+            assert masks.row_count == 2  # one mask per pruned run, with per-layer columns
+            assert "conv1" in [str(c.label) for c in masks.columns.values()]
+            curves = app.query_one("#curves-plot", PlotextPlot).plt.build()
+            assert "dense" in curves and "magnitude s=0.5" in curves
+
+    asyncio.run(scenario())
+    assert [s[2] for s in statuses(tmp_path)] == ["done"] * 4
+
+
+def test_rerun_selected_job_makes_a_new_attempt_of_that_job_only(tmp_path: Path) -> None:
+    app = create_app(tiny(tmp_path))
+
+    async def scenario() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await run_to_end(pilot)
+            app.jobs.table.move_cursor(row=3)  # tanh magnitude 0.5
+            await run_to_end(pilot, "s")
+
+    asyncio.run(scenario())
+    attempts = {(a, m): n for a, m, _, n in statuses(tmp_path)}
+    assert attempts == {("relu", "dense"): 1, ("relu", "magnitude"): 1, ("tanh", "dense"): 1, ("tanh", "magnitude"): 2}
+
+
+def test_cancel_stops_the_grid_and_run_resumes_it(tmp_path: Path) -> None:
+    app = create_app(tiny(tmp_path, "train.dense_epochs=60"))
+
+    async def scenario() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await pilot.press("r")
+            await wait_until(pilot, lambda: dense_running(app))
+            await app.run_action("cancel")  # what x does (pilot.press would wait on every widget)
+            await wait_until(pilot, lambda: not app.running, timeout=30)
+            await pilot.pause(0.4)
+            assert "cancelled" in table_column(app.jobs.table, "status")
+            assert "pending" in table_column(app.jobs.table, "status")
+
+    asyncio.run(scenario())
+    first = statuses(tmp_path)
+    assert [s[2] for s in first] == ["cancelled"]  # the grid stopped at the first job
+    summary = Runner(tiny(tmp_path, "train.dense_epochs=60"), Store(tmp_path)).run()
+    assert summary.counts == {"done": 4}
+
+
+def test_quit_mid_run_cancels_cleanly_and_the_next_start_resumes(tmp_path: Path) -> None:
+    config = tiny(tmp_path, "train.dense_epochs=60")
+    app = create_app(config)
+
+    async def scenario() -> float:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await pilot.press("r")
+            await wait_until(pilot, lambda: dense_running(app))
+            started = time.monotonic()
+            await app.run_action("quit")  # what q does
+            await wait_until(pilot, lambda: not app.is_running, timeout=30)
+            return time.monotonic() - started
+
+    took = asyncio.run(scenario())
+    assert took < 20
+    rows = statuses(tmp_path)
+    assert "running" not in {s[2] for s in rows}
+    assert rows[0][2] == "cancelled"
+    again = create_app(config)
+
+    async def resume() -> None:
+        async with again.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            assert table_column(again.jobs.table, "status")[0] == "cancelled"
+            await run_to_end(pilot)
+
+    asyncio.run(resume())
+    assert [s[2] for s in statuses(tmp_path)] == ["done"] * 4
+
+
+def test_invalid_edit_shows_the_cli_wording_under_the_field_and_blocks_the_run(tmp_path: Path) -> None:
+    app = create_app(tiny(tmp_path))
+    with pytest.raises(ConfigError) as cli:
+        load_config(overrides=["train.lr=abc"])
+
+    async def scenario() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await pilot.press("1")
+            field = app.query_one("#field-train-lr", Input)
+            field.focus()
+            await pilot.press("end", *["backspace"] * 10, "a", "b", "c")
+            await pilot.pause(0.1)
+            error = str(app.query_one("#error-train-lr", Static).render())
+            assert error == cli.value.problems[0]
+            assert error.startswith("train.lr: ")
+            await pilot.press("ctrl+r")  # works from inside a text field
+            await pilot.pause(0.2)
+            assert not app.running
+            assert app.panel == "config"
+            await pilot.press("escape", "2")  # leave the field; letters act again
+            await pilot.pause(0.1)
+            assert app.panel == "jobs"
+
+    asyncio.run(scenario())
+    assert not (tmp_path / "lotto.db").exists()  # nothing ran
+
+
+def test_editing_the_grid_reruns_only_new_jobs_and_keeps_the_old_experiment(tmp_path: Path) -> None:
+    app = create_app(tiny(tmp_path))
+
+    async def scenario() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await run_to_end(pilot)
+            first = app.experiment_id
+            await pilot.press("1")
+            field = app.query_one("#field-grid-sparsities", Input)
+            field.focus()
+            await pilot.press("end", *", 0.9")
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: app.plan is not None and len(app.plan) == 6)
+            await run_to_end(pilot)
+            assert app.experiment_id != first
+            await pilot.press("4")
+            await pilot.pause(0.3)
+            assert app.history.table.row_count == 2
+
+    asyncio.run(scenario())
+    with Store(tmp_path, create=False) as store:
+        old, new = store.experiments()
+        assert len(store.runs(old.id)) == 4
+        runs = store.runs(new.id)
+        reused = [r for r in runs if r.reused_from is not None]
+        fresh = [r for r in runs if r.reused_from is None]
+        assert len(reused) == 4 and all(r.status == "done" for r in runs)
+        assert sorted(r.target_sparsity for r in fresh) == [0.9, 0.9]
+
+
+def test_history_opens_an_experiment_and_compares_two(tmp_path: Path) -> None:
+    Runner(tiny(tmp_path), Store(tmp_path)).run()
+    Runner(tiny(tmp_path, "grid.sparsities=[0.8]"), Store(tmp_path)).run()
+    app = create_app(tiny(tmp_path, "grid.sparsities=[0.8]"))
+
+    async def scenario() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ready(pilot)
+            assert app.experiment_id == 2  # the form's config is experiment 2
+            await pilot.press("4")
+            await pilot.pause(0.3)
+            table = app.history.table
+            assert table_column(table, "id") == ["2", "1"]
+            table.move_cursor(row=1)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: app.experiment_id == 1)
+            assert app.panel == "jobs"
+            assert app.query_one("#field-grid-sparsities", Input).value == "0.5"
+            await pilot.press("4")
+            await pilot.pause(0.3)
+            table.move_cursor(row=0)
+            await pilot.press("space", "down", "space", "c")
+            await pilot.pause(0.3)
+            screen = app.screen
+            assert type(screen).__name__ == "CompareScreen"
+            tables = screen.query(DataTable)
+            assert [t.row_count for t in tables] == [4, 4]
+            await pilot.press("escape")
+
+    asyncio.run(scenario())
+
+
+def test_export_writes_json_and_csv_and_says_where(tmp_path: Path) -> None:
+    Runner(tiny(tmp_path), Store(tmp_path)).run()
+    app = create_app(tiny(tmp_path))
+
+    async def scenario() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await pilot.press("e")
+            await pilot.pause(0.2)
+            messages = [n.message for n in app._notifications]
+            assert any("experiment-1.json" in m and "experiment-1.csv" in m for m in messages)
+
+    asyncio.run(scenario())
+    assert '"runs"' in (tmp_path / "exports" / "experiment-1.json").read_text()
+    assert (tmp_path / "exports" / "experiment-1.csv").read_text().count("\n") == 5
+
+
+def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path) -> None:
+    config = tiny(tmp_path, "train.dense_epochs=6")
+    app = create_app(config, poll_interval=0.2)
+    args = [sys.executable, "-m", "lotto_tui", "--batch", "--store", str(tmp_path)]
+    for item in [*TINY, "train.dense_epochs=6"]:
+        args += ["--set", item]
+
+    async def scenario() -> set[str]:
+        seen: set[str] = set()
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            batch = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    progress = app.last_progress
+                    if progress is not None:
+                        seen.update(progress.counts)
+                        if progress.counts.get("done") == 4:
+                            break
+                    await pilot.pause(0.05)
+                assert batch.wait(timeout=60) == 0, batch.stderr.read() if batch.stderr else ""
+            finally:
+                batch.kill()
+            assert not app.running  # nothing ran in the explorer itself
+            assert table_column(app.jobs.table, "status") == ["done"] * 4
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert "running" in seen  # it was watched live, not only read at the end
+
+
+def test_help_screen_and_command_palette_list_every_action(tmp_path: Path) -> None:
+    app = create_app(tiny(tmp_path))
+
+    async def scenario() -> None:
+        async with app.run_test(size=(100, 40)) as pilot:
+            await pilot.press("question_mark")
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, HelpScreen)
+            console = Console(record=True, width=100, file=io.StringIO())
+            for static in app.screen.query(Static):
+                console.print(static.content)
+            text = console.export_text()
+            for key in APP_KEYS:
+                assert key.description in text
+            await pilot.press("escape")
+            assert not isinstance(app.screen, HelpScreen)
+            titles = {c.title for c in app.get_system_commands(app.screen)}
+            assert {k.description for k in APP_KEYS} <= titles
+
+    asyncio.run(scenario())
