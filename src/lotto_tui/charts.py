@@ -12,8 +12,29 @@ from typing import Any
 
 from lotto_engine.results import Cell
 
-MARKERS = ("dot", "x", "+", "o", "*", "#", "@", "%")
 CurveKey = tuple[str, str, float]  # (activation, method, target sparsity)
+
+#: Colour says the activation, marker the method, so a 9-series chart stays readable
+#: without true colour (named ANSI colours only) and in monochrome (distinct markers).
+COLORS = ("red", "blue", "green", "magenta", "cyan", "yellow", "orange", "gray")
+METHOD_MARKERS = {"dense": "=", "magnitude": "o", "grasp": "x", "random": "+"}
+MARKERS = ("*", "#", "@", "%", "&", "$", "~", "^")  # further methods, sparsities in curves
+
+
+class _Style:
+    """Assigns colours to activations and markers to methods in first-seen order."""
+
+    def __init__(self) -> None:
+        self.colors: dict[str, str] = {}
+        self.markers: dict[str, str] = {}
+
+    def color(self, activation: str) -> str:
+        return self.colors.setdefault(activation, COLORS[len(self.colors) % len(COLORS)])
+
+    def marker(self, method: str) -> str:
+        if method in METHOD_MARKERS:
+            return METHOD_MARKERS[method]
+        return self.markers.setdefault(method, MARKERS[len(self.markers) % len(MARKERS)])
 
 
 def _series(cells: Iterable[Cell], value: str) -> dict[tuple[str, str], list[tuple[float, float]]]:
@@ -26,21 +47,23 @@ def _series(cells: Iterable[Cell], value: str) -> dict[tuple[str, str], list[tup
     return {k: sorted(v) for k, v in out.items()}
 
 
-def _plot_series(plt: Any, series: Mapping[tuple[str, str], list[tuple[float, float]]]) -> None:
-    for i, ((activation, method), points) in enumerate(series.items()):
+def _plot_series(plt: Any, series: Mapping[tuple[str, str], list[tuple[float, float]]], style: _Style) -> None:
+    for (activation, method), points in series.items():
         xs, ys = zip(*points)
-        plt.plot(list(xs), list(ys), label=f"{activation} {method}", marker=MARKERS[i % len(MARKERS)])
+        plt.plot(list(xs), list(ys), label=f"{activation} {method}",
+                 marker=style.marker(method), color=style.color(activation))
 
 
 def draw_accuracy(plt: Any, cells: Sequence[Cell]) -> None:
     """Validation accuracy vs sparsity per activation and method; dense as a flat line."""
     series = _series(cells, "val_acc")
-    _plot_series(plt, series)
+    style = _Style()
+    _plot_series(plt, series, style)
     xs = sorted({c.target_sparsity for c in cells if c.method != "dense"})
-    for i, cell in enumerate(c for c in cells if c.method == "dense" and c.val_acc is not None):
+    for cell in (c for c in cells if c.method == "dense" and c.val_acc is not None):
         if xs:
-            plt.plot([xs[0], xs[-1]], [cell.val_acc, cell.val_acc],
-                     label=f"{cell.activation} dense", marker=MARKERS[(len(series) + i) % len(MARKERS)])
+            plt.plot([xs[0], xs[-1]], [cell.val_acc, cell.val_acc], label=f"{cell.activation} dense",
+                     marker=style.marker("dense"), color=style.color(cell.activation))
     plt.title("Validation accuracy vs sparsity")
     plt.xlabel("target sparsity")
     plt.ylabel("val acc")
@@ -51,8 +74,8 @@ def draw_mask_sparsity(plt: Any, cells: Sequence[Cell]) -> None:
     series = _series(cells, "actual_sparsity")
     xs = sorted({c.target_sparsity for c in cells if c.method != "dense"})
     if xs:
-        plt.plot(xs, xs, label="target", marker="-")
-    _plot_series(plt, series)
+        plt.plot(xs, xs, label="target", marker="-", color="gray")
+    _plot_series(plt, series, _Style())
     plt.title("Mask sparsity vs target")
     plt.xlabel("target sparsity")
     plt.ylabel("actual sparsity")
@@ -60,7 +83,7 @@ def draw_mask_sparsity(plt: Any, cells: Sequence[Cell]) -> None:
 
 def draw_stability(plt: Any, cells: Sequence[Cell]) -> None:
     """Stability D = ||W_dense - W_pruned|| / ||W_dense|| vs sparsity."""
-    _plot_series(plt, _series(cells, "stability"))
+    _plot_series(plt, _series(cells, "stability"), _Style())
     plt.title("Stability D vs sparsity")
     plt.xlabel("target sparsity")
     plt.ylabel("D")
@@ -71,10 +94,14 @@ def draw_curves(plt: Any, activation: str, curves: Mapping[CurveKey, Sequence[tu
     """Training curves of one activation: dense and every method x sparsity."""
     items = [(k, v) for k, v in curves.items() if k[0] == activation and v]
     items.sort(key=lambda kv: (kv[0][1] != "dense", kv[0][1], kv[0][2]))
-    for i, ((_, method, sparsity), points) in enumerate(items):
+    # one activation: colour says the sparsity, marker the method
+    sparsities = sorted({k[2] for k, _ in items if k[1] != "dense"})
+    style = _Style()
+    for (_, method, sparsity), points in items:
         xs, ys = zip(*points)
         label = "dense" if method == "dense" else f"{method} s={sparsity:g}"
-        plt.plot(list(xs), list(ys), label=label, marker=MARKERS[i % len(MARKERS)])
+        color = "gray" if method == "dense" else COLORS[sparsities.index(sparsity) % len(COLORS)]
+        plt.plot(list(xs), list(ys), label=label, marker=style.marker(method), color=color)
     plt.title(f"Training curves - {activation}")
     plt.xlabel("epoch")
     plt.ylabel(metric)

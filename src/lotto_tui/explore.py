@@ -27,7 +27,7 @@ def explore_command(opts: argparse.Namespace) -> int:
 
     from .explorer import create_app
 
-    app = create_app(config, config_path=opts.config)
+    app = create_app(config, config_path=opts.config, preset=opts.preset)
     previous: dict[int, Any] = {}
 
     def hang_up(signum: int, frame: Any) -> None:

@@ -66,7 +66,7 @@ def cell_values(cell: Cell) -> tuple[str, ...]:
     """A results row as text, in RESULT_COLUMNS order (status without style)."""
     return (
         cell.activation, cell.method,
-        num(cell.target_sparsity, 2), num(cell.actual_sparsity),
+        "-" if cell.method == "dense" else num(cell.target_sparsity, 2), num(cell.actual_sparsity),
         pct(cell.val_acc, cell.val_acc_std), pct(cell.best_val_acc), pct(cell.test_acc),
         num(cell.stability), f"{cell.done}/{cell.runs}", cell_status(cell)[0],
     )

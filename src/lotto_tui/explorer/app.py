@@ -46,6 +46,13 @@ from .results_panel import ResultsPanel
 from .views import ResultsData, load_history, load_results
 
 PANELS = ("config", "jobs", "results", "history")
+#: The widget each panel focuses when it is shown (keyboard first: arrows work at once).
+PANEL_FOCUS = {
+    "config": "#config-fields",
+    "jobs": "#jobs-table",
+    "results": "#result-tabs Tabs",
+    "history": "#history-table",
+}
 
 
 class ExplorerApp(App[int]):
@@ -60,6 +67,7 @@ class ExplorerApp(App[int]):
         config: ExperimentConfig,
         *,
         config_path: str | None = None,
+        preset: str | None = None,
         poll_interval: float = 1.0,
         refresh_interval: float = 0.25,
         progress_interval: float = 0.2,
@@ -75,6 +83,7 @@ class ExplorerApp(App[int]):
         self.runs_ended = 0  # worker runs finished so far (tests and scripts wait on it)
         self.last_progress: GridProgress | None = None
         self._config_path = config_path
+        self._preset = preset
         self._poll_interval = poll_interval
         self._refresh_interval = refresh_interval
         self._progress_interval = progress_interval
@@ -95,14 +104,16 @@ class ExplorerApp(App[int]):
     def compose(self) -> ComposeResult:
         with TabbedContent(id="panels", initial="jobs"):
             with TabPane("1 Config", id="config"):
-                yield ConfigForm(self.view_config, path=self._config_path, id="config-form")
+                yield ConfigForm(
+                    self.view_config, path=self._config_path, preset=self._preset, id="config-form"
+                )
             with TabPane("2 Jobs", id="jobs"):
                 yield JobsPanel(id="jobs-panel")
             with TabPane("3 Results", id="results"):
                 yield ResultsPanel(id="results-panel")
             with TabPane("4 History", id="history"):
                 yield HistoryPanel(id="history-panel")
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def jobs(self) -> JobsPanel:
@@ -130,7 +141,16 @@ class ExplorerApp(App[int]):
     def _load_engine(self) -> None:
         """Import torch off the UI thread (about 2 s), so the window paints at once."""
         try:
-            from lotto_engine import devices  # noqa: F401  (imports torch)
+            import torch
+
+            from lotto_engine import devices  # noqa: F401
+            from lotto_engine.data import load_dataset  # noqa: F401
+
+            # What the first run would otherwise pay when `r` is pressed: torch's
+            # determinism switch imports its compiler stack (about 3 s here), and the
+            # digits loader imports scikit-learn (about 2 s).
+            torch.use_deterministic_algorithms(torch.are_deterministic_algorithms_enabled(), warn_only=True)
+            import sklearn.datasets  # noqa: F401
         except Exception as err:  # pragma: no cover - a broken torch install
             self.post_message(EngineReady(error=f"cannot load torch: {err}"))
             return
@@ -195,7 +215,7 @@ class ExplorerApp(App[int]):
 
     def _tick(self) -> None:
         """Redraw what changed, at most every ``refresh_interval`` (the throttle)."""
-        if self._exiting:
+        if self._exiting or not self.is_running:
             return
         if self._dirty:
             self._dirty = False
@@ -210,7 +230,7 @@ class ExplorerApp(App[int]):
 
     def _poll(self) -> None:
         """Follow mode: reload when any process committed to the store."""
-        if self._exiting:
+        if self._exiting or not self.is_running:
             return
         reader = self.reader()
         if reader is None:
@@ -250,7 +270,10 @@ class ExplorerApp(App[int]):
             self.history.show(load_history(reader), self.experiment_id)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        if event.tabbed_content.id == "panels" and self._engine_ready:
+        if event.tabbed_content.id != "panels":
+            return
+        self._settle_focus()  # also when the tab was picked with the mouse
+        if self._engine_ready:
             self._refresh_stale_panels()
 
     # ------------------------------------------------------------------ config
@@ -283,6 +306,7 @@ class ExplorerApp(App[int]):
         self.cancel.clear()
         self.running = True
         self._batch = None
+        self.jobs.show_job("starting: loading the data…", 0, 1)
         self.run_worker(
             partial(self._engine_work, config, mode, tuple(keys)),
             thread=True, group="engine", exclusive=True, name=f"engine {mode}",
@@ -317,7 +341,10 @@ class ExplorerApp(App[int]):
         if isinstance(event, BatchProgress):
             self._batch = event  # coalesced: the tick shows only the latest
             return
-        self._mark_dirty()
+        self._dirty = True
+        self._stale.add("results")
+        if not isinstance(event, EpochFinished):
+            self._stale.add("history")
         log = self.jobs.log
         if isinstance(event, GridStarted):
             if self.experiment_id != event.experiment_id:
@@ -374,16 +401,25 @@ class ExplorerApp(App[int]):
 
     def action_cancel(self) -> None:
         if not self.running:
-            self.notify("Nothing is running", timeout=3)
+            elsewhere = self.last_progress is not None and self.last_progress.running is not None
+            self.notify(
+                "That job runs in another process (lotto-tui --batch?): stop it there"
+                if elsewhere else "Nothing is running", timeout=4,
+            )
             return
         self.cancel.set()
         self.notify("Cancelling after the current batch…", timeout=3)
 
     def action_rerun_selected(self) -> None:
         key = self.jobs.selected_key()
-        if key is None:
+        if key is None or self.plan is None:
             self.notify("Select a job in the jobs panel first", severity="warning")
             return
+        if not self.running:
+            dependents = len(self.plan.dependents(key))
+            also = f" and its {dependents} pruned jobs" if dependents else ""
+            job = next(j for j in self.plan if j.key == key)
+            self.notify(f"Rerunning {job.label}{also}", timeout=4)
         self._start("rerun", [key])
 
     def action_rerun_failed(self) -> None:
@@ -417,15 +453,26 @@ class ExplorerApp(App[int]):
         self.notify("\n".join(paths), title="Exported", timeout=10)
 
     def action_show_panel(self, name: str) -> None:
-        tabs = self.query_one("#panels", TabbedContent)
-        tabs.active = name
-        focus = {
-            "jobs": "#jobs-table",
-            "history": "#history-table",
-            "config": "#config-fields",
-            "results": "#result-tabs Tabs",
-        }[name]
-        self.call_after_refresh(lambda: self.query_one(focus).focus())
+        self.query_one("#panels", TabbedContent).active = name
+        self._settle_focus()
+
+    def _settle_focus(self) -> None:
+        """Focus the shown panel's main widget once the switch is over.
+
+        Hiding the panel we leave makes its focused widget hand focus to a sibling (or
+        to nothing) a moment later; so focus now, and check again after the refresh.
+        """
+        def settle() -> None:
+            if self._exiting or not isinstance(self.screen, Screen) or self.screen is not self.screen_stack[0]:
+                return
+            panel = self.query_one(f"#panels TabPane#{self.panel}")
+            focused = self.focused
+            if focused is None or not panel in focused.ancestors_with_self or not focused.display:
+                self.query_one(PANEL_FOCUS[self.panel]).focus()
+
+        settle()
+        self.call_after_refresh(settle)
+        self.set_timer(0.1, settle)
 
     def action_cycle_panel(self, step: int) -> None:
         self.action_show_panel(PANELS[(PANELS.index(self.panel) + step) % len(PANELS)])

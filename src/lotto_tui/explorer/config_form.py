@@ -20,6 +20,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.events import DescendantFocus
 from textual.message import Message
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
 from textual.widgets.selection_list import Selection
@@ -97,6 +98,7 @@ class ConfigForm(Widget):
     """Edits an :class:`ExperimentConfig`; posts :class:`ConfigForm.Changed` on every edit."""
 
     BINDINGS = bindings(CONFIG_KEYS)
+    TYPING_PAUSE = 0.25  # seconds without a key before a typed value is validated
     DEFAULT_CSS = """
     ConfigForm { height: 1fr; }
     ConfigForm #config-bar { height: 1; }
@@ -125,8 +127,11 @@ class ConfigForm(Widget):
             self.config = config
             self.problems = problems
 
-    def __init__(self, config: ExperimentConfig, *, path: str | None = None, id: str | None = None) -> None:
+    def __init__(
+        self, config: ExperimentConfig, *, path: str | None = None, preset: str | None = None, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
+        self._preset = preset if preset in (*PRESETS, "defaults") else None
         self.specs = field_specs()
         self._by_key = {s.key: s for s in self.specs}
         self._initial = config
@@ -134,15 +139,19 @@ class ConfigForm(Widget):
         self._order: dict[str, list[str]] = {}
         self.config: ExperimentConfig | None = config
         self.problems: list[str] = []
+        self._pending: Timer | None = None
 
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="config-bar"):
             yield Label("preset")
-            yield Select(
+            picker: Select[str] = Select(
                 [(name, name) for name in (*PRESETS, "defaults")], prompt="choose…", id="preset", compact=True
             )
+            if self._preset is not None:
+                picker.value = self._preset
+            yield picker
             yield Label(" TOML")
             yield Input(self._path, id="toml-path", compact=True, placeholder="path/to/config.toml")
             yield Button("Load", id="toml-load", compact=True)
@@ -250,8 +259,20 @@ class ConfigForm(Widget):
         self.config, self.problems = config, problems
         if config is not None:
             self._remember_order(config)
+        self._show_preset(config)
         self._show_problems(problems)
         self.post_message(self.Changed(config, problems))
+
+    def _show_preset(self, config: ExperimentConfig | None) -> None:
+        """The preset picker names the preset the form equals, and goes blank on an edit."""
+        if self._preset is None:
+            return
+        preset = None if self._preset == "defaults" else self._preset
+        if config is None or config != load_config(preset=preset, last={"run": config.run.model_dump()}):
+            self._preset = None
+            select = self.query_one("#preset", Select)
+            with self.prevent(Select.Changed):
+                select.clear()
 
     def _remember_order(self, config: ExperimentConfig) -> None:
         for key in _REGISTRIES:
@@ -294,14 +315,27 @@ class ConfigForm(Widget):
             control.label = _flag(control.value)
         if control is not None and control.id in ("preset", "toml-path"):
             return
+        if isinstance(event, Input.Changed):
+            # typing: validate once the keys stop coming, not on every keystroke
+            if self._pending is not None:
+                self._pending.stop()
+            self._pending = self.set_timer(self.TYPING_PAUSE, self._validate_typed)
+            return
+        self.validate_form()
+
+    def _validate_typed(self) -> None:
+        self._pending = None
         self.validate_form()
 
     @on(Select.Changed, "#preset")
-    def _preset(self, event: Select.Changed) -> None:
-        if event.value is Select.BLANK:
+    def _preset_chosen(self, event: Select.Changed) -> None:
+        if event.value is Select.BLANK or event.value == self._preset:
             return
         name = str(event.value)
-        self.load(load_config(preset=None if name == "defaults" else name))
+        run = self.config.run.model_dump() if self.config else {}  # where and how to run stays
+        config = load_config(preset=None if name == "defaults" else name, last={"run": run})
+        self._preset = name
+        self.load(config)
         self.notify(f"Loaded preset {name}", timeout=3)
 
     def on_descendant_focus(self, event: DescendantFocus) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Label, Static
 from textual_plotext import PlotextPlot
@@ -125,15 +125,17 @@ class ComparePane(Vertical):
         yield PlotextPlot()
 
     def on_mount(self) -> None:
-        fill_results_table(self.query_one(DataTable), self.data)
+        fill_results_table(self.query_one(DataTable), self.data, compact=True)
         draw_accuracy(self.query_one(PlotextPlot), self.data, title="Val accuracy vs sparsity")
 
 
-class CompareScreen(Screen[None]):
-    """Two experiments side by side: results tables and accuracy charts."""
+class CompareScreen(ModalScreen[None]):
+    """Two experiments side by side: results tables and accuracy charts. Modal, so the
+    panels' keys cannot act on what is hidden behind it."""
 
-    BINDINGS = [("escape,q", "app.pop_screen", "Back")]
+    BINDINGS = [("escape,q", "dismiss", "Back")]
     DEFAULT_CSS = """
+    CompareScreen { background: $background; }
     CompareScreen Horizontal { height: 1fr; }
     """
 

@@ -15,6 +15,8 @@ from lotto_engine.monitor import PROBLEMS, GridProgress, JobRow
 from ..formatting import STATUS_STYLE, duration, pct
 
 COLUMNS = ("activation", "method", "target", "seed", "status", "epoch", "val %", "elapsed", "ETA")
+#: Fixed widths where values grow while the grid runs (cell updates do not widen columns).
+WIDTHS = {"status": 18, "epoch": 7, "val %": 6, "elapsed": 7, "ETA": 7}
 
 
 def row_cells(row: JobRow) -> tuple[Text | str, ...]:
@@ -55,15 +57,15 @@ class JobsPanel(Widget):
             yield Label("grid")
             yield ProgressBar(total=1, show_eta=False, id="grid-bar")
             yield Static("", classes="bar-text", id="grid-bar-text")
-        with Horizontal(classes="bar"):
+        with Horizontal(classes="bar", id="job-row"):
             yield Label("job")
             yield ProgressBar(total=1, show_eta=False, id="job-bar")
             yield Static("", classes="bar-text", id="job-bar-text")
         table: DataTable = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
         for name in COLUMNS:
-            table.add_column(name, key=name)
+            table.add_column(name, key=name, width=WIDTHS.get(name))
         yield table
-        yield RichLog(id="jobs-log", max_lines=500, wrap=False, markup=True)
+        yield RichLog(id="jobs-log", max_lines=500, wrap=True, markup=True)
 
     @property
     def table(self) -> DataTable:
@@ -86,9 +88,8 @@ class JobsPanel(Widget):
         )
         bar = self.query_one("#grid-bar", ProgressBar)
         bar.update(total=max(progress.epochs_total, 1), progress=progress.epochs_done)
-        self.query_one("#grid-bar-text", Static).update(
-            f"{progress.epochs_done}/{progress.epochs_total} epochs · ETA {duration(progress.eta)}"
-        )
+        eta = f" · ETA {duration(progress.eta)}" if progress.running is not None else ""
+        self.query_one("#grid-bar-text", Static).update(f"{progress.epochs_done}/{progress.epochs_total} epochs{eta}")
         self._fill(progress.rows)
         running = progress.running
         if running is None:
@@ -104,6 +105,7 @@ class JobsPanel(Widget):
         bar = self.query_one("#job-bar", ProgressBar)
         bar.update(total=max(total, 1), progress=done)
         self.query_one("#job-bar-text", Static).update(text)
+        self.query_one("#job-row").display = bool(text)  # no empty bar while idle
 
     def _fill(self, rows: tuple[JobRow, ...]) -> None:
         table = self.table

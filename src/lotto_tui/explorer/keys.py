@@ -27,7 +27,7 @@ APP_KEYS: tuple[Key, ...] = (
     Key("run", "r,ctrl+r", "run_grid", "Run grid"),
     Key("cancel", "x", "cancel", "Cancel"),
     Key("rerun-selected", "s", "rerun_selected", "Rerun job"),
-    Key("rerun-failed", "f", "rerun_failed", "Rerun failed"),
+    Key("rerun-failed", "f", "rerun_failed", "Rerun failed", show=False),
     Key("export", "e", "export", "Export"),
     Key("panel-config", "1", "show_panel('config')", "Config", show=False),
     Key("panel-jobs", "2", "show_panel('jobs')", "Jobs", show=False),

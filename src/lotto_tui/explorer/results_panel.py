@@ -12,6 +12,8 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Label, Select, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
+from lotto_engine.monitor import PROBLEMS
+
 from .. import charts
 from ..formatting import RESULT_COLUMNS, cell_status, cell_values, num, ordered_cells
 from .views import CURVE_METRICS, ResultsData
@@ -19,16 +21,23 @@ from .views import CURVE_METRICS, ResultsData
 RESULT_TABS = ("tab-accuracy", "tab-masks", "tab-stability", "tab-curves", "tab-table")
 
 
-def fill_results_table(table: DataTable, data: ResultsData) -> None:
+#: The columns a half-width results table keeps (side-by-side comparison).
+COMPACT_COLUMNS = ("activation", "method", "target", "val %", "test %", "D")
+
+
+def fill_results_table(table: DataTable, data: ResultsData, *, compact: bool = False) -> None:
     """The results table (activation x method x sparsity), keeping the cursor."""
+    names = COMPACT_COLUMNS if compact else RESULT_COLUMNS
     cursor = table.cursor_row
     table.clear(columns=not table.columns)
     if not table.columns:
-        for name in RESULT_COLUMNS:
+        for name in names:
             table.add_column(name, key=name)
     for cell in ordered_cells(data.cells):
-        *values, status = cell_values(cell)
-        table.add_row(*values, Text(status, style=cell_status(cell)[1]))
+        values = dict(zip(RESULT_COLUMNS, cell_values(cell)))
+        style = cell_status(cell)[1]
+        problem = any(s in PROBLEMS for s in cell.statuses)  # the whole row stands out
+        table.add_row(*(Text(values[n], style=style) if problem or n == "status" else values[n] for n in names))
     if table.row_count:
         table.move_cursor(row=min(cursor, table.row_count - 1), animate=False)
 
@@ -57,6 +66,7 @@ class ResultsPanel(Widget):
         super().__init__(id=id)
         self.data = ResultsData(None)
         self._activations: list[str] = []
+        self._drawn = set()
 
     def compose(self) -> ComposeResult:
         with TabbedContent(id="result-tabs"):
@@ -71,7 +81,7 @@ class ResultsPanel(Widget):
             with TabPane("Curves", id="tab-curves"):
                 with Horizontal(id="curves-bar"):
                     yield Label("activation")
-                    yield Select([], prompt="activation", id="curves-activation", compact=True)
+                    yield Select([], prompt="-", id="curves-activation", compact=True)
                     yield Label("metric")
                     yield Select(
                         [(label, name) for name, label in CURVE_METRICS],
@@ -82,15 +92,33 @@ class ResultsPanel(Widget):
                 yield DataTable(id="results-table", zebra_stripes=True, cursor_type="row")
 
     def show(self, data: ResultsData) -> None:
-        """Redraw every chart and table from ``data``."""
+        """Take new data; draw the tab on screen now, the others when they are opened
+        (a running grid changes the data every epoch)."""
         self.data = data
-        draw_accuracy(self.query_one("#accuracy-plot", PlotextPlot), data)
-        self._draw("#stability-plot", lambda plt: charts.draw_stability(plt, data.cells))
-        self._draw("#masks-plot", lambda plt: charts.draw_mask_sparsity(plt, data.cells))
-        self._fill_masks()
-        fill_results_table(self.query_one("#results-table", DataTable), data)
+        self._drawn: set[str] = set()
         self._update_activations()
-        self._draw_curves()
+        self._draw_tab(str(self.query_one("#result-tabs", TabbedContent).active))
+
+    def _draw_tab(self, tab: str) -> None:
+        if tab in self._drawn:
+            return
+        self._drawn.add(tab)
+        data = self.data
+        if tab == "tab-accuracy":
+            draw_accuracy(self.query_one("#accuracy-plot", PlotextPlot), data)
+        elif tab == "tab-stability":
+            self._draw("#stability-plot", lambda plt: charts.draw_stability(plt, data.cells))
+        elif tab == "tab-masks":
+            self._draw("#masks-plot", lambda plt: charts.draw_mask_sparsity(plt, data.cells))
+            self._fill_masks()
+        elif tab == "tab-table":
+            fill_results_table(self.query_one("#results-table", DataTable), data)
+        elif tab == "tab-curves":
+            self._draw_curves()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.tabbed_content.id == "result-tabs" and event.pane.id:
+            self._draw_tab(event.pane.id)
 
     def _draw(self, selector: str, draw) -> None:  # type: ignore[no-untyped-def]
         plot = self.query_one(selector, PlotextPlot)
