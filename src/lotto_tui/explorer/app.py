@@ -18,7 +18,7 @@ from typing import Any
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Select, SelectionList, TabbedContent, TabPane
+from textual.widgets import Footer, Input, Select, SelectionList, TabbedContent, TabPane
 
 from lotto_engine.config import ExperimentConfig
 from lotto_engine.errors import LottoError
@@ -467,7 +467,7 @@ class ExplorerApp(App[int]):
                 return
             panel = self.query_one(f"#panels TabPane#{self.panel}")
             focused = self.focused
-            if focused is None or not panel in focused.ancestors_with_self or not focused.display:
+            if focused is None or panel not in focused.ancestors_with_self or not focused.display:
                 self.query_one(PANEL_FOCUS[self.panel]).focus()
 
         settle()
