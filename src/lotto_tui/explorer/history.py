@@ -57,7 +57,9 @@ class HistoryPanel(Widget):
         self._rows = rows
         table = self.table
         cursor = table.cursor_row
-        table.clear()
+        table.clear(columns=True)  # widths from these rows only (they never shrink otherwise)
+        for name in HISTORY_COLUMNS:
+            table.add_column(name, key=name or "mark")
         for exp in rows:
             problems = sum(exp.counts.get(s, 0) for s in ("failed", "diverged", "cancelled"))
             mark = "*" if exp.id in self.marked else ("›" if exp.id == current else "")

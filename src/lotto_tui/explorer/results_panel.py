@@ -29,10 +29,9 @@ def fill_results_table(table: DataTable, data: ResultsData, *, compact: bool = F
     """The results table (activation x method x sparsity), keeping the cursor."""
     names = COMPACT_COLUMNS if compact else RESULT_COLUMNS
     cursor = table.cursor_row
-    table.clear(columns=not table.columns)
-    if not table.columns:
-        for name in names:
-            table.add_column(name, key=name)
+    table.clear(columns=True)  # widths from these rows only (they never shrink otherwise)
+    for name in names:
+        table.add_column(name, key=name)
     for cell in ordered_cells(data.cells):
         values = dict(zip(RESULT_COLUMNS, cell_values(cell)))
         style = cell_status(cell)[1]
