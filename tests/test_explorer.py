@@ -355,3 +355,21 @@ def test_help_screen_and_command_palette_list_every_action(tmp_path: Path) -> No
             assert {k.description for k in APP_KEYS} <= titles
 
     asyncio.run(scenario())
+
+
+def test_config_saves_as_toml_that_loads_back_to_the_same_config(tmp_path: Path) -> None:
+    config = tiny(tmp_path)
+    target = tmp_path / "saved" / "grid.toml"
+    app = create_app(config)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await pilot.press("1")
+            app.query_one("#toml-path", Input).value = str(target)
+            await pilot.press("ctrl+s")
+            await pilot.pause(0.1)
+
+    asyncio.run(scenario())
+    assert load_config(file=target) == config
+    assert [p.name for p in target.parent.iterdir()] == ["grid.toml"]  # no temp file left

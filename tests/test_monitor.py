@@ -7,7 +7,6 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import torch
 
 from lotto_engine.config import load_config
 from lotto_engine.events import EpochFinished, JobStarted
@@ -27,15 +26,6 @@ TINY = [
 
 def tiny(*extra: str):
     return load_config(preset="demo", overrides=[*TINY, *extra])
-
-
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
 
 
 def test_epochs_and_masks_are_readable_by_another_connection_while_the_job_runs(tmp_path):

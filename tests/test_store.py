@@ -45,16 +45,6 @@ def tiny_config(*extra: str):
     return load_config(preset="demo", overrides=[*TINY, *extra])
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    """The runner sets torch's thread count and determinism process-wide; put them back."""
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
-
-
 @pytest.fixture
 def store(tmp_path):
     with Store(tmp_path / "store") as s:

@@ -13,6 +13,9 @@ import json
 import math
 from typing import Any
 
+from pathlib import Path
+
+from .files import write_text_atomic
 from .store import Store
 
 CSV_COLUMNS = (
@@ -99,3 +102,14 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_finite(v) for v in obj]
     return obj
+
+
+def write_exports(store: Store, experiment_id: int | None, folder: str | Path) -> list[Path]:
+    """Write ``experiment-<id>.json`` and ``.csv`` into ``folder`` (atomically); returns
+    their paths. Raises ``OSError`` when the folder cannot be written."""
+    data = export_experiment(store, experiment_id)
+    name = f"experiment-{data['experiment']['id']}"
+    return [
+        write_text_atomic(Path(folder) / f"{name}.{suffix}", text)
+        for suffix, text in (("json", to_json(data)), ("csv", to_csv(data)))
+    ]

@@ -272,35 +272,34 @@ class Store:
                  result.actual_sparsity, result.stability, result.wall_time, result.error, _now(), run_id),
             )
             self._conn.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
-            self._conn.executemany(
-                "INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.lr, m.seconds)
-                 for m in result.curve],
-            )
-            self._conn.execute("DELETE FROM layer_sparsity WHERE run_id = ?", (run_id,))
-            self._conn.executemany(
-                "INSERT INTO layer_sparsity VALUES (?, ?, ?, ?)",
-                [(run_id, layer.name, layer.numel, layer.kept) for layer in result.layers],
-            )
+            self._write_epochs(run_id, result.curve)
+            self._replace_layers(run_id, result.layers)
+
+    def _write_epochs(self, run_id: int, curve: Iterable[EpochMetrics]) -> None:
+        """Insert (or overwrite) epoch rows; call inside a transaction."""
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(run_id, m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.lr, m.seconds) for m in curve],
+        )
+
+    def _replace_layers(self, run_id: int, layers: Iterable[LayerSparsity]) -> None:
+        """Replace a run's per-layer sparsity rows; call inside a transaction."""
+        self._conn.execute("DELETE FROM layer_sparsity WHERE run_id = ?", (run_id,))
+        self._conn.executemany(
+            "INSERT INTO layer_sparsity VALUES (?, ?, ?, ?)",
+            [(run_id, layer.name, layer.numel, layer.kept) for layer in layers],
+        )
 
     def record_epoch(self, run_id: int, metrics: EpochMetrics) -> None:
         """Commit one epoch of a running run (followers see the curve grow)."""
-        m = metrics
         with self._lock, self._conn:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.lr, m.seconds),
-            )
+            self._write_epochs(run_id, [metrics])
 
     def record_mask(self, run_id: int, actual_sparsity: float, layers: Iterable[LayerSparsity]) -> None:
         """Commit a running pruned run's mask sparsity as soon as the mask is cut."""
         with self._lock, self._conn:
             self._conn.execute("UPDATE runs SET actual_sparsity = ? WHERE id = ?", (actual_sparsity, run_id))
-            self._conn.execute("DELETE FROM layer_sparsity WHERE run_id = ?", (run_id,))
-            self._conn.executemany(
-                "INSERT INTO layer_sparsity VALUES (?, ?, ?, ?)",
-                [(run_id, layer.name, layer.numel, layer.kept) for layer in layers],
-            )
+            self._replace_layers(run_id, layers)
 
     def data_version(self) -> int:
         """A number that changes whenever another connection commits to the store.

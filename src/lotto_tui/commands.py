@@ -4,8 +4,6 @@ command turns its options into a validated config, printing errors one per line.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,6 +54,7 @@ def config_command(opts: argparse.Namespace) -> int:
 def export_command(opts: argparse.Namespace) -> int:
     from lotto_engine.errors import LottoError
     from lotto_engine.export import export_experiment, to_csv, to_json
+    from lotto_engine.files import write_text_atomic
     from lotto_engine.store import Store
 
     try:
@@ -69,17 +68,11 @@ def export_command(opts: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return EXIT_OK
     out = Path(opts.out)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        os.replace(tmp, out)
+        write_text_atomic(out, text)
     except OSError as err:
         print_error(f"--out: cannot write {out}: {err.strerror or err}")
         return EXIT_USAGE
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
     print(f"wrote {len(data['runs'])} runs of experiment {data['experiment']['id']} to {out}", file=sys.stderr)
     return EXIT_OK
 

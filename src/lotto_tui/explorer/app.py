@@ -43,7 +43,7 @@ from .jobs_panel import JobsPanel
 from .keys import APP_KEYS, CONFIG_KEYS, bindings, display
 from .messages import EngineEvent, EngineReady, RunEnded
 from .results_panel import ResultsPanel
-from .views import ResultsData, load_history, load_results
+from .views import load_history, load_results
 
 PANELS = ("config", "jobs", "results", "history")
 #: The widget each panel focuses when it is shown (keyboard first: arrows work at once).
@@ -430,27 +430,19 @@ class ExplorerApp(App[int]):
         self._start("failed")
 
     def action_export(self) -> None:
-        from lotto_engine.export import export_experiment, to_csv, to_json
+        from lotto_engine.export import write_exports
 
         reader = self.reader()
         if reader is None or self.experiment_id is None:
             self.notify("Nothing to export yet: run the grid first", severity="warning")
             return
-        root = Path(self.view_config.run.store) / "exports"
-        data = export_experiment(reader, self.experiment_id)
+        folder = Path(self.view_config.run.store) / "exports"
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            paths = []
-            for suffix, text in (("json", to_json(data)), ("csv", to_csv(data))):
-                path = root / f"experiment-{self.experiment_id}.{suffix}"
-                tmp = path.with_name(path.name + ".tmp")
-                tmp.write_text(text, encoding="utf-8")
-                tmp.replace(path)
-                paths.append(str(path))
+            paths = write_exports(reader, self.experiment_id, folder)
         except OSError as err:
-            self.notify(f"{root}: {err.strerror or err}", title="Export failed", severity="error")
+            self.notify(f"{folder}: {err.strerror or err}", title="Export failed", severity="error")
             return
-        self.notify("\n".join(paths), title="Exported", timeout=10)
+        self.notify("\n".join(map(str, paths)), title="Exported", timeout=10)
 
     def action_show_panel(self, name: str) -> None:
         self.query_one("#panels", TabbedContent).active = name
@@ -566,4 +558,4 @@ def create_app(config: ExperimentConfig, **options: Any) -> ExplorerApp:
     return ExplorerApp(config, **options)
 
 
-__all__ = ["ExplorerApp", "ResultsData", "create_app"]
+__all__ = ["ExplorerApp", "create_app"]

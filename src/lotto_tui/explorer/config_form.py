@@ -28,6 +28,7 @@ from textual.widgets.selection_list import Selection
 from lotto_engine.activations import ACTIVATIONS
 from lotto_engine.config import PRESETS, ExperimentConfig, load_config, parse_override, render_toml, validate
 from lotto_engine.errors import ConfigError
+from lotto_engine.files import write_text_atomic
 from lotto_engine.scores import METHODS
 
 from .keys import CONFIG_KEYS, bindings
@@ -376,10 +377,7 @@ class ConfigForm(Widget):
             self.notify("Fix the problems shown in red first", title="Not saved", severity="error")
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(render_toml(self.config, header="Saved by the lotto-tui explorer."), encoding="utf-8")
-            tmp.replace(path)
+            write_text_atomic(path, render_toml(self.config, header="Saved by the lotto-tui explorer."))
         except OSError as err:
             self.notify(f"{path}: {err.strerror or err}", title="Not saved", severity="error")
             return
