@@ -10,13 +10,15 @@ same synthetic CIFAR-10-shaped data, in one process, one after the other:
 - **engine**: :func:`lotto_engine.training.train` as the runner calls it (data
   normalised once on the device, batches as slices of a seeded permutation, metrics
   read once per epoch, the mask enforced with foreach ops), with the fast-path
-  options of the config (precision, channels_last, compile).
+  options of the config (precision, channels_last, compile, CUDA graphs) and
+  ``--parallel`` jobs at once, as ``run.parallel`` trains them.
 
 It prints images per second for each, the ratio, peak memory and the projected wall
 time of the ``seed-paper`` grid, and writes the same as JSON (``--out``).
 
     python bench/throughput.py --device cpu --threads 2 --images 4096
-    python bench/throughput.py --device cuda --images 50000 --out bench/out/h100.json
+    python bench/throughput.py --device cpu --threads 2 --images 4096 --parallel 2 --set run.channels_last=on
+    python bench/throughput.py --device cuda --images 50000 --workers 8 --out bench/out/h100.json
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 import platform
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -96,6 +99,43 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def engine_throughput(cfg, split, val, fast, args, parallel):  # type: ignore[no-untyped-def]
+    """Images/s of ``parallel`` engine runs training at once (one thread each, as the
+    runner's job slots do), each a different seed's masked net: one warm-up epoch
+    (and capture or compilation), then ``args.epochs`` timed epochs."""
+    device = split.x.device
+    models, all_masks = [], []
+    for seed in range(parallel):
+        model = build_model(cfg.model, (3, 32, 32), 10, "relu", seed)
+        all_masks.append(compute_masks(model, "magnitude", args.sparsity))
+        models.append(model.to(device))
+    common = dict(augment=args.augment, padding=4, precision=fast.precision, channels_last=fast.channels_last,
+                  compile=fast.compile, cuda_graphs=fast.cuda_graphs)
+    barrier = threading.Barrier(parallel + 1)
+    outcomes = [None] * parallel
+
+    def job(i: int) -> None:
+        train(models[i], split, val, cfg.train, epochs=1, seed=i, masks=all_masks[i], **common)
+        sync(device)
+        barrier.wait()  # everyone warm: start the clock
+        outcomes[i] = train(models[i], split, val, cfg.train, epochs=args.epochs, seed=i, masks=all_masks[i],
+                            **common)
+        sync(device)
+        barrier.wait()
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(parallel)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    barrier.wait()
+    elapsed = time.perf_counter() - start
+    for t in threads:
+        t.join()
+    # each epoch also evaluates the 64 validation images: counted as overhead, conservatively
+    return parallel * args.epochs * len(split) / elapsed, outcomes, models, all_masks
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -106,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the typical loop")
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--sparsity", type=float, default=0.8, help="mask applied in both loops")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="engine: jobs trained at once in threads (as run.parallel); throughput is their sum")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="engine config overrides")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -140,36 +182,30 @@ def main(argv: list[str] | None = None) -> int:
     # ---- the engine
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device).float().div_(255)
+    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255).contiguous()
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
     x = (x - mean) / std
     split = Split(x, torch.from_numpy(labels).to(device))
     val = Split(x[:64], split.y[:64])  # the typical loop does not evaluate: keep this negligible
-    model = build_model(cfg.model, shape, classes, "relu", 0)
-    masks = compute_masks(model, "magnitude", args.sparsity)
-    model.to(device)
-    fast = fast_path(cfg.run.precision, cfg.run.channels_last, cfg.run.compile, device)
-    common = dict(seed=0, masks=masks, augment=args.augment, padding=4, precision=fast.precision,
-                  channels_last=fast.channels_last, compile=fast.compile)
-    train(model, split, val, cfg.train, epochs=1, **common)  # warm-up (and compilation)
+    fast = fast_path(cfg.run.precision, cfg.run.channels_last, cfg.run.compile, device, cfg.run.cuda_graphs)
+    parallel = max(1, args.parallel)
+    if device.type == "cpu":  # the job slots share the threads, as the runner does
+        torch.set_num_threads(max(1, args.threads // parallel))
+    engine_ips, outcomes, models, all_masks = engine_throughput(cfg, split, val, fast, args, parallel)
+    torch.set_num_threads(args.threads)
+    model = models[0]
     sync(device)
     start = time.perf_counter()
-    outcome = train(model, split, val, cfg.train, epochs=args.epochs, **common)
-    sync(device)
-    elapsed = time.perf_counter() - start
-    # each epoch also evaluates the 64 validation images: counted as overhead, conservatively
-    engine_ips = args.epochs * len(split) / elapsed
-    sync(device)
-    start = time.perf_counter()
-    evaluate(model, split, cfg.train.eval_batch_size)
+    evaluate(model, split, cfg.train.eval_batch_size, precision=fast.precision)
     sync(device)
     eval_ips = len(split) / (time.perf_counter() - start)
     peak = peak_memory_mib(device)
-    zero = all(bool((p[~m] == 0).all()) for p, m in
-               ((dict(model.named_parameters())[n].detach(), masks[n].to(device)) for n in masks))
+    zero = all(bool((dict(net.named_parameters())[n].detach()[~m.to(device)] == 0).all())
+               for net, masks in zip(models, all_masks) for n, m in masks.items())
 
-    # ---- the seed-paper grid, projected: 3 x (50 + 6 x 20) epochs of 45k images,
+    # ---- the seed-paper grid, projected (with --parallel: as if every slot stays busy):
+    # 3 x (50 + 6 x 20) epochs of 45k images,
     # each epoch also evaluating 5k validation images, each run 10k test images once.
     runs, epochs = 3 * 7, 3 * (50 + 6 * 20)
     train_images, eval_images = epochs * 45_000, epochs * 5_000 + runs * 10_000
@@ -184,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         "augment": args.augment,
         "typical_workers": args.workers,
         "engine_options": {"precision": fast.precision, "channels_last": fast.channels_last,
-                           "compile": fast.compile},
+                           "compile": fast.compile, "cuda_graphs": fast.cuda_graphs},
+        "engine_parallel_jobs": parallel,
+        "engine_notes": sorted({note for o in outcomes for note in o.notes}),
         "typical_images_per_s": round(typical_ips, 1),
         "engine_images_per_s": round(engine_ips, 1),
         "engine_eval_images_per_s": round(eval_ips, 1),
@@ -192,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_memory_mib": round(peak, 1),
         "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
         "masked_weights_zero": zero,
-        "engine_status": outcome.status,
+        "engine_status": ",".join(sorted({o.status for o in outcomes})),
         "projected_seed_paper_grid_s": round(projected, 1),
     }
     for key, value in result.items():

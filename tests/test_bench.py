@@ -24,5 +24,7 @@ def test_benchmark_runs_both_loops_and_writes_its_json(tmp_path):
                 "projected_seed_paper_grid_s"):
         assert result[key] > 0, key
     assert result["masked_weights_zero"] is True and result["engine_status"] == "done"
-    assert result["engine_options"] == {"precision": "fp32", "channels_last": False, "compile": False}
+    assert result["engine_options"] == {"precision": "fp32", "channels_last": False, "compile": False,
+                                        "cuda_graphs": False}
+    assert result["engine_parallel_jobs"] == 1 and result["engine_notes"] == []
     assert "ratio" in proc.stdout

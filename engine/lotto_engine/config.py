@@ -212,6 +212,13 @@ class RunConfig(_Section):
         "auto", description="NHWC memory format for conv nets: auto (on for CUDA) | on | off"
     )
     compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
+    cuda_graphs: Literal["auto", "on", "off"] = Field(
+        "auto", description="replay each SGD step as one CUDA graph: auto (on for CUDA) | on | off"
+    )
+    parallel: int = Field(
+        0, ge=0, le=64,
+        description="jobs trained at once: 0 = auto (one per visible GPU, 1 on CPU); on CPU they share the threads",
+    )
 
     @field_validator("device")
     @classmethod

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -62,13 +64,53 @@ class FastPath:
     precision: str  # "fp32" | "bf16"
     channels_last: bool
     compile: bool
+    cuda_graphs: bool = False
 
 
-def fast_path(precision: str, channels_last: str, compile: bool, device: torch.device) -> FastPath:
-    """Resolve the ``auto`` settings of ``run.*`` for ``device``."""
+def fast_path(
+    precision: str, channels_last: str, compile: bool, device: torch.device, cuda_graphs: str = "off"
+) -> FastPath:
+    """Resolve the ``auto`` settings of ``run.*`` for ``device``.
+
+    CUDA graphs are off under ``compile`` (which captures on its own terms) and
+    asking for them off CUDA is an error.
+    """
     on_cuda = device.type == "cuda"
+    if cuda_graphs == "on" and not on_cuda:
+        raise DeviceError(f"run.cuda_graphs: on needs a CUDA device, but this run uses {device} (use auto or off)")
     return FastPath(
         precision=("bf16" if on_cuda else "fp32") if precision == "auto" else precision,
         channels_last=on_cuda if channels_last == "auto" else channels_last == "on",
         compile=compile,
+        cuda_graphs=(on_cuda and not compile) if cuda_graphs == "auto" else cuda_graphs == "on",
     )
+
+
+def job_devices(spec: str, device: torch.device, parallel: int) -> list[torch.device]:
+    """The device of each job slot: ``parallel`` slots (0 = auto).
+
+    ``auto`` or ``cuda`` without an index spreads slots over every visible GPU (auto:
+    one slot each); an explicit device (``cuda:N``, ``cpu``, ``mps``) holds every
+    slot, and auto gives it one.
+    """
+    if device.type == "cuda" and spec in ("auto", "cuda"):
+        gpus = [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        return [gpus[i % len(gpus)] for i in range(parallel or len(gpus))]
+    return [device] * (parallel or 1)
+
+
+def describe_slots(slots: list[torch.device]) -> str:
+    """``cpu``, ``cuda:0``, ``cpu (2 jobs at once)``, ``cuda:0, cuda:1``..."""
+    names = list(dict.fromkeys(str(d) for d in slots))
+    text = ", ".join(names)
+    return text if len(slots) == len(names) else f"{text} ({len(slots)} jobs at once)"
+
+
+@contextmanager
+def on_device(device: torch.device) -> Iterator[None]:
+    """Make ``device`` the current CUDA device in this thread (no-op elsewhere)."""
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            yield
+    else:
+        yield

@@ -29,6 +29,7 @@ class JobStarted:
     run_id: int
     epochs: int
     batches_per_epoch: int
+    device: str = ""  # where it trains (several devices or job slots can be busy at once)
 
 
 @dataclass(frozen=True)
@@ -75,4 +76,11 @@ class GridFinished:
     wall_time: float
 
 
-Event = GridStarted | JobStarted | BatchProgress | EpochFinished | JobFinished | JobFailed | GridFinished
+@dataclass(frozen=True)
+class Notice:
+    """Something to tell the user that is no job's result: say, the fast path fell back."""
+
+    message: str
+
+
+Event = GridStarted | JobStarted | BatchProgress | EpochFinished | JobFinished | JobFailed | GridFinished | Notice

@@ -22,11 +22,13 @@ sigmoid 1, ...); ``xavier_normal`` from N(0, gain^2 * 2 / (fan_in + fan_out));
 ``torch_default`` keeps PyTorch's layer defaults. Biases start at zero except under
 ``torch_default``. Weights are always drawn on the CPU from ``torch.manual_seed(seed)``
 inside a forked RNG, so theta0 is the same on every device and leaves the global RNG
-untouched.
+untouched. The global RNG is process-wide, so building is serialised by a lock:
+jobs that train in parallel threads still get their own seed's weights.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -38,6 +40,7 @@ from .registry import Registry
 
 ModelFactory = Callable[[ModelConfig, tuple[int, int, int], int, str], nn.Module]
 MODELS: Registry[ModelFactory] = Registry("model")
+_GLOBAL_RNG = threading.Lock()  # held while the global RNG is seeded and drawn from
 
 
 class ShallowCNN(nn.Module):
@@ -100,7 +103,7 @@ def build_model(
     seed: int,
 ) -> nn.Module:
     """A freshly initialised network on the CPU; same seed, same weights, any machine."""
-    with torch.random.fork_rng(devices=[]):
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MODELS.get(cfg.name)(cfg, input_shape, num_classes, activation)
         if cfg.init != "torch_default":

@@ -45,7 +45,7 @@ class GridProgress:
     rows: tuple[JobRow, ...]
     epochs_done: int
     epochs_total: int
-    eta: float | None  # seconds until the plan's last epoch, at the measured pace
+    eta: float | None  # seconds until the plan's last epoch, at the measured pace and concurrency
 
     @property
     def counts(self) -> dict[str, int]:
@@ -112,7 +112,8 @@ def grid_progress(
             JobRow(job, run.status, recorded, epochs, val, elapsed, eta, run.id, run.error, run.reused_from is not None)
         )
     remaining = total_epochs - done_epochs
-    eta = pace * remaining if pace is not None else None
+    at_once = max(1, sum(row.status == "running" for row in rows))  # run.parallel trains several
+    eta = pace * remaining / at_once if pace is not None else None
     return GridProgress(experiment_id, tuple(rows), done_epochs, total_epochs, eta)
 
 

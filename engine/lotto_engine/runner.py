@@ -15,6 +15,11 @@ Each job is deterministic given its inputs (seeds are derived from the job, neve
 from execution order), so resumed and fresh grids give the same numbers. Every
 client (batch CLI, TUI) drives this one class and only reads its events and the
 store.
+
+With ``run.parallel`` > 1 (or several GPUs), independent jobs train at once in
+worker threads, one per job slot (:func:`lotto_engine.devices.job_devices`); a pruned
+job starts once its dense parent is done. Event handlers are still called one at a
+time.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from .events import (
     JobFailed,
     JobFinished,
     JobStarted,
+    Notice,
 )
 from .metrics import mask_sparsity, stability
 from .models import build_model
@@ -92,12 +98,16 @@ class Runner:
         self.store = store
         run = config.run
         self.device: torch.device = devices.resolve_device(run.device)
-        self.fast = devices.fast_path(run.precision, run.channels_last, run.compile, self.device)
+        self.fast = devices.fast_path(run.precision, run.channels_last, run.compile, self.device, run.cuda_graphs)
+        self.slots: list[torch.device] = devices.job_devices(run.device, self.device, run.parallel)
         self.plan: Plan = build_plan(config, precision=self.fast.precision)
         self.cancel = cancel or threading.Event()
         self.progress_interval = progress_interval
         self._emit_to = on_event
-        self._dataset: Dataset | None = None
+        self._emit_lock = threading.Lock()
+        self._datasets: dict[torch.device, Dataset] = {}
+        self._data_lock = threading.Lock()
+        self._noticed: set[str] = set()
 
     # ------------------------------------------------------------------ public
 
@@ -109,7 +119,9 @@ class Runner:
         device that does not exist).
         """
         started = time.perf_counter()
-        devices.configure(self.config.run.threads, self.config.run.deterministic)
+        threads = self.config.run.threads or devices.available_cores()
+        cpu_slots = sum(1 for d in self.slots if d.type == "cpu")
+        devices.configure(max(1, threads // max(1, cpu_slots)), self.config.run.deterministic)
         precision = self.fast.precision
         if self.store.find_experiment(self.config, precision=precision) is None:
             self._data()  # a missing dataset must not leave an empty experiment behind
@@ -129,15 +141,18 @@ class Runner:
                 todo = [job for job in self.plan if job.key in wanted]
             todo_keys = {job.key for job in todo}
             skipped = frozenset(job.key for job in self.plan if job.key not in todo_keys)
-            self._emit(GridStarted(experiment.id, self.plan.jobs, skipped, str(self.device), reused))
+            self._emit(GridStarted(experiment.id, self.plan.jobs, skipped, devices.describe_slots(self.slots), reused))
             if todo:
-                self._data()
-            for job in todo:
-                if self.cancel.is_set():
-                    break
-                status = self._run_job(experiment.id, job, failed_parents)
-                if job.kind == "dense" and status != "done":
-                    failed_parents.add(job.key)
+                self._data(self.slots[0])
+            if len(self.slots) == 1:
+                for job in todo:
+                    if self.cancel.is_set():
+                        break
+                    status = self._run_job(experiment.id, job, failed_parents, self.slots[0])
+                    if job.kind == "dense" and status != "done":
+                        failed_parents.add(job.key)
+            else:
+                self._run_parallel(experiment.id, todo, failed_parents)
             counts = self._counts(experiment.id)
         wall = time.perf_counter() - started
         cancelled = self.cancel.is_set()
@@ -186,16 +201,59 @@ class Runner:
 
     # ------------------------------------------------------------------ jobs
 
-    def _run_job(self, experiment_id: int, job: Job, failed_parents: set[str]) -> str:
+    def _run_parallel(self, experiment_id: int, todo: list[Job], failed_parents: set[str]) -> None:
+        """Train ``todo`` on every slot at once; a pruned job waits for its parent."""
+        waiting = list(todo)
+        unfinished = {job.key for job in todo}
+        ready = threading.Condition()
+
+        def next_job() -> Job | None:
+            with ready:
+                while waiting and not self.cancel.is_set():
+                    job = next((j for j in waiting if j.parent not in unfinished), None)
+                    if job is not None:
+                        waiting.remove(job)
+                        return job
+                    ready.wait(0.5)
+                return None
+
+        def work(device: torch.device) -> None:
+            with devices.on_device(device):
+                while (job := next_job()) is not None:
+                    status = "failed"
+                    try:
+                        status = self._run_job(experiment_id, job, failed_parents, device)
+                    finally:
+                        with ready:  # mark a failed parent before its children can start
+                            if job.kind == "dense" and status != "done":
+                                failed_parents.add(job.key)
+                            unfinished.discard(job.key)
+                            ready.notify_all()
+
+        workers = [threading.Thread(target=work, args=(d,), name=f"lotto-job-{i}", daemon=True)
+                   for i, d in enumerate(self.slots)]
+        for worker in workers:
+            worker.start()
+        try:
+            for worker in workers:
+                while worker.is_alive():
+                    worker.join(0.2)
+        except BaseException:  # Ctrl-C in the main thread: stop the workers, then re-raise
+            self.cancel.set()
+            for worker in workers:
+                worker.join()
+            raise
+
+    def _run_job(self, experiment_id: int, job: Job, failed_parents: set[str], device: torch.device) -> str:
         run_id = self.store.start_run(experiment_id, job)
         started = time.perf_counter()
         try:
             if job.parent in failed_parents:
                 raise _ParentMissing("its dense run did not finish")
             if job.kind == "dense":
-                result = self._dense(job, run_id)
+                result = self._dense(job, run_id, device)
             else:
-                result = self._pruned(job, run_id)
+                result = self._pruned(job, run_id, device)
         except BaseException as err:
             cancelled = isinstance(err, KeyboardInterrupt)
             message = "cancelled" if cancelled else _one_line(err)
@@ -214,14 +272,14 @@ class Runner:
         self._emit(JobFinished(job, run_id, result))
         return result.status
 
-    def _dense(self, job: Job, run_id: int) -> RunResult:
-        data = self._data()
+    def _dense(self, job: Job, run_id: int, device: torch.device) -> RunResult:
+        data = self._data(device)
         model = self._build(job)
         theta0 = {k: v.clone() for k, v in model.state_dict().items()}
-        model.to(self.device)
+        model.to(device)
         rewind = self.config.prune.rewind_epoch
         epochs = self.config.train.dense_epochs
-        self._emit(JobStarted(job, run_id, epochs, self._batches()))
+        self._emit(JobStarted(job, run_id, epochs, self._batches(data), str(device)))
         outcome = train(
             model, data.train, data.val, self.config.train,
             epochs=epochs,
@@ -234,6 +292,7 @@ class Runner:
             snapshot_epochs=(rewind,) if rewind is not None else (),
             **self._fast_options(),
         )
+        self._notice(outcome.notes)
         names = prunable_names(model, exclude_classifier=self.config.prune.exclude_classifier)
         params = dict(model.named_parameters())
         _, layers = mask_sparsity({n: torch.ones_like(params[n], dtype=torch.bool) for n in names})
@@ -247,8 +306,8 @@ class Runner:
             self.store.save_tensors(job.key, "dense", model.state_dict())
         return result
 
-    def _pruned(self, job: Job, run_id: int) -> RunResult:
-        data = self._data()
+    def _pruned(self, job: Job, run_id: int, device: torch.device) -> RunResult:
+        data = self._data(device)
         prune = self.config.prune
         parent = job.parent
         assert parent is not None
@@ -260,7 +319,7 @@ class Runner:
         scorer = METHODS.get(job.method)
         model = self._build(job)
         model.load_state_dict(dense if scorer.scores_at == "trained" else theta0)
-        model.to(self.device)
+        model.to(device)
         score_data = None
         if scorer.needs_gradients:
             x, y = class_balanced_sample(data.train.x, data.train.y, prune.score_samples, job.seed)
@@ -279,9 +338,9 @@ class Runner:
 
         start = theta0 if prune.rewind_epoch is None else self.store.load_tensors(parent, "rewind")
         model.load_state_dict(start)
-        model.to(self.device)
+        model.to(device)
         epochs = self.config.train.pruned_epochs
-        self._emit(JobStarted(job, run_id, epochs, self._batches()))
+        self._emit(JobStarted(job, run_id, epochs, self._batches(data), str(device)))
         outcome = train(
             model, data.train, data.val, self.config.train,
             epochs=epochs,
@@ -294,6 +353,7 @@ class Runner:
             on_epoch=self._on_epoch(job, run_id, epochs),
             **self._fast_options(),
         )
+        self._notice(outcome.notes)
         result = self._result(outcome.status, outcome.curve, model, data)
         result.actual_sparsity = actual
         result.layers = layers
@@ -328,19 +388,23 @@ class Runner:
             "precision": self.fast.precision,
             "channels_last": self.fast.channels_last,
             "compile": self.fast.compile,
+            "cuda_graphs": self.fast.cuda_graphs,
         }
 
     def _build(self, job: Job) -> torch.nn.Module:
         data = self._data()
         return build_model(self.config.model, data.input_shape, data.num_classes, job.activation, job.seed)
 
-    def _data(self) -> Dataset:
-        if self._dataset is None:
-            self._dataset = load_dataset(self.config.data, self.device)
-        return self._dataset
+    def _data(self, device: torch.device | None = None) -> Dataset:
+        """The dataset on ``device`` (default: the first slot's), loaded once per device."""
+        device = device or self.slots[0]
+        with self._data_lock:
+            if device not in self._datasets:
+                self._datasets[device] = load_dataset(self.config.data, device)
+            return self._datasets[device]
 
-    def _batches(self) -> int:
-        return batches_per_epoch(len(self._data().train), self.config.train.batch_size)
+    def _batches(self, data: Dataset) -> int:
+        return batches_per_epoch(len(data.train), self.config.train.batch_size)
 
     def _counts(self, experiment_id: int) -> dict[str, int]:
         latest = self.store.latest_statuses(experiment_id)
@@ -368,9 +432,17 @@ class Runner:
 
         return on_batch
 
+    def _notice(self, notes: Iterable[str]) -> None:
+        """Emit each distinct note once per runner (e.g. a CUDA graph fallback)."""
+        for note in notes:
+            if note not in self._noticed:
+                self._noticed.add(note)
+                self._emit(Notice(note))
+
     def _emit(self, event: Event) -> None:
         if self._emit_to is not None:
-            self._emit_to(event)
+            with self._emit_lock:
+                self._emit_to(event)
 
 
 def _one_line(err: BaseException) -> str:

@@ -75,6 +75,8 @@ class PlainReporter:
         elif isinstance(event, ev.JobFailed):
             self.finished += 1
             self._print(f"[{self.finished}/{self.total}] failed    {event.job.label}  - {event.error}")
+        elif isinstance(event, ev.Notice):
+            self._print(f"note: {event.message}")
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
@@ -84,7 +86,7 @@ class PlainReporter:
 
 
 class RichReporter:
-    """Live progress bars for the grid and the job in flight."""
+    """Live progress bars for the grid and each job in flight (several with run.parallel)."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -98,7 +100,7 @@ class RichReporter:
             transient=False,
         )
         self.grid = self.progress.add_task("starting", total=None)
-        self.job: Any = None  # added when the first job starts
+        self.jobs: dict[str, Any] = {}  # job key -> its bar, while it runs
         self.progress.start()
 
     def __call__(self, event: Any) -> None:
@@ -110,19 +112,24 @@ class RichReporter:
             self.console.print(_grid_line(event))
         elif isinstance(event, ev.JobStarted):
             total = event.epochs * event.batches_per_epoch
-            if self.job is None:
-                self.job = self.progress.add_task(event.job.label, total=total)
-            else:
-                self.progress.reset(self.job, total=total, description=event.job.label)
-        elif isinstance(event, ev.BatchProgress) and self.job is not None:
-            self.progress.update(self.job, completed=(event.epoch - 1) * event.batches + event.batch)
+            self.jobs[event.job.key] = self.progress.add_task(event.job.label, total=total)
+        elif isinstance(event, ev.BatchProgress) and event.job.key in self.jobs:
+            self.progress.update(self.jobs[event.job.key], completed=(event.epoch - 1) * event.batches + event.batch)
+        elif isinstance(event, ev.Notice):
+            self.console.print(f"[yellow]note:[/] {event.message}", highlight=False)
         elif isinstance(event, ev.JobFinished):
+            self._drop(event.job.key)
             self.progress.advance(self.grid)
             style = {"done": "green", "diverged": "magenta", "cancelled": "yellow"}.get(event.result.status, "red")
             self.console.print(f"[{style}]{_fmt_result(event.job, event.result)}[/]", highlight=False)
         elif isinstance(event, ev.JobFailed):
+            self._drop(event.job.key)
             self.progress.advance(self.grid)
             self.console.print(f"[bold red]failed[/]    {event.job.label}  - {event.error}", highlight=False)
+
+    def _drop(self, key: str) -> None:
+        if key in self.jobs:
+            self.progress.remove_task(self.jobs.pop(key))
 
     def close(self) -> None:
         self.progress.stop()

@@ -30,6 +30,7 @@ from lotto_engine.events import (
     JobFailed,
     JobFinished,
     JobStarted,
+    Notice,
 )
 from lotto_engine.monitor import GridProgress, experiment_plan, grid_progress
 from lotto_engine.plan import Plan, build_plan
@@ -39,7 +40,7 @@ from ..formatting import duration, num, pct
 from .config_form import ConfigForm
 from .help_screen import HelpScreen
 from .history import CompareScreen, HistoryPanel
-from .jobs_panel import JobsPanel
+from .jobs_panel import JobsPanel, more_running
 from .keys import APP_KEYS, CONFIG_KEYS, bindings, display
 from .messages import EngineEvent, EngineReady, RunEnded
 from .results_panel import ResultsPanel
@@ -181,7 +182,9 @@ class ExplorerApp(App[int]):
                 self.plan = None
                 self._mark_dirty()
                 return
-            fast = devices.fast_path(config.run.precision, config.run.channels_last, config.run.compile, device)
+            fast = devices.fast_path(
+                config.run.precision, config.run.channels_last, config.run.compile, device, config.run.cuda_graphs
+            )
             self._precision = fast.precision
             self.device = f"{device} {fast.precision}"
             self.plan = build_plan(config, precision=fast.precision)
@@ -224,7 +227,8 @@ class ExplorerApp(App[int]):
         if batch is not None and self.running:
             done = batch.epoch - 1 + batch.batch / max(batch.batches, 1)
             self.jobs.show_job(
-                f"{batch.job.label} · epoch {batch.epoch}/{batch.epochs} · batch {batch.batch}/{batch.batches}",
+                f"{batch.job.label} · epoch {batch.epoch}/{batch.epochs} · batch {batch.batch}/{batch.batches}"
+                f"{more_running(self.last_progress)}",
                 done, batch.epochs,
             )
 
@@ -355,7 +359,8 @@ class ExplorerApp(App[int]):
             log(f"[b]experiment {event.experiment_id}[/]: {todo} to run, {len(event.skipped)} done{reused} "
                 f"· {event.device}")
         elif isinstance(event, JobStarted):
-            log(f"▶ {event.job.label}")
+            where = f" on {event.device}" if event.device and event.device != "cpu" else ""
+            log(f"▶ {event.job.label}{where}")
         elif isinstance(event, EpochFinished):
             m = event.metrics
             log(f"  {event.job.label} epoch {m.epoch}/{event.epochs} train {pct(m.train_acc)} val {pct(m.val_acc)}")
@@ -367,6 +372,8 @@ class ExplorerApp(App[int]):
                 f"{extra} in {duration(r.wall_time)}")
         elif isinstance(event, JobFailed):
             log(f"[bold red]✗ {event.job.label}: {event.error}[/]")
+        elif isinstance(event, Notice):
+            log(f"[yellow]note:[/] {event.message}")
         elif isinstance(event, GridFinished):
             counts = ", ".join(f"{n} {s}" for s, n in sorted(event.counts.items()))
             word = "cancelled" if event.cancelled else "finished"

@@ -35,6 +35,12 @@ def row_cells(row: JobRow) -> tuple[Text | str, ...]:
     return cells
 
 
+def more_running(progress: GridProgress | None) -> str:
+    """`` · +N more running`` when run.parallel trains several jobs at once."""
+    n = 0 if progress is None else sum(row.status == "running" for row in progress.rows)
+    return f" · +{n - 1} more running" if n > 1 else ""
+
+
 class JobsPanel(Widget):
     DEFAULT_CSS = """
     JobsPanel { height: 1fr; }
@@ -97,7 +103,8 @@ class JobsPanel(Widget):
         else:
             eta = f" · ETA {duration(running.eta)}" if running.eta is not None else ""
             self.show_job(
-                f"{running.job.label} · epoch {running.epoch}/{running.epochs}{eta}", running.epoch, running.epochs
+                f"{running.job.label} · epoch {running.epoch}/{running.epochs}{eta}{more_running(progress)}",
+                running.epoch, running.epochs,
             )
 
     def show_job(self, text: str, done: float, total: float) -> None:

@@ -1,0 +1,273 @@
+"""The SGD training step as one replayable unit over static tensors (CUDA graphs).
+
+Why: on a GPU this small net's step is ~100 short kernels, so launch overhead, not
+arithmetic, sets the pace. A CUDA graph replays the whole step (forward, backward,
+SGD with momentum and weight decay, mask enforcement, metric accumulation) with one
+launch. A graph binds memory addresses, so everything the step reads or writes is
+static and owned here: the input batch buffers, the parameters, the momentum
+buffers, the masks, the learning rate (a 0-d tensor updated in place, so schedules
+work without re-capture) and the loss/accuracy accumulators.
+
+The step is plain PyTorch: with ``capture=False`` (any device) it runs eagerly on
+the same static tensors, which is how its logic is tested on CPU. Captured steps are
+cached per architecture and training settings (:class:`StepCache`) and reused by
+later runs: a new run copies its weights and mask into the cached tensors.
+
+Numerics: the update is ``p -= lr * buf`` computed as a product then a sum, where
+``torch.optim.SGD`` fuses it (one rounding); runs agree with the eager path to
+float rounding, not bit for bit (see the tests for the tolerance).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuDNN and allocator warm-up)
+
+
+class CaptureUnsupported(Exception):
+    """The step cannot be captured here (no CUDA, or capture failed); train eagerly."""
+
+
+@dataclass(frozen=True)
+class StepKey:
+    """What a captured step depends on; runs with equal keys can share one."""
+
+    architecture: str  # repr of the model: layer types, shapes, activations
+    device: str
+    batch_size: int
+    input_shape: tuple[int, ...]
+    masked: tuple[str, ...]  # names of the masked parameters
+    momentum: float
+    weight_decay: float
+    precision: str
+    channels_last: bool
+
+
+def step_key(
+    model: nn.Module,
+    *,
+    batch_size: int,
+    input_shape: tuple[int, ...],
+    masked: tuple[str, ...],
+    momentum: float,
+    weight_decay: float,
+    precision: str,
+    channels_last: bool,
+) -> StepKey:
+    """The key of a step for ``model`` (which must already sit on its device)."""
+    device = str(next(model.parameters()).device)
+    return StepKey(repr(model), device, batch_size, tuple(input_shape), tuple(masked),
+                   momentum, weight_decay, precision, channels_last)
+
+
+class GraphedSgdStep:
+    """SGD (momentum, L2 weight decay, no dampening) on static tensors; see the module doc.
+
+    ``model`` becomes this step's own: its parameters are the static weights. Use
+    :meth:`load` to start a run from another model's weights and :meth:`store_into`
+    to copy the trained weights back.
+    """
+
+    def __init__(self, model: nn.Module, key: StepKey) -> None:
+        self.model = model
+        self.key = key
+        params = dict(model.named_parameters())
+        self.device = next(iter(params.values())).device
+        self.params = list(params.values())
+        position = {name: i for i, name in enumerate(params)}
+        self.masked_at = [position[name] for name in key.masked]
+        self.masked = [self.params[i] for i in self.masked_at]
+        self.masks = [torch.ones_like(p) for p in self.masked]
+        self.bufs = [torch.zeros_like(p) for p in self.params]
+        self.lr = torch.zeros((), device=self.device)
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        images = len(key.input_shape) == 3
+        self.layout = torch.channels_last if key.channels_last and images else torch.contiguous_format
+        if self.layout is torch.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.x = torch.zeros((key.batch_size, *key.input_shape), device=self.device)
+        self.x = self.x.contiguous(memory_format=self.layout)
+        self.y = torch.zeros(key.batch_size, device=self.device, dtype=torch.long)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        model.train()
+
+    # ------------------------------------------------------------------ runs
+
+    @torch.no_grad()
+    def load(self, model: nn.Module, masks: Mapping[str, torch.Tensor] | None) -> None:
+        """Start a run: weights from ``model``, fresh momentum, ``masks`` applied."""
+        own = self.model.state_dict()
+        for name, value in model.state_dict().items():
+            own[name].copy_(value)
+        masks = masks or {}
+        if tuple(masks) != self.key.masked:
+            raise ValueError(f"masks for {tuple(masks)} given to a step built for {self.key.masked}")
+        for static, name in zip(self.masks, self.key.masked):
+            static.copy_(masks[name])
+        if self.masked:
+            torch._foreach_mul_(self.masked, self.masks)
+        for buf in self.bufs:
+            buf.zero_()
+
+    @torch.no_grad()
+    def store_into(self, model: nn.Module) -> None:
+        """Copy this step's weights (and buffers) into ``model``."""
+        target = model.state_dict()
+        for name, value in self.model.state_dict().items():
+            target[name].copy_(value)
+
+    @torch.no_grad()
+    def start_epoch(self, lr: float) -> None:
+        self.lr.fill_(lr)
+        self.loss_sum.zero_()
+        self.correct.zero_()
+
+    def metrics(self) -> tuple[float, int]:
+        """(summed loss, correct predictions) since :meth:`start_epoch` (one host sync)."""
+        return float(self.loss_sum.item()), int(self.correct.item())
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One step on a batch: replayed when captured and ``x`` is full, else eager."""
+        if self.graph is not None and x.shape[0] == self.x.shape[0]:
+            self.x.copy_(x)
+            self.y.copy_(y)
+            self.graph.replay()
+        else:
+            self._step(x.contiguous(memory_format=self.layout) if x.dim() == 4 else x, y)
+
+    # ------------------------------------------------------------------ the step
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.key.precision == "bf16", cache_enabled=False):
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y)
+        grads = torch.autograd.grad(loss, self.params)
+        with torch.no_grad():
+            if self.masked:
+                torch._foreach_mul_([grads[i] for i in self.masked_at], self.masks)
+            if self.key.weight_decay:
+                grads = torch._foreach_add(grads, self.params, alpha=self.key.weight_decay)
+            if self.key.momentum:
+                torch._foreach_mul_(self.bufs, self.key.momentum)
+                torch._foreach_add_(self.bufs, grads)
+                direction = self.bufs
+            else:
+                direction = list(grads)
+            torch._foreach_add_(self.params, torch._foreach_mul(direction, -self.lr))
+            if self.masked:
+                torch._foreach_mul_(self.masked, self.masks)
+            self.loss_sum.add_(loss.detach().float() * y.shape[0])
+            self.correct.add_((logits.argmax(1) == y).sum())
+
+    def capture(self) -> None:
+        """Record the step on full batches as a CUDA graph; state is left as it was.
+
+        Raises :class:`CaptureUnsupported` off CUDA or when capture fails.
+        """
+        if self.device.type != "cuda":
+            raise CaptureUnsupported(f"CUDA graphs need a CUDA device, not {self.device}")
+        state = [*self.params, *self.bufs, self.loss_sum, self.correct]
+        saved = [t.detach().clone() for t in state]
+        try:
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_STEPS):
+                    self._step(self.x, self.y)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self._step(self.x, self.y)
+        except Exception as err:  # noqa: BLE001 - any capture failure means: run eagerly
+            raise CaptureUnsupported(f"CUDA graph capture failed: {type(err).__name__}: {err}") from err
+        finally:
+            with torch.no_grad():
+                for t, value in zip(state, saved):
+                    t.copy_(value)
+        self.graph = graph
+
+
+def sgd_step_supported(optimizer: str, precision: str) -> str | None:
+    """Why the graphed step cannot train this setup, or None when it can."""
+    if optimizer != "sgd":
+        return f"CUDA graphs cover SGD only, not {optimizer}"
+    if precision not in ("fp32", "bf16"):
+        return f"CUDA graphs do not cover precision {precision}"
+    return None
+
+
+class StepCache:
+    """Captured steps kept for reuse, checked out by one run at a time (thread-safe).
+
+    At most ``size`` idle steps are kept per process; the oldest goes first.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._idle: list[GraphedSgdStep] = []
+        self._lock = threading.Lock()
+
+    def checkout(self, key: StepKey) -> GraphedSgdStep | None:
+        with self._lock:
+            for i, step in enumerate(self._idle):
+                if step.key == key:
+                    return self._idle.pop(i)
+        return None
+
+    def checkin(self, step: GraphedSgdStep) -> None:
+        with self._lock:
+            self._idle.append(step)
+            del self._idle[: -self.size]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._idle.clear()
+
+
+STEPS = StepCache()
+
+
+def graphed_step(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor] | None,
+    *,
+    batch_size: int,
+    input_shape: tuple[int, ...],
+    momentum: float,
+    weight_decay: float,
+    precision: str,
+    channels_last: bool,
+    capture: bool = True,
+    cache: StepCache | None = STEPS,
+) -> tuple[GraphedSgdStep, str | None]:
+    """A step loaded with ``model``'s weights and ``masks``: a captured one from
+    ``cache`` when one fits, else a new one (captured when ``capture``).
+
+    Returns the step and, when capture was asked for but failed, why (the step then
+    runs eagerly). Give a captured step back with ``cache.checkin`` after the run.
+    """
+    key = step_key(
+        model, batch_size=batch_size, input_shape=input_shape, masked=tuple(masks or {}),
+        momentum=momentum, weight_decay=weight_decay, precision=precision, channels_last=channels_last,
+    )
+    step = cache.checkout(key) if cache is not None and capture else None
+    if step is None:
+        step = GraphedSgdStep(copy.deepcopy(model), key)
+    reason = None
+    if capture and step.graph is None:
+        try:
+            step.capture()
+        except CaptureUnsupported as err:
+            reason = str(err)
+    step.load(model, masks)
+    return step, reason

@@ -1,0 +1,281 @@
+"""The fast engine: the graph-ready SGD step, its fallbacks and cache, and parallel jobs.
+
+The CUDA graph itself needs a GPU (the last test runs only where one exists); on CPU
+the tests run the very step a graph captures, eagerly, and hold it to the plain path.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from lotto_engine import devices
+from lotto_engine.config import load_config
+from lotto_engine.data import load_dataset
+from lotto_engine.errors import DeviceError
+from lotto_engine.events import EpochFinished, JobFailed, JobFinished, JobStarted
+from lotto_engine.models import build_model
+from lotto_engine.pruning import compute_masks
+from lotto_engine.runner import Runner
+from lotto_engine.step import StepCache, graphed_step
+from lotto_engine.store import Store
+from lotto_engine.training import TrainOutcome, lr_at, run_epochs, train
+
+TINY = [
+    "model.width=4", "model.hidden=16", "run.threads=1",
+    "train.dense_epochs=2", "train.pruned_epochs=2", "train.batch_size=64",
+]
+LEARNS = [*TINY, "model.width=8", "train.lr=0.05", 'train.lr_schedule="cosine"', "train.weight_decay=0.001"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    torch.set_num_threads(1)
+    return load_dataset(load_config(preset="demo").data)
+
+
+def masked_model(cfg, digits, activation="relu", sparsity=0.8):
+    model = build_model(cfg.model, digits.input_shape, digits.num_classes, activation, 0)
+    return model, compute_masks(model, "magnitude", sparsity)
+
+
+def step_for(model, masks, cfg, digits):
+    """The graph-ready step, not captured (this is CPU), loaded with ``model``."""
+    with torch.no_grad():  # train() zeroes masked weights before the first step
+        params = dict(model.named_parameters())
+        for name, mask in masks.items():
+            params[name].mul_(mask)
+    step, why = graphed_step(
+        model, masks, batch_size=cfg.train.batch_size, input_shape=digits.input_shape,
+        momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay, precision="fp32",
+        channels_last=False, capture=False, cache=None,
+    )
+    assert why is None
+    return step
+
+
+def curve(outcome: TrainOutcome) -> list[tuple[float, float, float, float]]:
+    return [(m.train_loss, m.train_acc, m.val_loss, m.val_acc) for m in outcome.curve]
+
+
+@pytest.mark.parametrize("extra", [[], ["train.momentum=0.0", "train.weight_decay=0.0"]], ids=["momentum", "plain"])
+def test_the_graph_step_trains_like_the_plain_path_and_keeps_masked_weights_zero(digits, extra):
+    cfg = load_config(preset="demo", overrides=[*LEARNS, *extra])
+    plain_model, masks = masked_model(cfg, digits, sparsity=0.5)
+    plain = train(plain_model, digits.train, digits.val, cfg.train, epochs=4, seed=1, masks=masks)
+
+    model, masks = masked_model(cfg, digits, sparsity=0.5)
+    step = step_for(model, masks, cfg, digits)
+    seen = []
+    fast = TrainOutcome("done")
+    run_epochs(step, model, digits.train, digits.val, cfg.train, fast, epochs=4, seed=1,
+               on_epoch=lambda m: seen.append(float(step.lr)))
+
+    assert plain.curve[-1].val_acc > 0.5  # this setup learns, so the comparison means something
+    # the fused SGD update rounds once, the graph step twice: equal to float rounding
+    for a, b in zip(curve(plain), curve(fast), strict=True):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-4)
+    params = dict(model.named_parameters())
+    assert all(bool((params[n].detach()[~m] == 0).all()) for n, m in masks.items())
+    for n, p in plain_model.named_parameters():
+        assert torch.allclose(p, params[n], atol=1e-4), n
+    # the schedule reaches the graph through the lr tensor, epoch by epoch
+    assert seen == pytest.approx([lr_at(cfg.train, e, 4) for e in range(4)])
+
+
+def test_a_cached_step_loaded_with_a_new_run_trains_exactly_like_a_fresh_step(digits):
+    cfg = load_config(preset="demo", overrides=LEARNS)
+    cache = StepCache(size=2)
+
+    model, masks = masked_model(cfg, digits, "tanh")
+    used = step_for(model, masks, cfg, digits)
+    run_epochs(used, model, digits.train, digits.val, cfg.train, TrainOutcome("done"), epochs=1, seed=0)
+    cache.checkin(used)
+
+    other, other_masks = masked_model(cfg, digits, "tanh", sparsity=0.5)
+    fresh_model = build_model(cfg.model, digits.input_shape, digits.num_classes, "tanh", 0)
+    fresh = step_for(fresh_model, {n: m.clone() for n, m in other_masks.items()}, cfg, digits)
+    assert fresh.key == used.key  # same architecture and settings: the cache would hand it out
+    again = cache.checkout(fresh.key)
+    assert again is used and cache.checkout(fresh.key) is None  # one run at a time
+    with torch.no_grad():
+        for name, mask in other_masks.items():
+            dict(other.named_parameters())[name].mul_(mask)
+    again.load(other, other_masks)
+
+    results = []
+    for step, target in ((again, other), (fresh, fresh_model)):
+        out = TrainOutcome("done")
+        run_epochs(step, target, digits.train, digits.val, cfg.train, out, epochs=2, seed=3, augment=True, padding=1)
+        results.append((curve(out), [p.detach().clone() for p in target.parameters()]))
+    assert results[0][0] == results[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+
+
+def test_the_step_cache_keeps_the_newest_steps_and_matches_on_the_whole_key(digits):
+    cfg = load_config(preset="demo", overrides=TINY)
+    cache = StepCache(size=2)
+    steps = []
+    for activation in ("relu", "tanh", "sigmoid"):
+        model, masks = masked_model(cfg, digits, activation)
+        steps.append(step_for(model, masks, cfg, digits))
+        cache.checkin(steps[-1])
+    assert cache.checkout(steps[0].key) is None  # the oldest went
+    assert cache.checkout(steps[2].key) is steps[2]
+    model, _ = masked_model(cfg, digits, "tanh")
+    dense = step_for(model, {}, cfg, digits)  # no mask: another key
+    assert dense.key != steps[1].key and cache.checkout(dense.key) is None
+
+
+def test_asking_for_cuda_graphs_off_cuda_or_with_adam_falls_back_to_eager_with_a_note(digits):
+    cfg = load_config(preset="demo", overrides=TINY)
+    results = []
+    for graphs in (False, True):
+        model, masks = masked_model(cfg, digits)
+        out = train(model, digits.train, digits.val, cfg.train, epochs=1, seed=0, masks=masks, cuda_graphs=graphs)
+        results.append((curve(out), out.notes))
+    assert results[1][0] == results[0][0]
+    assert results[0][1] == [] and "CUDA graphs need a CUDA device" in results[1][1][0]
+
+    adam = load_config(preset="demo", overrides=[*TINY, 'train.optimizer="adam"'])
+    model, masks = masked_model(adam, digits)
+    out = train(model, digits.train, digits.val, adam.train, epochs=1, seed=0, masks=masks, cuda_graphs=True)
+    assert out.notes == ["CUDA graphs cover SGD only, not adam; training eagerly"]
+
+
+def test_fast_path_resolution_and_cuda_graphs_on_without_cuda_is_an_error():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert devices.fast_path("auto", "auto", False, cpu, "auto").cuda_graphs is False
+    assert devices.fast_path("auto", "auto", False, cuda, "auto").cuda_graphs is True
+    assert devices.fast_path("auto", "auto", True, cuda, "auto").cuda_graphs is False  # compile captures itself
+    with pytest.raises(DeviceError, match="run.cuda_graphs: on needs a CUDA device"):
+        devices.fast_path("auto", "auto", False, cpu, "on")
+
+
+def test_job_slots_spread_over_visible_gpus(monkeypatch):
+    cpu = torch.device("cpu")
+    assert devices.job_devices("cpu", cpu, 0) == [cpu]
+    assert devices.job_devices("auto", cpu, 3) == [cpu] * 3
+    assert devices.describe_slots([cpu]) == "cpu"
+    assert devices.describe_slots([cpu, cpu]) == "cpu (2 jobs at once)"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    gpu = [torch.device("cuda", i) for i in range(2)]
+    assert devices.job_devices("auto", torch.device("cuda"), 0) == gpu
+    assert devices.job_devices("cuda", torch.device("cuda"), 3) == [gpu[0], gpu[1], gpu[0]]
+    assert devices.job_devices("cuda:1", gpu[1], 0) == [gpu[1]]
+    assert devices.describe_slots(gpu) == "cuda:0, cuda:1"
+
+
+def test_models_built_in_parallel_threads_get_their_own_seeds_weights():
+    cfg = load_config(preset="demo", overrides=TINY)
+    expected = {seed: build_model(cfg.model, (1, 8, 8), 10, "relu", seed).state_dict() for seed in range(4)}
+    built: dict[int, list] = {seed: [] for seed in range(4)}
+
+    def build(seed: int) -> None:
+        for _ in range(25):
+            built[seed].append(build_model(cfg.model, (1, 8, 8), 10, "relu", seed).state_dict())
+
+    threads = [threading.Thread(target=build, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for seed, states in built.items():
+        assert all(torch.equal(s[k], v) for s in states for k, v in expected[seed].items())
+
+
+def grid_results(store: Store, experiment_id: int) -> dict[str, tuple]:
+    return {
+        r.job_key: (r.status, r.val_acc, r.test_acc, r.stability, r.actual_sparsity,
+                    [(m.train_loss, m.val_acc) for m in store.curve(r.id)])
+        for r in store.runs(experiment_id)
+    }
+
+
+def test_parallel_jobs_give_the_numbers_of_one_job_at_a_time_and_respect_dependencies(tmp_path):
+    grid = ['grid.activations=["relu","tanh"]', 'grid.methods=["magnitude","grasp"]', "grid.sparsities=[0.8]"]
+    serial = load_config(preset="demo", overrides=[*TINY, *grid])
+    parallel = load_config(preset="demo", overrides=[*TINY, *grid, "run.parallel=2", "run.threads=2"])
+    with Store(tmp_path / "serial") as store:
+        summary = Runner(serial, store).run()
+        expected = grid_results(store, summary.experiment_id)
+
+    events = []
+    with Store(tmp_path / "parallel") as store:
+        runner = Runner(parallel, store, on_event=events.append)
+        assert torch.get_num_threads() >= 1
+        summary = runner.run()
+        assert torch.get_num_threads() == 1  # two slots share the two threads
+        assert summary.ok and summary.counts == {"done": 6}
+        assert grid_results(store, summary.experiment_id) == expected
+
+    running: set[str] = set()
+    finished: set[str] = set()
+    peak = 0
+    parents = {job.key: job.parent for job in runner.plan}
+    for event in events:
+        if isinstance(event, JobStarted):
+            assert parents[event.job.key] is None or parents[event.job.key] in finished
+            running.add(event.job.key)
+            peak = max(peak, len(running))
+        elif isinstance(event, (JobFinished, JobFailed)):
+            running.discard(event.job.key)
+            finished.add(event.job.key)
+        elif isinstance(event, EpochFinished):
+            assert event.job.key in running
+    assert peak == 2  # the two dense runs trained side by side
+
+
+def test_in_parallel_a_diverged_dense_run_fails_its_pruned_runs_and_the_rest_goes_on(tmp_path):
+    cfg = load_config(preset="demo", overrides=[
+        *TINY, 'grid.activations=["relu","tanh"]', 'grid.methods=["magnitude"]', "grid.sparsities=[0.5, 0.8]",
+        "train.lr=1e30", "train.momentum=0.0", "run.parallel=3",
+    ])
+    with Store(tmp_path) as store:
+        summary = Runner(cfg, store).run()
+        runs = store.runs(summary.experiment_id)
+    assert {r.status for r in runs if r.method == "dense"} == {"diverged"}
+    pruned = [r for r in runs if r.method != "dense"]
+    assert len(pruned) == 4 and {r.status for r in pruned} == {"failed"}
+    assert all("dense" in r.error for r in pruned)
+
+
+def test_cancel_stops_every_slot_and_a_resume_finishes_the_grid(tmp_path):
+    cfg = load_config(preset="demo", overrides=[
+        *TINY, 'grid.activations=["relu","tanh"]', 'grid.methods=["magnitude"]', "grid.sparsities=[0.8]",
+        "train.dense_epochs=30", "run.parallel=2",
+    ])
+    cancel = threading.Event()
+
+    def on_event(event):
+        if isinstance(event, EpochFinished) and event.metrics.epoch == 2:
+            cancel.set()
+
+    with Store(tmp_path) as store:
+        summary = Runner(cfg, store, on_event=on_event, cancel=cancel).run()
+        assert summary.cancelled
+        statuses = store.latest_statuses(summary.experiment_id)
+        assert sorted(statuses.values()) == ["cancelled", "cancelled"]  # both dense runs, nothing pruned
+        summary = Runner(cfg, store).run()
+        assert summary.ok and summary.counts == {"done": 4}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_the_captured_step_matches_eager_training_within_tolerance(digits):
+    cuda = torch.device("cuda")
+    cfg = load_config(preset="demo", overrides=LEARNS)
+    data = load_dataset(cfg.data, cuda)
+    curves = []
+    for graphs in (False, True):
+        model, masks = masked_model(cfg, digits)
+        model.to(cuda)
+        out = train(model, data.train, data.val, cfg.train, epochs=3, seed=1, masks=masks, cuda_graphs=graphs,
+                    step_cache=StepCache())
+        assert out.notes == []
+        params = dict(model.named_parameters())
+        assert all(bool((params[n].detach()[~m.to(cuda)] == 0).all()) for n, m in masks.items())
+        curves.append(curve(out))
+    for a, b in zip(*curves, strict=True):
+        assert b == pytest.approx(a, rel=1e-3, abs=1e-3)
