@@ -129,6 +129,57 @@ def test_the_step_cache_keeps_the_newest_steps_and_matches_on_the_whole_key(digi
     assert dense.key != steps[1].key and cache.checkout(dense.key) is None
 
 
+class EagerReplay:
+    """Stands in for a CUDA graph on CPU: replaying re-runs the captured step on the
+    step's static buffers, the only inputs a real graph would see."""
+
+    def __init__(self, step) -> None:
+        self.step = step
+        self.replays = 0
+
+    def replay(self) -> None:
+        self.replays += 1
+        self.step._step(self.step.x, self.step.y)
+
+
+def test_train_with_cuda_graphs_replays_full_batches_and_reuses_the_step_across_runs(digits, monkeypatch):
+    """The CUDA path of train(), on CPU: capture is replaced by EagerReplay."""
+    from lotto_engine.step import GraphedSgdStep
+
+    captured = []
+
+    def capture(self):
+        self.graph = EagerReplay(self)
+        captured.append(self)
+
+    monkeypatch.setattr(GraphedSgdStep, "capture", capture)
+    cfg = load_config(preset="demo", overrides=LEARNS)
+    cache = StepCache()
+
+    def run(sparsity, graphs, step_cache):
+        model, masks = masked_model(cfg, digits, sparsity=sparsity)
+        out = train(model, digits.train, digits.val, cfg.train, epochs=2, seed=5, masks=masks,
+                    cuda_graphs=graphs, step_cache=step_cache)
+        assert out.notes == []
+        params = dict(model.named_parameters())  # the trained weights came back to the model
+        assert all(bool((params[n].detach()[~m] == 0).all()) for n, m in masks.items())
+        return curve(out), [p.detach().clone() for p in model.parameters()]
+
+    eager = run(0.5, False, cache)
+    first = run(0.5, True, cache)
+    assert len(captured) == 1
+    full, partial = divmod(len(digits.train), cfg.train.batch_size)
+    assert partial and captured[0].graph.replays == 2 * full  # the last partial batch ran eagerly
+    for a, b in zip(eager[0], first[0], strict=True):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-4)
+
+    second = run(0.8, True, cache)  # same architecture, another mask: the cached step again
+    assert len(captured) == 1 and captured[0].graph.replays == 4 * full
+    fresh = run(0.8, True, StepCache())  # a step of its own
+    assert len(captured) == 2
+    assert second[0] == fresh[0] and all(torch.equal(a, b) for a, b in zip(second[1], fresh[1]))
+
+
 def test_asking_for_cuda_graphs_off_cuda_or_with_adam_falls_back_to_eager_with_a_note(digits):
     cfg = load_config(preset="demo", overrides=TINY)
     results = []
