@@ -384,6 +384,25 @@ def test_unavailable_device_is_one_line(tmp_path):
     assert_one_line_error(proc, "cuda")
 
 
+def test_cuda_graphs_on_without_cuda_is_one_line_and_creates_nothing(tmp_path):
+    if Path("/dev/nvidiactl").exists() or Path("/dev/dxg").exists():
+        pytest.skip("this machine may have CUDA")
+    proc = lotto("--batch", *TINY, "--device", "cpu", "--set", 'run.cuda_graphs="on"', "--store", "runs", cwd=tmp_path)
+    assert_one_line_error(proc, "run.cuda_graphs", "CUDA")
+    assert not (tmp_path / "runs" / "lotto.db").exists() or not _db_rows(tmp_path / "runs" / "lotto.db", "SELECT * FROM runs")
+
+
+def test_parallel_batch_run_reports_every_job_and_the_slots(tmp_path):
+    proc = lotto("--batch", *TINY, "--set", 'grid.activations=["relu","tanh"]', "--set", "run.parallel=2",
+                 "--store", "runs", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "(2 jobs at once)" in proc.stdout
+    finished = [line for line in proc.stdout.splitlines() if line.startswith("[") and "epoch" not in line]
+    total = len(finished)
+    assert total == 4 and finished[-1].startswith("[4/4]")
+    assert "4 done" in proc.stdout
+
+
 @pytest.mark.slow
 def test_ctrl_c_cancels_cleanly_and_the_same_command_resumes(tmp_path):
     args = ["--batch", *TINY, "--set", "train.dense_epochs=8", "--store", "runs"]
