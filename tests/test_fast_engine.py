@@ -19,7 +19,7 @@ from lotto_engine.events import EpochFinished, JobFailed, JobFinished, JobStarte
 from lotto_engine.models import build_model
 from lotto_engine.pruning import compute_masks
 from lotto_engine.runner import Runner
-from lotto_engine.step import StepCache, graphed_step
+from lotto_engine.step import CaptureUnsupported, GraphedSgdStep, StepCache, graphed_step
 from lotto_engine.store import Store
 from lotto_engine.training import TrainOutcome, lr_at, run_epochs, train
 
@@ -144,8 +144,6 @@ class EagerReplay:
 
 def test_train_with_cuda_graphs_replays_full_batches_and_reuses_the_step_across_runs(digits, monkeypatch):
     """The CUDA path of train(), on CPU: capture is replaced by EagerReplay."""
-    from lotto_engine.step import GraphedSgdStep
-
     captured = []
 
     def capture(self):
@@ -180,7 +178,7 @@ def test_train_with_cuda_graphs_replays_full_batches_and_reuses_the_step_across_
     assert second[0] == fresh[0] and all(torch.equal(a, b) for a, b in zip(second[1], fresh[1]))
 
 
-def test_asking_for_cuda_graphs_off_cuda_or_with_adam_falls_back_to_eager_with_a_note(digits):
+def test_asking_for_cuda_graphs_off_cuda_or_with_adam_falls_back_to_eager_with_a_note(digits, monkeypatch):
     cfg = load_config(preset="demo", overrides=TINY)
     results = []
     for graphs in (False, True):
@@ -189,6 +187,21 @@ def test_asking_for_cuda_graphs_off_cuda_or_with_adam_falls_back_to_eager_with_a
         results.append((curve(out), out.notes))
     assert results[1][0] == results[0][0]
     assert results[0][1] == [] and "CUDA graphs need a CUDA device" in results[1][1][0]
+
+    def fail(self):
+        calls.append(self)
+        raise CaptureUnsupported("CUDA graph capture failed: simulated")
+
+    calls = []
+    monkeypatch.setattr(GraphedSgdStep, "capture", fail)
+    cache = StepCache()
+    for _ in range(2):  # a key that failed once is not captured again
+        model, masks = masked_model(cfg, digits)
+        out = train(model, digits.train, digits.val, cfg.train, epochs=1, seed=0, masks=masks, cuda_graphs=True,
+                    step_cache=cache)
+        assert out.notes == ["CUDA graph capture failed: simulated; training eagerly"]
+        assert curve(out) == results[0][0]
+    assert len(calls) == 1
 
     adam = load_config(preset="demo", overrides=[*TINY, 'train.optimizer="adam"'])
     model, masks = masked_model(adam, digits)

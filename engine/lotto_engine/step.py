@@ -209,13 +209,24 @@ def sgd_step_supported(optimizer: str, precision: str) -> str | None:
 class StepCache:
     """Captured steps kept for reuse, checked out by one run at a time (thread-safe).
 
-    At most ``size`` idle steps are kept per process; the oldest goes first.
+    At most ``size`` idle steps are kept per process; the oldest goes first. A key
+    whose capture failed is remembered with the reason, so later runs go straight
+    to eager training instead of failing again.
     """
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
         self._idle: list[GraphedSgdStep] = []
+        self._failed: dict[StepKey, str] = {}
         self._lock = threading.Lock()
+
+    def failed(self, key: StepKey) -> str | None:
+        with self._lock:
+            return self._failed.get(key)
+
+    def remember_failure(self, key: StepKey, reason: str) -> None:
+        with self._lock:
+            self._failed[key] = reason
 
     def checkout(self, key: StepKey) -> GraphedSgdStep | None:
         with self._lock:
@@ -232,6 +243,7 @@ class StepCache:
     def clear(self) -> None:
         with self._lock:
             self._idle.clear()
+            self._failed.clear()
 
 
 STEPS = StepCache()
@@ -260,14 +272,16 @@ def graphed_step(
         model, batch_size=batch_size, input_shape=input_shape, masked=tuple(masks or {}),
         momentum=momentum, weight_decay=weight_decay, precision=precision, channels_last=channels_last,
     )
-    step = cache.checkout(key) if cache is not None and capture else None
+    reason = cache.failed(key) if cache is not None and capture else None
+    step = cache.checkout(key) if cache is not None and capture and reason is None else None
     if step is None:
         step = GraphedSgdStep(copy.deepcopy(model), key)
-    reason = None
-    if capture and step.graph is None:
+    if capture and step.graph is None and reason is None:
         try:
             step.capture()
         except CaptureUnsupported as err:
             reason = str(err)
+            if cache is not None:
+                cache.remember_failure(key, reason)
     step.load(model, masks)
     return step, reason

@@ -216,9 +216,11 @@ def train(
     if step is None:
         step = EagerStep(model, cfg, masks, precision=precision, channels_last=channels_last, compile=compile)
     try:
-        run_epochs(step, model, train_split, val_split, cfg, outcome, epochs=epochs, seed=seed,
-                augment=augment, padding=padding, cancel=cancel, on_batch=on_batch, on_epoch=on_epoch,
-                snapshot_epochs=snapshot_epochs, precision=precision)
+        run_epochs(
+            step, model, train_split, val_split, cfg, outcome, epochs=epochs, seed=seed, augment=augment,
+            padding=padding, cancel=cancel, on_batch=on_batch, on_epoch=on_epoch,
+            snapshot_epochs=snapshot_epochs, precision=precision,
+        )
     finally:
         step.store_into(model)
         if isinstance(step, GraphedSgdStep) and step.graph is not None and step_cache is not None:
