@@ -13,8 +13,11 @@ same synthetic CIFAR-10-shaped data, in one process, one after the other:
   options of the config (precision, channels_last, compile, CUDA graphs) and
   ``--parallel`` jobs at once, as ``run.parallel`` trains them.
 
-It prints images per second for each, the ratio, peak memory and the projected wall
-time of the ``seed-paper`` grid, and writes the same as JSON (``--out``).
+It prints images per second for each, the ratio, peak memory, the projected wall
+time of the ``seed-paper`` grid and the **convolution ceiling**: the images per
+second the model's convolutions alone allow (forward and backward in the engine's
+layout, every other op free), an upper bound for any loop using these kernels. It
+writes the same as JSON (``--out``).
 
     python bench/throughput.py --device cpu --threads 2 --images 4096
     python bench/throughput.py --device cpu --threads 2 --images 4096 --parallel 2 --set run.channels_last=on
@@ -97,6 +100,52 @@ def peak_memory_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def conv_seconds(conv: torch.nn.Conv2d, batch: int, shape: tuple[int, ...], nhwc: bool, repeats: int,
+                 input_grad: bool, precision: str = "fp32") -> float:
+    """Seconds of one forward and backward pass of ``conv`` alone (best of 3 rounds)."""
+    autocast = torch.autocast(conv.weight.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    x = torch.randn(batch, *shape, device=conv.weight.device)
+    if nhwc:
+        conv = conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(input_grad)
+    with autocast:
+        grad = torch.randn_like(conv(x))  # in the output's layout, as autograd passes it
+    for _ in range(3):
+        with autocast:
+            out = conv(x)
+        out.backward(grad)
+    best = float("inf")
+    for _ in range(3):
+        sync(x.device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            with autocast:
+                out = conv(x)
+            out.backward(grad)
+        sync(x.device)
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return best
+
+
+def conv_ceiling(model: torch.nn.Module, input_shape: tuple[int, int, int], batch: int, nhwc: bool,
+                 device: torch.device, precision: str = "fp32", repeats: int = 5) -> float:
+    """Images/s the model's convolutions alone allow (forward and backward, every other
+    op free): an upper bound on training throughput with these kernels."""
+    import copy
+
+    shapes: list[tuple[torch.nn.Conv2d, tuple[int, ...]]] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, tuple(i[0].shape[1:]))))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.zeros(1, *input_shape, device=device))
+    for hook in hooks:
+        hook.remove()
+    total = sum(conv_seconds(copy.deepcopy(conv), batch, shape, nhwc, repeats, input_grad=i > 0, precision=precision)
+                for i, (conv, shape) in enumerate(shapes))
+    return batch / total if total else float("inf")
 
 
 def engine_throughput(cfg, split, val, fast, args, parallel):  # type: ignore[no-untyped-def]
@@ -201,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     sync(device)
     eval_ips = len(split) / (time.perf_counter() - start)
     peak = peak_memory_mib(device)
+    ceiling = conv_ceiling(models[0], shape, args.batch_size, fast.channels_last, device, fast.precision)
     zero = all(bool((dict(net.named_parameters())[n].detach()[~m.to(device)] == 0).all())
                for net, masks in zip(models, all_masks) for n, m in masks.items())
 
@@ -227,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         "engine_images_per_s": round(engine_ips, 1),
         "engine_eval_images_per_s": round(eval_ips, 1),
         "ratio": round(engine_ips / typical_ips, 2),
+        "conv_ceiling_images_per_s": round(ceiling, 1),
+        "conv_ceiling_ratio": round(ceiling / typical_ips, 2),
         "peak_memory_mib": round(peak, 1),
         "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
         "masked_weights_zero": zero,

@@ -20,7 +20,7 @@ def test_benchmark_runs_both_loops_and_writes_its_json(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
-    for key in ("typical_images_per_s", "engine_images_per_s", "ratio", "peak_memory_mib",
+    for key in ("typical_images_per_s", "engine_images_per_s", "ratio", "peak_memory_mib", "conv_ceiling_images_per_s",
                 "projected_seed_paper_grid_s"):
         assert result[key] > 0, key
     assert result["masked_weights_zero"] is True and result["engine_status"] == "done"
@@ -28,3 +28,29 @@ def test_benchmark_runs_both_loops_and_writes_its_json(tmp_path):
                                         "cuda_graphs": False}
     assert result["engine_parallel_jobs"] == 1 and result["engine_notes"] == []
     assert "ratio" in proc.stdout
+
+
+def test_benchmark_runs_parallel_engine_jobs(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--device", "cpu", "--threads", "2", "--images", "64", "--epochs", "1",
+         "--batch-size", "32", "--workers", "0", "--parallel", "2", "--set", "run.channels_last=on",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["engine_parallel_jobs"] == 2 and result["engine_options"]["channels_last"] is True
+    assert result["masked_weights_zero"] is True and result["engine_status"] == "done"
+
+
+def test_lockstep_benchmark_runs(tmp_path):
+    out = tmp_path / "lockstep.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH.with_name("lockstep.py")), "--threads", "1", "--models", "2",
+         "--batch-size", "8", "--repeats", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["lockstep_images_per_s"] > 0 and result["single_images_per_s"] > 0

@@ -55,6 +55,7 @@ class PlainReporter:
         self.stream = stream
         self.total = 0
         self.finished = 0
+        self.index: dict[str, int] = {}  # job key -> its place in start order (run.parallel runs several)
 
     def __call__(self, event: Any) -> None:
         from lotto_engine import events as ev
@@ -62,10 +63,13 @@ class PlainReporter:
         if isinstance(event, ev.GridStarted):
             self.total = len(event.jobs) - len(event.skipped)
             self._print(_grid_line(event))
+        elif isinstance(event, ev.JobStarted):
+            self.index[event.job.key] = len(self.index) + 1
         elif isinstance(event, ev.EpochFinished):
             m = event.metrics
+            place = self.index.get(event.job.key, self.finished + 1)
             self._print(
-                f"[{self.finished + 1}/{self.total}] {event.job.label} epoch {m.epoch}/{event.epochs} "
+                f"[{place}/{self.total}] {event.job.label} epoch {m.epoch}/{event.epochs} "
                 f"train_loss={m.train_loss:.4f} train_acc={m.train_acc:.4f} "
                 f"val_loss={m.val_loss:.4f} val_acc={m.val_acc:.4f} ({m.seconds:.2f}s)"
             )
