@@ -400,7 +400,8 @@ def test_parallel_batch_run_reports_every_job_and_the_slots(tmp_path):
     finished = [line for line in proc.stdout.splitlines() if line.startswith("[") and "epoch" not in line]
     total = len(finished)
     assert total == 4 and finished[-1].startswith("[4/4]")
-    assert "4 done" in proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert "4 done" in last and re.search(r"peak memory \d+\.\d GiB \(process\)$", last), last
 
 
 @pytest.mark.slow

@@ -274,6 +274,7 @@ def test_parallel_jobs_give_the_numbers_of_one_job_at_a_time_and_respect_depende
         assert torch.get_num_threads() == 1  # two slots share the two threads
         assert summary.ok and summary.counts == {"done": 6}
         assert grid_results(store, summary.experiment_id) == expected
+        assert summary.peak_memory["cpu"] > 50 * 2**20  # torch alone is bigger than that
 
     running: set[str] = set()
     finished: set[str] = set()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import resource
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -114,3 +115,22 @@ def on_device(device: torch.device) -> Iterator[None]:
             yield
     else:
         yield
+
+
+def reset_peak_memory(slots: Iterable[torch.device]) -> None:
+    """Start counting peak memory afresh on each CUDA device among ``slots``."""
+    for device in dict.fromkeys(d for d in slots if d.type == "cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(slots: Iterable[torch.device]) -> dict[str, int]:
+    """Peak bytes per device: CUDA's max allocated since :func:`reset_peak_memory`, and
+    for ``cpu`` the process's peak resident set (Linux; the whole process, libraries
+    included)."""
+    out: dict[str, int] = {}
+    for device in dict.fromkeys(slots):
+        if device.type == "cuda":
+            out[str(device)] = int(torch.cuda.max_memory_allocated(device))
+        elif device.type == "cpu":
+            out["cpu"] = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+    return out

@@ -6,7 +6,7 @@ safe to hand to another thread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .plan import Job
 from .records import EpochMetrics, RunResult
@@ -74,6 +74,8 @@ class GridFinished:
     counts: dict[str, int]  # status -> number of jobs in the plan with it
     cancelled: bool
     wall_time: float
+    #: peak bytes per device during the grid ("cpu": the process's peak resident set)
+    peak_memory: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -67,6 +67,8 @@ class GridSummary:
     counts: dict[str, int]
     cancelled: bool
     wall_time: float
+    #: peak bytes per device ("cpu": the process's peak resident set)
+    peak_memory: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -122,6 +124,7 @@ class Runner:
         threads = self.config.run.threads or devices.available_cores()
         cpu_slots = sum(1 for d in self.slots if d.type == "cpu")
         devices.configure(max(1, threads // max(1, cpu_slots)), self.config.run.deterministic)
+        devices.reset_peak_memory(self.slots)
         precision = self.fast.precision
         if self.store.find_experiment(self.config, precision=precision) is None:
             self._data()  # a missing dataset must not leave an empty experiment behind
@@ -156,8 +159,9 @@ class Runner:
             counts = self._counts(experiment.id)
         wall = time.perf_counter() - started
         cancelled = self.cancel.is_set()
-        self._emit(GridFinished(experiment.id, counts, cancelled, wall))
-        return GridSummary(experiment.id, counts, cancelled, wall)
+        peak = devices.peak_memory(self.slots)
+        self._emit(GridFinished(experiment.id, counts, cancelled, wall, peak))
+        return GridSummary(experiment.id, counts, cancelled, wall, peak)
 
     def _resume(self, experiment_id: int) -> tuple[list[Job], frozenset[str], set[str]]:
         """What a resume runs: (jobs to run, keys adopted and skipped, diverged parents).

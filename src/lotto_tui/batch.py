@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .cli import EXIT_FAILED_RUNS, EXIT_INTERRUPTED, EXIT_OK
 from .commands import config_from_options, print_error
+from .formatting import peak_memory
 
 
 def _fmt_result(job: Any, result: Any) -> str:
@@ -199,8 +200,9 @@ def batch_command(opts: argparse.Namespace) -> int:
         print_error("interrupted; finished runs are saved, run the same command to resume")
         return EXIT_INTERRUPTED
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
+    memory = peak_memory(summary.peak_memory)
     console.print(f"experiment {summary.experiment_id}: {counts} ({time.perf_counter() - started:.1f}s); "
-                  f"store {config.run.store}")
+                  f"store {config.run.store}" + (f"; {memory}" if memory else ""))
     if summary.cancelled:
         print_error("cancelled; finished runs are saved, run the same command to resume")
         return EXIT_INTERRUPTED

@@ -44,6 +44,13 @@ def duration(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
+def peak_memory(peaks: dict[str, int]) -> str:
+    """``peak memory cuda:0 2.1 GiB`` or ``peak memory 1.3 GiB (process)``; '' if none."""
+    parts = [f"{device} {size / 2**30:.1f} GiB" if device != "cpu" else f"{size / 2**30:.1f} GiB (process)"
+             for device, size in peaks.items()]
+    return f"peak memory {', '.join(parts)}" if parts else ""
+
+
 def ordered_cells(cells: Sequence[Cell]) -> list[Cell]:
     """Grid order (as configured): activations, then dense, then methods by sparsity."""
     act_rank = {a: i for i, a in enumerate(dict.fromkeys(c.activation for c in cells))}

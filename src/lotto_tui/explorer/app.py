@@ -36,7 +36,7 @@ from lotto_engine.monitor import GridProgress, experiment_plan, grid_progress
 from lotto_engine.plan import Plan, build_plan
 from lotto_engine.store import DB_NAME, Store
 
-from ..formatting import duration, num, pct
+from ..formatting import duration, num, pct, peak_memory
 from .config_form import ConfigForm
 from .help_screen import HelpScreen
 from .history import CompareScreen, HistoryPanel
@@ -377,7 +377,8 @@ class ExplorerApp(App[int]):
         elif isinstance(event, GridFinished):
             counts = ", ".join(f"{n} {s}" for s, n in sorted(event.counts.items()))
             word = "cancelled" if event.cancelled else "finished"
-            log(f"[b]grid {word}[/] in {duration(event.wall_time)}: {counts}")
+            memory = peak_memory(event.peak_memory)
+            log(f"[b]grid {word}[/] in {duration(event.wall_time)}: {counts}" + (f" · {memory}" if memory else ""))
 
     def on_run_ended(self, message: RunEnded) -> None:
         self.running = False
