@@ -186,7 +186,8 @@ class ExplorerApp(App[int]):
                 config.run.precision, config.run.channels_last, config.run.compile, device, config.run.cuda_graphs
             )
             self._precision = fast.precision
-            self.device = f"{device} {fast.precision}"
+            slots = devices.describe_slots(devices.job_devices(config.run.device, device, config.run.parallel))
+            self.device = f"{slots} {fast.precision}"
             self.plan = build_plan(config, precision=fast.precision)
             reader = self.reader()
             found = reader.find_experiment(config, precision=fast.precision) if reader else None
