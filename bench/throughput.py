@@ -162,25 +162,37 @@ def engine_throughput(cfg, split, val, fast, args, parallel):  # type: ignore[no
                   compile=fast.compile, cuda_graphs=fast.cuda_graphs)
     barrier = threading.Barrier(parallel + 1)
     outcomes = [None] * parallel
+    errors: list[BaseException] = []
 
     def job(i: int) -> None:
-        train(models[i], split, val, cfg.train, epochs=1, seed=i, masks=all_masks[i], **common)
-        sync(device)
-        barrier.wait()  # everyone warm: start the clock
-        outcomes[i] = train(models[i], split, val, cfg.train, epochs=args.epochs, seed=i, masks=all_masks[i],
-                            **common)
-        sync(device)
-        barrier.wait()
+        try:
+            train(models[i], split, val, cfg.train, epochs=1, seed=i, masks=all_masks[i], **common)
+            sync(device)
+            barrier.wait()  # everyone warm: start the clock
+            outcomes[i] = train(models[i], split, val, cfg.train, epochs=args.epochs, seed=i,
+                                masks=all_masks[i], **common)
+            sync(device)
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        except BaseException as err:  # stop the others and the clock: report it, do not hang
+            errors.append(err)
+            barrier.abort()
 
     threads = [threading.Thread(target=job, args=(i,)) for i in range(parallel)]
     for t in threads:
         t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    barrier.wait()
-    elapsed = time.perf_counter() - start
+    try:
+        barrier.wait()
+        start = time.perf_counter()
+        barrier.wait()
+        elapsed = time.perf_counter() - start
+    except threading.BrokenBarrierError:
+        elapsed = 0.0
     for t in threads:
         t.join()
+    if errors:
+        raise errors[0]
     # each epoch also evaluates the 64 validation images: counted as overhead, conservatively
     return parallel * args.epochs * len(split) / elapsed, outcomes, models, all_masks
 

@@ -373,3 +373,18 @@ def test_config_saves_as_toml_that_loads_back_to_the_same_config(tmp_path: Path)
     asyncio.run(scenario())
     assert load_config(file=target) == config
     assert [p.name for p in target.parent.iterdir()] == ["grid.toml"]  # no temp file left
+
+
+def test_cuda_graphs_on_without_cuda_is_an_error_in_the_app_not_a_crash(tmp_path: Path) -> None:
+    app = create_app(tiny(tmp_path, "run.cuda_graphs='on'"))
+
+    async def scenario() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_until(pilot, lambda: app._engine_ready and app.device == "no device", timeout=60)
+            assert app.plan is None
+            await pilot.press("r")  # nothing to run: the app says so and stays up
+            await pilot.pause(0.3)
+            assert not app.running and app.is_running
+
+    asyncio.run(scenario())
+    assert not (tmp_path / "lotto.db").exists()

@@ -15,7 +15,7 @@ from lotto_engine import devices
 from lotto_engine.config import load_config
 from lotto_engine.data import load_dataset
 from lotto_engine.errors import DeviceError
-from lotto_engine.events import EpochFinished, JobFailed, JobFinished, JobStarted
+from lotto_engine.events import EpochFinished, GridStarted, JobFailed, JobFinished, JobStarted, Notice
 from lotto_engine.models import build_model
 from lotto_engine.pruning import compute_masks
 from lotto_engine.runner import Runner
@@ -178,15 +178,19 @@ def test_train_with_cuda_graphs_replays_full_batches_and_reuses_the_step_across_
     assert second[0] == fresh[0] and all(torch.equal(a, b) for a, b in zip(second[1], fresh[1]))
 
 
-def test_asking_for_cuda_graphs_off_cuda_or_with_adam_falls_back_to_eager_with_a_note(digits, monkeypatch):
+def test_a_failed_capture_trains_the_same_step_uncaptured_with_a_note_and_adam_trains_eagerly(digits, monkeypatch):
+    """Whether capture works never changes a run's numbers; only Adam (no graph step) differs in kind."""
     cfg = load_config(preset="demo", overrides=TINY)
-    results = []
-    for graphs in (False, True):
-        model, masks = masked_model(cfg, digits)
-        out = train(model, digits.train, digits.val, cfg.train, epochs=1, seed=0, masks=masks, cuda_graphs=graphs)
-        results.append((curve(out), out.notes))
-    assert results[1][0] == results[0][0]
-    assert results[0][1] == [] and "CUDA graphs need a CUDA device" in results[1][1][0]
+    model, masks = masked_model(cfg, digits)
+    uncaptured = TrainOutcome("done")
+    run_epochs(step_for(model, masks, cfg, digits), model, digits.train, digits.val, cfg.train, uncaptured,
+               epochs=1, seed=0)
+
+    model, masks = masked_model(cfg, digits)  # here, off CUDA, capture itself is what fails
+    out = train(model, digits.train, digits.val, cfg.train, epochs=1, seed=0, masks=masks, cuda_graphs=True,
+                step_cache=StepCache())
+    assert out.notes == ["CUDA graphs need a CUDA device, not cpu; the same step runs uncaptured"]
+    assert curve(out) == curve(uncaptured)
 
     def fail(self):
         calls.append(self)
@@ -199,14 +203,26 @@ def test_asking_for_cuda_graphs_off_cuda_or_with_adam_falls_back_to_eager_with_a
         model, masks = masked_model(cfg, digits)
         out = train(model, digits.train, digits.val, cfg.train, epochs=1, seed=0, masks=masks, cuda_graphs=True,
                     step_cache=cache)
-        assert out.notes == ["CUDA graph capture failed: simulated; training eagerly"]
-        assert curve(out) == results[0][0]
+        assert out.notes == ["CUDA graph capture failed: simulated; the same step runs uncaptured"]
+        assert curve(out) == curve(uncaptured)
     assert len(calls) == 1
 
     adam = load_config(preset="demo", overrides=[*TINY, 'train.optimizer="adam"'])
     model, masks = masked_model(adam, digits)
-    out = train(model, digits.train, digits.val, adam.train, epochs=1, seed=0, masks=masks, cuda_graphs=True)
+    out = train(model, digits.train, digits.val, adam.train, epochs=1, seed=0, masks=masks, cuda_graphs=True,
+                step_cache=StepCache())
     assert out.notes == ["CUDA graphs cover SGD only, not adam; training eagerly"]
+    model, masks = masked_model(adam, digits)
+    assert curve(out) == curve(train(model, digits.train, digits.val, adam.train, epochs=1, seed=0, masks=masks))
+
+
+def test_a_step_cache_of_size_zero_keeps_nothing(digits):
+    cfg = load_config(preset="demo", overrides=TINY)
+    model, masks = masked_model(cfg, digits)
+    step = step_for(model, masks, cfg, digits)
+    cache = StepCache(size=0)
+    cache.checkin(step)
+    assert cache.checkout(step.key) is None
 
 
 def test_fast_path_resolution_and_cuda_graphs_on_without_cuda_is_an_error():
@@ -269,7 +285,6 @@ def test_parallel_jobs_give_the_numbers_of_one_job_at_a_time_and_respect_depende
     events = []
     with Store(tmp_path / "parallel") as store:
         runner = Runner(parallel, store, on_event=events.append)
-        assert torch.get_num_threads() >= 1
         summary = runner.run()
         assert torch.get_num_threads() == 1  # two slots share the two threads
         assert summary.ok and summary.counts == {"done": 6}
@@ -304,7 +319,43 @@ def test_in_parallel_a_diverged_dense_run_fails_its_pruned_runs_and_the_rest_goe
     assert {r.status for r in runs if r.method == "dense"} == {"diverged"}
     pruned = [r for r in runs if r.method != "dense"]
     assert len(pruned) == 4 and {r.status for r in pruned} == {"failed"}
-    assert all("dense" in r.error for r in pruned)
+    assert {r.error for r in pruned} == {"its dense run did not finish"}
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_an_error_outside_a_job_stops_the_grid_and_reaches_the_caller(tmp_path, parallel):
+    """A broken event handler (or store) is not a failed job: run() raises, as it does sequentially."""
+    cfg = load_config(preset="demo", overrides=[
+        *TINY, 'grid.activations=["relu","tanh"]', 'grid.methods=["magnitude"]', "grid.sparsities=[0.8]",
+        f"run.parallel={parallel}",
+    ])
+
+    def on_event(event):
+        if isinstance(event, JobFinished) and event.job.kind == "dense":
+            raise RuntimeError("handler broke")
+
+    with Store(tmp_path) as store:
+        with pytest.raises(RuntimeError, match="handler broke"):
+            Runner(cfg, store, on_event=on_event).run()
+        experiment = store.experiment()
+        statuses = store.latest_statuses(experiment.id)
+    assert "running" not in statuses.values()
+    assert len(statuses) < 4  # the grid stopped
+
+
+def test_compile_trains_one_job_at_a_time_and_says_so(tmp_path):
+    grid = ['grid.activations=["relu"]', 'grid.methods=["magnitude"]', "grid.sparsities=[0.5]"]
+    events = []
+    with Store(tmp_path) as store:
+        Runner(load_config(preset="demo", overrides=[*TINY, *grid]), store).run()
+        # the same experiment (run.* is not part of it), all done: nothing compiles
+        cfg = load_config(preset="demo", overrides=[*TINY, *grid, "run.compile=true", "run.parallel=2"])
+        summary = Runner(cfg, store, on_event=events.append).run()
+    assert summary.counts == {"done": 2}
+    assert [e.device for e in events if isinstance(e, GridStarted)] == ["cpu"]
+    assert [e.message for e in events if isinstance(e, Notice)] == [
+        "run.compile trains one job at a time (run.parallel asked for 2 at once)"
+    ]
 
 
 def test_cancel_stops_every_slot_and_a_resume_finishes_the_grid(tmp_path):

@@ -102,6 +102,12 @@ class Runner:
         self.device: torch.device = devices.resolve_device(run.device)
         self.fast = devices.fast_path(run.precision, run.channels_last, run.compile, self.device, run.cuda_graphs)
         self.slots: list[torch.device] = devices.job_devices(run.device, self.device, run.parallel)
+        self._start_notes: list[str] = []
+        if run.compile and len(self.slots) > 1:  # torch.compile is not thread-safe
+            self._start_notes.append(
+                f"run.compile trains one job at a time (run.parallel asked for {len(self.slots)} at once)"
+            )
+            self.slots = self.slots[:1]
         self.plan: Plan = build_plan(config, precision=self.fast.precision)
         self.cancel = cancel or threading.Event()
         self.progress_interval = progress_interval
@@ -145,15 +151,17 @@ class Runner:
             todo_keys = {job.key for job in todo}
             skipped = frozenset(job.key for job in self.plan if job.key not in todo_keys)
             self._emit(GridStarted(experiment.id, self.plan.jobs, skipped, devices.describe_slots(self.slots), reused))
+            self._notice(self._start_notes)
             if todo:
                 self._data(self.slots[0])
             if len(self.slots) == 1:
-                for job in todo:
-                    if self.cancel.is_set():
-                        break
-                    status = self._run_job(experiment.id, job, failed_parents, self.slots[0])
-                    if job.kind == "dense" and status != "done":
-                        failed_parents.add(job.key)
+                with devices.on_device(self.slots[0]):
+                    for job in todo:
+                        if self.cancel.is_set():
+                            break
+                        status = self._run_job(experiment.id, job, failed_parents, self.slots[0])
+                        if job.kind == "dense" and status != "done":
+                            failed_parents.add(job.key)
             else:
                 self._run_parallel(experiment.id, todo, failed_parents)
             counts = self._counts(experiment.id)
@@ -221,32 +229,39 @@ class Runner:
                     ready.wait(0.5)
                 return None
 
+        errors: list[BaseException] = []
+
         def work(device: torch.device) -> None:
-            with devices.on_device(device):
-                while (job := next_job()) is not None:
-                    status = "failed"
-                    try:
-                        status = self._run_job(experiment_id, job, failed_parents, device)
-                    finally:
-                        with ready:  # mark a failed parent before its children can start
-                            if job.kind == "dense" and status != "done":
-                                failed_parents.add(job.key)
-                            unfinished.discard(job.key)
-                            ready.notify_all()
+            try:
+                with devices.on_device(device):
+                    while (job := next_job()) is not None:
+                        status = None
+                        try:
+                            status = self._run_job(experiment_id, job, failed_parents, device)
+                        finally:
+                            with ready:  # mark a failed parent before its children can start
+                                if job.kind == "dense" and status not in (None, "done"):
+                                    failed_parents.add(job.key)
+                                unfinished.discard(job.key)
+                                ready.notify_all()
+            except BaseException as err:  # the store or a handler broke: stop the grid, raise it in run()
+                errors.append(err)
+                self.cancel.set()
 
         workers = [threading.Thread(target=work, args=(d,), name=f"lotto-job-{i}", daemon=True)
                    for i, d in enumerate(self.slots)]
-        for worker in workers:
-            worker.start()
         try:
+            for worker in workers:
+                worker.start()
             for worker in workers:
                 while worker.is_alive():
                     worker.join(0.2)
         except BaseException:  # Ctrl-C in the main thread: stop the workers, then re-raise
             self.cancel.set()
-            for worker in workers:
-                worker.join()
+            _join_through_interrupts(workers)
             raise
+        if errors:
+            raise errors[0]
 
     def _run_job(self, experiment_id: int, job: Job, failed_parents: set[str], device: torch.device) -> str:
         run_id = self.store.start_run(experiment_id, job)
@@ -439,14 +454,27 @@ class Runner:
     def _notice(self, notes: Iterable[str]) -> None:
         """Emit each distinct note once per runner (e.g. a CUDA graph fallback)."""
         for note in notes:
-            if note not in self._noticed:
+            with self._emit_lock:
+                if note in self._noticed:
+                    continue
                 self._noticed.add(note)
-                self._emit(Notice(note))
+            self._emit(Notice(note))
 
     def _emit(self, event: Event) -> None:
         if self._emit_to is not None:
             with self._emit_lock:
                 self._emit_to(event)
+
+
+def _join_through_interrupts(workers: list[threading.Thread]) -> None:
+    """Wait for cancelled workers (each stops at its next batch), even through more
+    Ctrl-C presses: the store must not close under them."""
+    for worker in workers:
+        while worker.is_alive():
+            try:
+                worker.join(0.2)
+            except KeyboardInterrupt:
+                continue
 
 
 def _one_line(err: BaseException) -> str:

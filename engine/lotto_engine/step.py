@@ -30,6 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuDNN and allocator warm-up)
+# One capture at a time per process: torch.cuda.graph empties the allocator cache on
+# entry, which asserts that no other capture is underway (on any device).
+_CAPTURE_LOCK = threading.Lock()
 
 
 class CaptureUnsupported(Exception):
@@ -176,24 +179,31 @@ class GraphedSgdStep:
         """
         if self.device.type != "cuda":
             raise CaptureUnsupported(f"CUDA graphs need a CUDA device, not {self.device}")
-        state = [*self.params, *self.bufs, self.loss_sum, self.correct]
-        saved = [t.detach().clone() for t in state]
-        try:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(WARMUP_STEPS):
+        with _CAPTURE_LOCK, torch.cuda.device(self.device):
+            caller = torch.cuda.current_stream(self.device)
+            state = [*self.params, *self.bufs, self.loss_sum, self.correct]
+            saved = [t.detach().clone() for t in state]
+            try:
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(caller)
+                with torch.cuda.stream(side):
+                    for _ in range(WARMUP_STEPS):
+                        self._step(self.x, self.y)
+                caller.wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                # its own stream on this step's device (the default capture stream is
+                # one per process, made on whichever device was current first)
+                capture = torch.cuda.Stream(self.device)
+                with torch.cuda.graph(graph, stream=capture, capture_error_mode="thread_local"):
                     self._step(self.x, self.y)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                self._step(self.x, self.y)
-        except Exception as err:  # noqa: BLE001 - any capture failure means: run eagerly
-            raise CaptureUnsupported(f"CUDA graph capture failed: {type(err).__name__}: {err}") from err
-        finally:
-            with torch.no_grad():
-                for t, value in zip(state, saved):
-                    t.copy_(value)
+            except Exception as err:  # noqa: BLE001 - any capture failure means: run uncaptured
+                raise CaptureUnsupported(f"CUDA graph capture failed: {type(err).__name__}: {err}") from err
+            finally:
+                torch.cuda.set_stream(caller)  # a failed capture can leave another stream current
+                torch.cuda.synchronize(self.device)  # warm-up done before the state goes back
+                with torch.no_grad():
+                    for t, value in zip(state, saved):
+                        t.copy_(value)
         self.graph = graph
 
 
@@ -238,7 +248,10 @@ class StepCache:
     def checkin(self, step: GraphedSgdStep) -> None:
         with self._lock:
             self._idle.append(step)
-            del self._idle[: -self.size]
+            if self.size <= 0:
+                self._idle.clear()
+            else:
+                del self._idle[: -self.size]
 
     def clear(self) -> None:
         with self._lock:
@@ -265,23 +278,26 @@ def graphed_step(
     """A step loaded with ``model``'s weights and ``masks``: a captured one from
     ``cache`` when one fits, else a new one (captured when ``capture``).
 
-    Returns the step and, when capture was asked for but failed, why (the step then
-    runs eagerly). Give a captured step back with ``cache.checkin`` after the run.
+    Returns the step and, when capture was asked for but failed, why. The step then
+    runs uncaptured: the same arithmetic, so a run's numbers never depend on whether
+    capture worked. Give a captured step back with ``cache.checkin`` after the run.
     """
     key = step_key(
         model, batch_size=batch_size, input_shape=input_shape, masked=tuple(masks or {}),
         momentum=momentum, weight_decay=weight_decay, precision=precision, channels_last=channels_last,
     )
-    reason = cache.failed(key) if cache is not None and capture else None
-    step = cache.checkout(key) if cache is not None and capture and reason is None else None
+    step = cache.checkout(key) if cache is not None and capture else None
+    reason = None
     if step is None:
         step = GraphedSgdStep(copy.deepcopy(model), key)
-    if capture and step.graph is None and reason is None:
-        try:
-            step.capture()
-        except CaptureUnsupported as err:
-            reason = str(err)
-            if cache is not None:
-                cache.remember_failure(key, reason)
+        reason = cache.failed(key) if cache is not None and capture else None
+        if capture and reason is None:
+            try:
+                step.capture()
+            except CaptureUnsupported as err:
+                reason = str(err)
+                out_of_memory = isinstance(err.__cause__, torch.cuda.OutOfMemoryError)
+                if cache is not None and not out_of_memory:  # memory may be free next time
+                    cache.remember_failure(key, reason)
     step.load(model, masks)
     return step, reason

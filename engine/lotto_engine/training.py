@@ -183,8 +183,9 @@ def train(
     weights; ``channels_last`` trains conv nets in NHWC; ``compile`` wraps the model
     in ``torch.compile`` for the training steps; ``cuda_graphs`` replays each full
     batch's whole step as one CUDA graph (:mod:`lotto_engine.step`; SGD only, reused
-    across runs through ``step_cache``). When graphs cannot be used the run trains
-    eagerly and ``outcome.notes`` says why.
+    across runs through ``step_cache``). If capture fails the same step runs
+    uncaptured; with Adam or ``compile`` the run trains eagerly. ``outcome.notes``
+    says which and why.
     """
     outcome = TrainOutcome(status="done")
     masks = dict(masks or {})
@@ -199,10 +200,14 @@ def train(
 
     step: EagerStep | GraphedSgdStep | None = None
     if cuda_graphs:
-        why = sgd_step_supported(cfg.optimizer, precision) or ("compile" if compile else None)
-        if why == "compile":
+        why = sgd_step_supported(cfg.optimizer, precision)
+        if why is None and compile:
             why = "CUDA graphs and run.compile do not combine"
-        if why is None:
+        if why is not None:
+            outcome.notes.append(f"{why}; training eagerly")
+        else:
+            # a failed capture still trains with the graph step, uncaptured: the numbers
+            # of a run never depend on whether capture worked
             step, why = graphed_step(
                 model, {n: m.to(params[n].device) for n, m in masks.items()},
                 batch_size=cfg.batch_size, input_shape=tuple(train_split.x.shape[1:]),
@@ -210,9 +215,7 @@ def train(
                 precision=precision, channels_last=channels_last, cache=step_cache,
             )
             if why is not None:
-                step = None
-        if why is not None:
-            outcome.notes.append(f"{why}; training eagerly")
+                outcome.notes.append(f"{why}; the same step runs uncaptured")
     if step is None:
         step = EagerStep(model, cfg, masks, precision=precision, channels_last=channels_last, compile=compile)
     try:

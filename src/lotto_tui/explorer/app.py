@@ -176,15 +176,15 @@ class ExplorerApp(App[int]):
         else:
             try:
                 device = devices.resolve_device(config.run.device)
+                fast = devices.fast_path(
+                    config.run.precision, config.run.channels_last, config.run.compile, device, config.run.cuda_graphs
+                )
             except LottoError as err:
                 self.device = "no device"
                 self.notify(str(err), severity="error", timeout=10)
                 self.plan = None
                 self._mark_dirty()
                 return
-            fast = devices.fast_path(
-                config.run.precision, config.run.channels_last, config.run.compile, device, config.run.cuda_graphs
-            )
             self._precision = fast.precision
             slots = devices.describe_slots(devices.job_devices(config.run.device, device, config.run.parallel))
             self.device = f"{slots} {fast.precision}"
