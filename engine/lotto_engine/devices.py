@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import RunConfig
 from .errors import DeviceError
 
 
@@ -134,3 +135,35 @@ def peak_memory(slots: Iterable[torch.device]) -> dict[str, int]:
         elif device.type == "cpu":
             out["cpu"] = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
     return out
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where and how a config's jobs run, resolved once: its device, fast path, job
+    slots and anything the user should be told about the resolution."""
+
+    device: torch.device
+    fast: FastPath
+    slots: list[torch.device]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """``cpu fp32``, ``cuda:0, cuda:1 bf16``, ``cpu (2 jobs at once) fp32``..."""
+        return f"{describe_slots(self.slots)} {self.fast.precision}"
+
+
+def execution(run: RunConfig) -> Execution:
+    """Resolve ``run.*`` (device, precision, layouts, graphs, parallel slots).
+
+    Raises :class:`DeviceError` (one line) for a device that does not exist or a
+    setting it cannot honour; call it before creating anything on disk.
+    """
+    device = resolve_device(run.device)
+    fast = fast_path(run.precision, run.channels_last, run.compile, device, run.cuda_graphs)
+    slots = job_devices(run.device, device, run.parallel)
+    notes: tuple[str, ...] = ()
+    if run.compile and len(slots) > 1:  # torch.compile is not thread-safe
+        notes = (f"run.compile trains one job at a time (run.parallel asked for {len(slots)} at once)",)
+        slots = slots[:1]
+    return Execution(device, fast, slots, notes)

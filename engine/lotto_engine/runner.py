@@ -98,16 +98,10 @@ class Runner:
     ) -> None:
         self.config = config
         self.store = store
-        run = config.run
-        self.device: torch.device = devices.resolve_device(run.device)
-        self.fast = devices.fast_path(run.precision, run.channels_last, run.compile, self.device, run.cuda_graphs)
-        self.slots: list[torch.device] = devices.job_devices(run.device, self.device, run.parallel)
-        self._start_notes: list[str] = []
-        if run.compile and len(self.slots) > 1:  # torch.compile is not thread-safe
-            self._start_notes.append(
-                f"run.compile trains one job at a time (run.parallel asked for {len(self.slots)} at once)"
-            )
-            self.slots = self.slots[:1]
+        self.execution = devices.execution(config.run)
+        self.device: torch.device = self.execution.device
+        self.fast = self.execution.fast
+        self.slots: list[torch.device] = self.execution.slots
         self.plan: Plan = build_plan(config, precision=self.fast.precision)
         self.cancel = cancel or threading.Event()
         self.progress_interval = progress_interval
@@ -151,7 +145,7 @@ class Runner:
             todo_keys = {job.key for job in todo}
             skipped = frozenset(job.key for job in self.plan if job.key not in todo_keys)
             self._emit(GridStarted(experiment.id, self.plan.jobs, skipped, devices.describe_slots(self.slots), reused))
-            self._notice(self._start_notes)
+            self._notice(self.execution.notes)
             if todo:
                 self._data(self.slots[0])
             if len(self.slots) == 1:

@@ -169,6 +169,9 @@ def batch_command(opts: argparse.Namespace) -> int:
 
     try:
         config = config_from_options(opts)
+        from lotto_engine.devices import execution
+
+        execution(config.run)  # a bad device or setting stops here, before the store exists
     except LottoError as err:
         print_error(str(err))
         return err.exit_code

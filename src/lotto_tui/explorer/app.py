@@ -175,19 +175,16 @@ class ExplorerApp(App[int]):
             self.experiment_id, self.plan = experiment
         else:
             try:
-                device = devices.resolve_device(config.run.device)
-                fast = devices.fast_path(
-                    config.run.precision, config.run.channels_last, config.run.compile, device, config.run.cuda_graphs
-                )
+                execution = devices.execution(config.run)
             except LottoError as err:
                 self.device = "no device"
                 self.notify(str(err), severity="error", timeout=10)
                 self.plan = None
                 self._mark_dirty()
                 return
+            fast = execution.fast
             self._precision = fast.precision
-            slots = devices.describe_slots(devices.job_devices(config.run.device, device, config.run.parallel))
-            self.device = f"{slots} {fast.precision}"
+            self.device = execution.label
             self.plan = build_plan(config, precision=fast.precision)
             reader = self.reader()
             found = reader.find_experiment(config, precision=fast.precision) if reader else None
@@ -308,6 +305,10 @@ class ExplorerApp(App[int]):
             return
         if mode == "grid" and config != self.view_config:
             self._replan(config)
+        if mode == "grid" and self.plan is None:  # the run settings did not resolve (say, no such device)
+            self.action_show_panel("config")
+            self.notify("The run settings cannot be used here (see the error); fix them to run", severity="error")
+            return
         self.cancel.clear()
         self.running = True
         self._batch = None
