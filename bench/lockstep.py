@@ -11,10 +11,11 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from lotto_engine.files import write_text_atomic
 
 
 def lockstep(models: int, batch: int, repeats: int) -> tuple[float, float]:
@@ -66,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                   single_images_per_s=round(alone, 1))
     print(f"lockstep: {args.models} nets in one vmapped step {together:.0f} img/s; one net alone {alone:.0f} img/s")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -33,7 +33,6 @@ import resource
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,6 +42,7 @@ from torch.nn.utils import prune
 from lotto_engine.config import load_config
 from lotto_engine.data import Split
 from lotto_engine.devices import fast_path
+from lotto_engine.files import write_text_atomic
 from lotto_engine.models import build_model
 from lotto_engine.pruning import compute_masks, prunable_names
 from lotto_engine.training import evaluate, train
@@ -300,8 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in result.items():
         print(f"{key:>28}: {value}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -253,11 +253,6 @@ class StepCache:
             else:
                 del self._idle[: -self.size]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._idle.clear()
-            self._failed.clear()
-
 
 STEPS = StepCache()
 
