@@ -76,6 +76,10 @@ class GridFinished:
     wall_time: float
     #: peak bytes per device during the grid ("cpu": the process's peak resident set)
     peak_memory: dict[str, int] = field(default_factory=dict)
+    #: health flag -> number of the plan's jobs whose latest run has it (see lotto_engine.health)
+    flags: dict[str, int] = field(default_factory=dict)
+    #: number of the plan's jobs whose latest run has at least one flag
+    flagged: int = 0
 
 
 @dataclass(frozen=True)

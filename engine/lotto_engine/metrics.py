@@ -2,7 +2,8 @@
 
 - :func:`stability`: the write-up's ``D = ||W_dense - W_pruned||_2 / ||W_dense||_2``
   over the prunable weights, all tensors flattened into one vector.
-- :func:`mask_sparsity`: the actual sparsity of a mask, global and per layer.
+- :func:`mask_sparsity`: the actual sparsity of a mask, global and per layer, with
+  the units (filters, rows) each layer left without any incoming weight.
 """
 
 from __future__ import annotations
@@ -42,9 +43,22 @@ def stability(dense: Mapping[str, torch.Tensor], pruned: Mapping[str, torch.Tens
 def mask_sparsity(masks: Mapping[str, torch.Tensor]) -> tuple[float, list[LayerSparsity]]:
     """(global fraction removed, per-layer detail) of masks with True = kept."""
     layers = [
-        LayerSparsity(name=name, numel=int(m.numel()), kept=int(m.sum().item()))
+        LayerSparsity(
+            name=name,
+            numel=int(m.numel()),
+            kept=int(m.sum().item()),
+            units=int(m.shape[0]) if m.dim() else 1,
+            dead_units=_dead_units(m),
+        )
         for name, m in masks.items()
     ]
     total = sum(layer.numel for layer in layers)
     kept = sum(layer.kept for layer in layers)
     return (1.0 - kept / total if total else 0.0), layers
+
+
+def _dead_units(mask: torch.Tensor) -> int:
+    """Output units (first axis: a conv filter, a linear row) left with no incoming weight."""
+    if mask.dim() == 0:
+        return int(not bool(mask))
+    return int((mask.reshape(mask.shape[0], -1).sum(dim=1) == 0).sum().item())

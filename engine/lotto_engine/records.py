@@ -29,6 +29,8 @@ class LayerSparsity:
     name: str
     numel: int
     kept: int
+    units: int = 0  # output units (rows of the weight); 0 when unknown (older stores)
+    dead_units: int = 0  # of those, units whose every incoming weight is pruned
 
     @property
     def sparsity(self) -> float:
@@ -49,6 +51,11 @@ class RunResult:
     stability: float | None = None
     wall_time: float = 0.0
     error: str | None = None
+    #: health flags (:data:`lotto_engine.health.FLAGS`): the run ran but may not have trained
+    flags: tuple[str, ...] = ()
+    #: settings that change the numbers without being inputs of the job:
+    #: {"device", "precision", "threads"}; not part of the job key
+    numerics: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,8 @@ class RunRecord:
     started_at: str
     finished_at: str | None
     reused_from: int | None = None  # run id this result was copied from (same job key)
+    flags: tuple[str, ...] = ()  # health flags, see lotto_engine.health
+    numerics: dict | None = None  # {"device", "precision", "threads"} it ran with
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .health import FLAGS
 from .records import EpochMetrics, RunRecord
 
 
@@ -26,6 +27,10 @@ class Cell:
     actual_sparsity: float | None
     stability: float | None
     statuses: tuple[str, ...]
+    #: health flags of any of its runs, in lotto_engine.health.FLAGS order
+    flags: tuple[str, ...] = ()
+    #: how many of its runs carry at least one flag
+    flagged: int = 0
 
 
 def summarize(runs: Iterable[RunRecord]) -> list[Cell]:
@@ -50,9 +55,22 @@ def summarize(runs: Iterable[RunRecord]) -> list[Cell]:
                 actual_sparsity=_mean(r.actual_sparsity for r in done),
                 stability=_mean(r.stability for r in done),
                 statuses=tuple(sorted({r.status for r in members})),
+                flags=tuple(f for f in FLAGS if any(f in r.flags for r in members)),
+                flagged=sum(1 for r in members if r.flags),
             )
         )
     return cells
+
+
+def numerics_in(runs: Iterable[RunRecord]) -> list[dict]:
+    """The distinct numerics settings ({"device", "precision", "threads"}) among runs
+    that recorded them, in first-seen order: more than one means a table mixes runs
+    whose numbers were made under different settings."""
+    seen: list[dict] = []
+    for run in runs:
+        if run.numerics and run.numerics not in seen:
+            seen.append(run.numerics)
+    return seen
 
 
 def _mean(values: Iterable[float | None]) -> float | None:

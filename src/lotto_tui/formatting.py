@@ -17,6 +17,22 @@ STATUS_STYLE = {
     "cancelled": "yellow",
 }
 
+#: Short names of health flags (lotto_engine.health.FLAGS) for narrow table columns.
+FLAG_SHORT = {"chance_level": "chance", "loss_exploded": "exploded", "layer_collapse": "collapse"}
+
+
+def health_text(flags: Sequence[str]) -> str:
+    """A health cell as plain text, readable without colour: ``ok`` or ``!chance,collapse``."""
+    if not flags:
+        return "ok"
+    return "!" + ",".join(FLAG_SHORT.get(f, f) for f in flags)
+
+
+def health_style(flags: Sequence[str]) -> str:
+    """Rich style of a health cell in the 16 named colours (the ``!`` carries it in monochrome)."""
+    return "bold yellow reverse" if flags else "dim"
+
+
 RESULT_COLUMNS = ("activation", "method", "target", "actual", "val %", "best val %", "test %", "D", "n", "status")
 
 
