@@ -1,8 +1,11 @@
 """Export an experiment from the store as JSON or CSV.
 
 JSON: ``{"experiment": {...}, "runs": [...]}``; each run has its grid point, status,
-metrics (accuracies in [0, 1]; ``stability`` null for dense runs), its per-epoch
-``curve`` and per-layer ``layers``. CSV: one row per run, scalar columns only.
+metrics (accuracies in [0, 1]; ``stability`` null for dense runs), its health
+``flags`` (see :mod:`lotto_engine.health`), the ``numerics`` it ran with (device,
+precision, threads), its per-epoch ``curve`` and per-layer ``layers`` (with the
+units each layer left without any incoming weight). CSV: one row per run, scalar
+columns only; ``flags`` joined with ``;``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from .store import Store
 CSV_COLUMNS = (
     "run_id", "experiment_id", "job_key", "activation", "method", "target_sparsity",
     "actual_sparsity", "seed", "status", "attempt", "val_acc", "best_val_acc", "test_acc",
-    "stability", "wall_time", "epochs", "error", "reused_from",
+    "stability", "flags", "wall_time", "epochs", "error", "reused_from",
+    "device", "precision", "threads",
 )
 
 
@@ -47,6 +51,8 @@ def export_experiment(store: Store, experiment_id: int | None = None, *, history
                 "best_val_acc": run.best_val_acc,
                 "test_acc": run.test_acc,
                 "stability": run.stability,
+                "flags": list(run.flags),
+                "numerics": run.numerics,
                 "wall_time": run.wall_time,
                 "error": run.error,
                 "reused_from": run.reused_from,
@@ -65,7 +71,15 @@ def export_experiment(store: Store, experiment_id: int | None = None, *, history
                     for m in curve
                 ],
                 "layers": [
-                    {"name": layer.name, "numel": layer.numel, "kept": layer.kept, "sparsity": layer.sparsity}
+                    {
+                        "name": layer.name,
+                        "numel": layer.numel,
+                        "kept": layer.kept,
+                        "sparsity": layer.sparsity,
+                        "collapsed": layer.numel > 0 and layer.kept == 0,
+                        "units": layer.units,
+                        "dead_units": layer.dead_units,
+                    }
                     for layer in store.layers(run.id)
                 ],
             }
@@ -90,7 +104,8 @@ def to_csv(data: dict[str, Any]) -> str:
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for run in data["runs"]:
-        writer.writerow({k: ("" if run.get(k) is None else run.get(k)) for k in CSV_COLUMNS})
+        row = {**run, **(run.get("numerics") or {}), "flags": ";".join(run.get("flags") or ())}
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
     return buf.getvalue()
 
 

@@ -47,6 +47,7 @@ from .events import (
     JobStarted,
     Notice,
 )
+from .health import FLAGS, diagnose
 from .metrics import mask_sparsity, stability
 from .models import build_model
 from .plan import Job, Plan, build_plan
@@ -69,6 +70,10 @@ class GridSummary:
     wall_time: float
     #: peak bytes per device ("cpu": the process's peak resident set)
     peak_memory: dict[str, int] = field(default_factory=dict)
+    #: health flag -> jobs of the plan whose latest run has it
+    flags: dict[str, int] = field(default_factory=dict)
+    #: jobs of the plan whose latest run has at least one health flag
+    flagged: int = 0
 
     @property
     def ok(self) -> bool:
@@ -158,12 +163,12 @@ class Runner:
                             failed_parents.add(job.key)
             else:
                 self._run_parallel(experiment.id, todo, failed_parents)
-            counts = self._counts(experiment.id)
+            counts, flags, flagged = self._counts(experiment.id)
         wall = time.perf_counter() - started
         cancelled = self.cancel.is_set()
         peak = devices.peak_memory(self.slots)
-        self._emit(GridFinished(experiment.id, counts, cancelled, wall, peak))
-        return GridSummary(experiment.id, counts, cancelled, wall, peak)
+        self._emit(GridFinished(experiment.id, counts, cancelled, wall, peak, flags, flagged))
+        return GridSummary(experiment.id, counts, cancelled, wall, peak, flags, flagged)
 
     def _resume(self, experiment_id: int) -> tuple[list[Job], frozenset[str], set[str]]:
         """What a resume runs: (jobs to run, keys adopted and skipped, diverged parents).
@@ -281,6 +286,7 @@ class Runner:
             self._emit(JobFailed(job, run_id, message))
             return result.status
         result.wall_time = time.perf_counter() - started
+        result.numerics = self._numerics(device)
         self.store.finish_run(run_id, result)
         self._emit(JobFinished(job, run_id, result))
         return result.status
@@ -312,6 +318,7 @@ class Runner:
         result = self._result(outcome.status, outcome.curve, model, data)
         result.actual_sparsity = 0.0
         result.layers = layers
+        result.flags = self._diagnose(result, data)
         if outcome.status == "done":
             self.store.save_tensors(job.key, "theta0", theta0)
             if rewind is not None:
@@ -370,6 +377,7 @@ class Runner:
         result = self._result(outcome.status, outcome.curve, model, data)
         result.actual_sparsity = actual
         result.layers = layers
+        result.flags = self._diagnose(result, data)
         if outcome.status == "done":
             final = model.state_dict()
             result.stability = stability(
@@ -396,6 +404,23 @@ class Runner:
             result.error = "cancelled"
         return result
 
+    def _diagnose(self, result: RunResult, data: Dataset) -> tuple[str, ...]:
+        """The run's health flags (lotto_engine.health): did it really train?"""
+        return diagnose(
+            num_classes=data.num_classes,
+            curve=result.curve,
+            layers=result.layers,
+            val=None if result.val_acc is None else (result.val_acc, len(data.val)),
+            test=None if result.test_acc is None else (result.test_acc, len(data.test)),
+        )
+
+    def _numerics(self, device: torch.device) -> dict[str, object]:
+        """The settings that changed this run's numbers without being inputs of its job."""
+        name = str(device)
+        if device.type == "cuda":
+            name = f"{device} ({torch.cuda.get_device_name(device)})"
+        return {"device": name, "precision": self.fast.precision, "threads": torch.get_num_threads()}
+
     def _fast_options(self) -> dict[str, object]:
         return {
             "precision": self.fast.precision,
@@ -419,13 +444,21 @@ class Runner:
     def _batches(self, data: Dataset) -> int:
         return batches_per_epoch(len(data.train), self.config.train.batch_size)
 
-    def _counts(self, experiment_id: int) -> dict[str, int]:
-        latest = self.store.latest_statuses(experiment_id)
+    def _counts(self, experiment_id: int) -> tuple[dict[str, int], dict[str, int], int]:
+        """(status -> jobs, health flag -> jobs, jobs with any flag) over the plan."""
+        latest = {run.job_key: run for run in self.store.runs(experiment_id)}
         counts: dict[str, int] = {}
+        flags: dict[str, int] = {}
+        flagged = 0
         for job in self.plan:
-            status = latest.get(job.key, "pending")
+            run = latest.get(job.key)
+            status = run.status if run else "pending"
             counts[status] = counts.get(status, 0) + 1
-        return counts
+            if run and run.flags:
+                flagged += 1
+                for flag in run.flags:
+                    flags[flag] = flags.get(flag, 0) + 1
+        return counts, {f: flags[f] for f in FLAGS if f in flags}, flagged
 
     def _on_epoch(self, job: Job, run_id: int, epochs: int) -> Callable[[EpochMetrics], None]:
         def on_epoch(metrics: EpochMetrics) -> None:

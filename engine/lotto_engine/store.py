@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
+from .health import parse_flags
 from .records import EpochMetrics, ExperimentRecord, LayerSparsity, RunRecord, RunResult
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from .plan import Job
 
 DB_NAME = "lotto.db"
-SCHEMA_VERSION = 2  # 2: runs.reused_from
+SCHEMA_VERSION = 3  # 2: runs.reused_from; 3: runs.flags, runs.numerics, layer_sparsity units
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -63,6 +64,8 @@ CREATE TABLE IF NOT EXISTS runs (
     actual_sparsity REAL, stability REAL, wall_time REAL,
     error TEXT,
     reused_from INTEGER,
+    flags TEXT NOT NULL DEFAULT '',
+    numerics TEXT,
     pid INTEGER,
     started_at TEXT NOT NULL,
     finished_at TEXT
@@ -79,6 +82,8 @@ CREATE TABLE IF NOT EXISTS layer_sparsity (
     layer TEXT NOT NULL,
     numel INTEGER NOT NULL,
     kept INTEGER NOT NULL,
+    units INTEGER NOT NULL DEFAULT 0,
+    dead_units INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, layer)
 );
 """
@@ -86,8 +91,10 @@ CREATE TABLE IF NOT EXISTS layer_sparsity (
 _RUN_COLUMNS = (
     "id, experiment_id, job_key, kind, activation, method, target_sparsity, seed, status, "
     "attempt, val_acc, best_val_acc, test_acc, actual_sparsity, stability, wall_time, error, "
-    "started_at, finished_at, reused_from"
+    "started_at, finished_at, reused_from, flags, numerics"
 )
+#: Columns a schema-3 store added, with what an older store reads in their place.
+_V3_RUN_COLUMNS = {"flags": "'' AS flags", "numerics": "NULL AS numerics"}
 #: Statuses a resume does not redo: done, and diverged (deterministic: it would diverge again).
 FINAL = ("done", "diverged")
 
@@ -100,6 +107,7 @@ class Store:
     """A results folder. Thread-safe: one connection guarded by a lock."""
 
     _run_columns = None  # set by a read-only open of an older store
+    _layer_columns = "layer, numel, kept, units, dead_units"
 
     def __init__(self, root: str | Path, *, create: bool = True) -> None:
         """Open (and with ``create``, make) the store; ``create=False`` opens read-only."""
@@ -128,6 +136,13 @@ class Store:
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
         if "reused_from" not in columns:  # schema 1 -> 2
             self._conn.execute("ALTER TABLE runs ADD COLUMN reused_from INTEGER")
+        if "flags" not in columns:  # schema 2 -> 3
+            self._conn.execute("ALTER TABLE runs ADD COLUMN flags TEXT NOT NULL DEFAULT ''")
+            self._conn.execute("ALTER TABLE runs ADD COLUMN numerics TEXT")
+        layer_columns = {row[1] for row in self._conn.execute("PRAGMA table_info(layer_sparsity)")}
+        if "units" not in layer_columns:
+            self._conn.execute("ALTER TABLE layer_sparsity ADD COLUMN units INTEGER NOT NULL DEFAULT 0")
+            self._conn.execute("ALTER TABLE layer_sparsity ADD COLUMN dead_units INTEGER NOT NULL DEFAULT 0")
         self._conn.execute(
             "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
@@ -146,8 +161,17 @@ class Store:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
         if not columns:
             raise StoreError(f"{self.db_path} is not a lotto-tui store (no runs table)")
+        selected = _RUN_COLUMNS
         if "reused_from" not in columns:  # a schema-1 store: read it as if migrated
-            self._run_columns = _RUN_COLUMNS.replace("reused_from", "NULL AS reused_from")
+            selected = selected.replace("reused_from", "NULL AS reused_from")
+        for column, stand_in in _V3_RUN_COLUMNS.items():  # a schema-1/2 store
+            if column not in columns:
+                selected = selected.replace(f", {column}", f", {stand_in}")
+        if selected != _RUN_COLUMNS:
+            self._run_columns = selected
+        layer_columns = {row[1] for row in conn.execute("PRAGMA table_info(layer_sparsity)")}
+        if "units" not in layer_columns:
+            self._layer_columns = "layer, numel, kept, 0, 0"
         return conn
 
     def close(self) -> None:
@@ -267,9 +291,13 @@ class Store:
         with self._lock, self._conn:
             self._conn.execute(
                 "UPDATE runs SET status = ?, val_acc = ?, best_val_acc = ?, test_acc = ?, "
-                "actual_sparsity = ?, stability = ?, wall_time = ?, error = ?, finished_at = ? WHERE id = ?",
+                "actual_sparsity = ?, stability = ?, wall_time = ?, error = ?, flags = ?, numerics = ?, "
+                "finished_at = ? WHERE id = ?",
                 (result.status, result.val_acc, result.best_val_acc, result.test_acc,
-                 result.actual_sparsity, result.stability, result.wall_time, result.error, _now(), run_id),
+                 result.actual_sparsity, result.stability, result.wall_time, result.error,
+                 ",".join(result.flags),
+                 None if result.numerics is None else json.dumps(result.numerics, sort_keys=True),
+                 _now(), run_id),
             )
             self._conn.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
             self._write_epochs(run_id, result.curve)
@@ -286,8 +314,8 @@ class Store:
         """Replace a run's per-layer sparsity rows; call inside a transaction."""
         self._conn.execute("DELETE FROM layer_sparsity WHERE run_id = ?", (run_id,))
         self._conn.executemany(
-            "INSERT INTO layer_sparsity VALUES (?, ?, ?, ?)",
-            [(run_id, layer.name, layer.numel, layer.kept) for layer in layers],
+            "INSERT INTO layer_sparsity (run_id, layer, numel, kept, units, dead_units) VALUES (?, ?, ?, ?, ?, ?)",
+            [(run_id, layer.name, layer.numel, layer.kept, layer.units, layer.dead_units) for layer in layers],
         )
 
     def record_epoch(self, run_id: int, metrics: EpochMetrics) -> None:
@@ -371,10 +399,10 @@ class Store:
                 cur = self._conn.execute(
                     "INSERT INTO runs (experiment_id, job_key, kind, activation, method, target_sparsity, seed, "
                     "status, attempt, val_acc, best_val_acc, test_acc, actual_sparsity, stability, wall_time, "
-                    "error, reused_from, pid, started_at, finished_at) "
+                    "error, reused_from, flags, numerics, pid, started_at, finished_at) "
                     "SELECT ?, job_key, kind, activation, method, target_sparsity, seed, status, ?, val_acc, "
-                    "best_val_acc, test_acc, actual_sparsity, stability, wall_time, error, id, pid, started_at, "
-                    "finished_at FROM runs WHERE id = ?",
+                    "best_val_acc, test_acc, actual_sparsity, stability, wall_time, error, id, flags, numerics, "
+                    "pid, started_at, finished_at FROM runs WHERE id = ?",
                     (experiment_id, attempt, src[0]),
                 )
                 new = int(cur.lastrowid)  # type: ignore[arg-type]
@@ -384,7 +412,8 @@ class Store:
                     (new, src[0]),
                 )
                 self._conn.execute(
-                    "INSERT INTO layer_sparsity SELECT ?, layer, numel, kept FROM layer_sparsity WHERE run_id = ? "
+                    "INSERT INTO layer_sparsity (run_id, layer, numel, kept, units, dead_units) "
+                    "SELECT ?, layer, numel, kept, units, dead_units FROM layer_sparsity WHERE run_id = ? "
                     "ORDER BY rowid",
                     (new, src[0]),
                 )
@@ -413,7 +442,7 @@ class Store:
             )
         with self._lock:
             rows = self._conn.execute(query + " ORDER BY id", (experiment_id,)).fetchall()
-        return [RunRecord(*row) for row in rows]
+        return [_run(row) for row in rows]
 
     def curve(self, run_id: int) -> list[EpochMetrics]:
         with self._lock:
@@ -427,7 +456,7 @@ class Store:
     def layers(self, run_id: int) -> list[LayerSparsity]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT layer, numel, kept FROM layer_sparsity WHERE run_id = ? ORDER BY rowid",
+                f"SELECT {self._layer_columns} FROM layer_sparsity WHERE run_id = ? ORDER BY rowid",
                 (run_id,),
             ).fetchall()
         return [LayerSparsity(*row) for row in rows]
@@ -472,6 +501,12 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _run(row: tuple[Any, ...]) -> RunRecord:
+    """A runs row (in _RUN_COLUMNS order) as a record: flags and numerics decoded."""
+    *head, flags, numerics = row
+    return RunRecord(*head, flags=parse_flags(flags), numerics=None if numerics is None else json.loads(numerics))
 
 
 def _experiment(row: tuple[Any, ...]) -> ExperimentRecord:
