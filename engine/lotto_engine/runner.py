@@ -24,6 +24,7 @@ time.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -54,7 +55,7 @@ from .plan import Job, Plan, build_plan
 from .pruning import compute_masks, prunable_names
 from .records import EpochMetrics, RunResult
 from .scores import METHODS
-from .store import FINAL, Store
+from .store import FINAL, Store, StoreWriteError
 from .training import batches_per_epoch, evaluate, train
 
 EventHandler = Callable[[Event], None]
@@ -188,14 +189,32 @@ class Runner:
         ]
         keys = {job.key for job in todo}
         needed = {job.parent for job in todo if job.parent and job.parent not in keys | diverged}
-        missing = {key for key in needed if not self._has_parent_weights(key)}
+        missing = {key for key in needed if not self._usable_parent_weights(key)}
         run = [job for job in self.plan if job.key in keys | missing]
         return run, frozenset(adopted).difference(job.key for job in run), diverged
 
+    def _parent_names(self) -> tuple[str, ...]:
+        """The dense artifacts a pruned job starts from."""
+        return ("theta0", "dense") + (("rewind",) if self.config.prune.rewind_epoch is not None else ())
+
     def _has_parent_weights(self, dense_key: str) -> bool:
         """Whether a dense job's saved weights needed by its pruned jobs exist."""
-        names = ("theta0", "dense") + (("rewind",) if self.config.prune.rewind_epoch is not None else ())
-        return all(self.store.has_tensors(dense_key, name) for name in names)
+        return all(self.store.has_tensors(dense_key, name) for name in self._parent_names())
+
+    def _usable_parent_weights(self, dense_key: str) -> bool:
+        """Whether those weights exist and load clean; a bad file is named in a note
+        (its dense job then trains again)."""
+        if not self._has_parent_weights(dense_key):
+            return False
+        job = next(j for j in self.plan if j.key == dense_key)
+        reference = self._build(job).state_dict()
+        for name in self._parent_names():
+            problem = self.store.check_tensors(dense_key, name, like=reference)
+            if problem:
+                if self.store.has_tensors(dense_key, name):
+                    self._notice([f"{problem}; its dense job trains again"])
+                return False
+        return True
 
     def rerun(self, *job_keys: str) -> GridSummary:
         """Run jobs again as new attempts (a dense job with all its dependents)."""
@@ -272,6 +291,10 @@ class Runner:
                 result = self._dense(job, run_id, device)
             else:
                 result = self._pruned(job, run_id, device)
+        except StoreWriteError as err:  # the store cannot take results: stop the grid
+            with contextlib.suppress(StoreError):
+                self.store.mark_failed(run_id, _one_line(err))
+            raise
         except BaseException as err:
             cancelled = isinstance(err, KeyboardInterrupt)
             message = "cancelled" if cancelled else _one_line(err)
@@ -287,7 +310,12 @@ class Runner:
             return result.status
         result.wall_time = time.perf_counter() - started
         result.numerics = self._numerics(device)
-        self.store.finish_run(run_id, result)
+        try:
+            self.store.finish_run(run_id, result)
+        except StoreWriteError as err:  # e.g. a full disk: never leave the run "running"
+            with contextlib.suppress(StoreError):
+                self.store.mark_failed(run_id, _one_line(err))
+            raise
         self._emit(JobFinished(job, run_id, result))
         return result.status
 
@@ -333,11 +361,12 @@ class Runner:
         assert parent is not None
         if not self._has_parent_weights(parent):
             raise _ParentMissing("its dense run has not finished (no saved weights)")
-        theta0 = self.store.load_tensors(parent, "theta0")
-        dense = self.store.load_tensors(parent, "dense")
-
         scorer = METHODS.get(job.method)
         model = self._build(job)
+        reference = model.state_dict()
+        theta0 = self.store.load_tensors(parent, "theta0", like=reference)
+        dense = self.store.load_tensors(parent, "dense", like=reference)
+
         model.load_state_dict(dense if scorer.scores_at == "trained" else theta0)
         model.to(device)
         score_data = None
@@ -356,7 +385,7 @@ class Runner:
         actual, layers = mask_sparsity(masks)
         self.store.record_mask(run_id, actual, layers)
 
-        start = theta0 if prune.rewind_epoch is None else self.store.load_tensors(parent, "rewind")
+        start = theta0 if prune.rewind_epoch is None else self.store.load_tensors(parent, "rewind", like=reference)
         model.load_state_dict(start)
         model.to(device)
         epochs = self.config.train.pruned_epochs
@@ -505,5 +534,9 @@ def _join_through_interrupts(workers: list[threading.Thread]) -> None:
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
+    """A failed run's error as stored and shown: one short printable line (no C++
+    backtrace), prefixed by the exception's type except for a missing parent."""
+    from .errors import one_line
+
+    text = one_line(err)
     return text if isinstance(err, _ParentMissing) else f"{type(err).__name__}: {text}"

@@ -5,6 +5,7 @@ Layout of a store folder (default ``./lotto-runs``)::
     lotto.db                       experiments, runs, epochs, layer_sparsity
     artifacts/<job key>/<name>.safetensors   theta0, dense, rewind, mask, final
     locks/experiment-<id>.lock     held while a runner works on that experiment
+    space-reserve                  256 KiB given back on a full disk to record a run's end
 
 Durability rules: a run row is written as ``running`` when a job starts, and each
 epoch's metrics (and a pruned run's mask sparsity) are committed as they happen, so
@@ -18,14 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import StoreError
 from .health import parse_flags
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from .plan import Job
 
 DB_NAME = "lotto.db"
+#: Space held back for recording a run's end when the disk fills up.
+RESERVE_NAME, RESERVE_BYTES = "space-reserve", 256 * 1024
 SCHEMA_VERSION = 3  # 2: runs.reused_from; 3: runs.flags, runs.numerics, layer_sparsity units
 
 _SCHEMA = """
@@ -99,6 +103,49 @@ _V3_RUN_COLUMNS = {"flags": "'' AS flags", "numerics": "NULL AS numerics"}
 FINAL = ("done", "diverged")
 
 
+_T = TypeVar("_T")
+
+
+def _sql(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Turn SQLite failures inside a store method into one-line StoreErrors (exit 2):
+    a damaged file, a full disk or a store locked too long is the environment's
+    fault, never an internal error."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> _T:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise  # our bug, not the file's
+        except sqlite3.Error as err:
+            raise _error(self.db_path, err) from None
+
+    return wrapper
+
+
+class StoreWriteError(StoreError):
+    """The store could not be written (full disk, damaged file, I/O error): the grid
+    stops, since every later job would fail the same way."""
+
+
+def _error(db_path: Path, err: sqlite3.Error) -> StoreError:
+    """The StoreError for an SQLite failure: a write-side one when the file or disk
+    is at fault."""
+    text = str(err)
+    damaged = any(word in text for word in ("malformed", "not a database", "full", "disk I/O", "readonly"))
+    return (StoreWriteError if damaged else StoreError)(_explain(db_path, err))
+
+
+def _explain(db_path: Path, err: sqlite3.Error) -> str:
+    """One line saying what went wrong with the store file and what to do."""
+    text = " ".join(str(err).split())
+    if "malformed" in text or "not a database" in text:
+        return f"the results store {db_path} is damaged ({text}); restore it from a backup or use another --store"
+    if "full" in text:
+        return f"cannot write the results store {db_path}: {text}; free some space and run again (finished runs are kept)"
+    return f"results store {db_path}: {text}"
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -119,17 +166,45 @@ class Store:
             if create:
                 self.root.mkdir(parents=True, exist_ok=True)
                 self._conn = sqlite3.connect(self.db_path, timeout=30, check_same_thread=False)
+                self._refuse_foreign()
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.execute("PRAGMA foreign_keys=ON")
                 with self._conn:
                     self._conn.executescript(_SCHEMA)
                     self._migrate()
+                self._keep_reserve()
             else:
                 self._conn = self._open_read_only()
-        except (sqlite3.Error, OSError) as err:
-            raise StoreError(f"cannot open results store {self.db_path}: {err}") from None
+        except sqlite3.Error as err:
+            self._close_quietly()
+            raise _error(self.db_path, err) from None
+        except OSError as err:
+            raise StoreError(f"cannot open results store {self.db_path}: {err.strerror or err}") from None
+        except StoreError:
+            self._close_quietly()
+            raise
         self._lock = threading.RLock()
+
+    def _refuse_foreign(self) -> None:
+        """Never add lotto's tables to another program's database: a file at
+        ``lotto.db`` that already holds tables must hold lotto's experiments and runs."""
+        tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and not {"experiments", "runs"} <= tables:
+            raise StoreError(
+                f"{self.db_path} is not a lotto-tui store (it holds other tables: "
+                f"{', '.join(sorted(tables)[:5])}); pass another --store"
+            )
+        if tables:
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+            if not {"job_key", "experiment_id", "status"} <= columns:
+                raise StoreError(f"{self.db_path} is not a lotto-tui store (its runs table is another program's)")
+
+    def _close_quietly(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     def _migrate(self) -> None:
         """Bring a store written by an older release up to SCHEMA_VERSION."""
@@ -161,6 +236,9 @@ class Store:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
         if not columns:
             raise StoreError(f"{self.db_path} is not a lotto-tui store (no runs table)")
+        if not {"job_key", "experiment_id", "status"} <= columns:
+            conn.close()
+            raise StoreError(f"{self.db_path} is not a lotto-tui store (its runs table is another program's)")
         selected = _RUN_COLUMNS
         if "reused_from" not in columns:  # a schema-1 store: read it as if migrated
             selected = selected.replace("reused_from", "NULL AS reused_from")
@@ -186,6 +264,7 @@ class Store:
 
     # ------------------------------------------------------------------ experiments
 
+    @_sql
     def experiment_for(self, config: ExperimentConfig, *, precision: str = "fp32") -> ExperimentRecord:
         """The experiment with this config's identity (at ``precision``), created if new."""
         identity = config.identity(precision)
@@ -205,6 +284,7 @@ class Store:
             ).fetchone()
         return _experiment(row)
 
+    @_sql
     def find_experiment(self, config: ExperimentConfig, *, precision: str = "fp32") -> ExperimentRecord | None:
         """The experiment with this config's identity, or None (nothing is created)."""
         with self._lock:
@@ -214,6 +294,7 @@ class Store:
             ).fetchone()
         return None if row is None else _experiment(row)
 
+    @_sql
     def experiments(self) -> list[ExperimentRecord]:
         with self._lock:
             rows = self._conn.execute(
@@ -221,6 +302,7 @@ class Store:
             ).fetchall()
         return [_experiment(r) for r in rows]
 
+    @_sql
     def experiment(self, experiment_id: int | None = None) -> ExperimentRecord:
         """One experiment by id; when ``experiment_id`` is None, the latest one with runs
         (or the latest one, if none has runs)."""
@@ -271,6 +353,7 @@ class Store:
 
     # ------------------------------------------------------------------ runs
 
+    @_sql
     def start_run(self, experiment_id: int, job: Job) -> int:
         """Record a new attempt at ``job`` as running; returns its run id."""
         with self._lock, self._conn:
@@ -286,6 +369,7 @@ class Store:
             )
             return int(cur.lastrowid)  # type: ignore[arg-type]
 
+    @_sql
     def finish_run(self, run_id: int, result: RunResult) -> None:
         """Commit a run's outcome, curve and per-layer sparsity in one transaction."""
         with self._lock, self._conn:
@@ -318,17 +402,51 @@ class Store:
             [(run_id, layer.name, layer.numel, layer.kept, layer.units, layer.dead_units) for layer in layers],
         )
 
+    @_sql
+    @_sql
+    def mark_failed(self, run_id: int, error: str) -> None:
+        """Record a run as failed with nothing else, after its full record could not be
+        written. On a full disk the reserve file is given up to make room for it."""
+        for last_try in (False, True):
+            try:
+                with self._lock, self._conn:
+                    self._conn.execute(
+                        "UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                        (error, _now(), run_id),
+                    )
+                return
+            except sqlite3.OperationalError as err:
+                if last_try or "full" not in str(err):
+                    raise
+                (self.root / RESERVE_NAME).unlink(missing_ok=True)
+
+    def _keep_reserve(self) -> None:
+        """Hold a little disk space that a full disk can give back, so a run's last
+        status can still be written (best effort: no space, no reserve)."""
+        path = self.root / RESERVE_NAME
+        if path.exists():
+            return
+        try:
+            with open(path, "wb") as fh:
+                fh.write(b"\0" * RESERVE_BYTES)
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+
+    @_sql
     def record_epoch(self, run_id: int, metrics: EpochMetrics) -> None:
         """Commit one epoch of a running run (followers see the curve grow)."""
         with self._lock, self._conn:
             self._write_epochs(run_id, [metrics])
 
+    @_sql
     def record_mask(self, run_id: int, actual_sparsity: float, layers: Iterable[LayerSparsity]) -> None:
         """Commit a running pruned run's mask sparsity as soon as the mask is cut."""
         with self._lock, self._conn:
             self._conn.execute("UPDATE runs SET actual_sparsity = ? WHERE id = ?", (actual_sparsity, run_id))
             self._replace_layers(run_id, layers)
 
+    @_sql
     def data_version(self) -> int:
         """A number that changes whenever another connection commits to the store.
 
@@ -337,6 +455,7 @@ class Store:
         with self._lock:
             return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
+    @_sql
     def epoch_totals(self, experiment_id: int) -> dict[int, tuple[int, float]]:
         """Run id -> (epochs recorded, their total seconds), for every run of the experiment."""
         with self._lock:
@@ -347,6 +466,7 @@ class Store:
             ).fetchall()
         return {int(r[0]): (int(r[1]), float(r[2])) for r in rows}
 
+    @_sql
     def recover_interrupted(self, experiment_id: int) -> int:
         """Mark runs left ``running`` by a dead process as cancelled; returns how many.
 
@@ -371,6 +491,7 @@ class Store:
         """
         return {key: st for key, st in self.latest_statuses(experiment_id).items() if st in FINAL}
 
+    @_sql
     def adopt_runs(self, experiment_id: int, job_keys: Iterable[str]) -> dict[str, int]:
         """Copy finished runs of these jobs from other experiments into this one.
 
@@ -432,6 +553,7 @@ class Store:
                 removed += 1
         return removed
 
+    @_sql
     def runs(self, experiment_id: int, *, history: bool = False) -> list[RunRecord]:
         """Runs of an experiment in start order: the latest attempt per job, or all."""
         query = f"SELECT {self._run_columns or _RUN_COLUMNS} FROM runs r WHERE experiment_id = ?"
@@ -444,6 +566,7 @@ class Store:
             rows = self._conn.execute(query + " ORDER BY id", (experiment_id,)).fetchall()
         return [_run(row) for row in rows]
 
+    @_sql
     def curve(self, run_id: int) -> list[EpochMetrics]:
         with self._lock:
             rows = self._conn.execute(
@@ -453,6 +576,7 @@ class Store:
             ).fetchall()
         return [EpochMetrics(*row) for row in rows]
 
+    @_sql
     def layers(self, run_id: int) -> list[LayerSparsity]:
         with self._lock:
             rows = self._conn.execute(
@@ -471,26 +595,78 @@ class Store:
         from safetensors.torch import save
 
         path = self.artifact_path(job_key, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
         blob = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(blob)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise StoreWriteError(f"cannot write {path}: {err.strerror or err}") from None
         return path
 
     def has_tensors(self, job_key: str, name: str) -> bool:
         return self.artifact_path(job_key, name).exists()
 
-    def load_tensors(self, job_key: str, name: str, device: Any = "cpu") -> dict[str, torch.Tensor]:
+    def load_tensors(
+        self,
+        job_key: str,
+        name: str,
+        device: Any = "cpu",
+        *,
+        like: Mapping[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Read an artifact, checked: a file that does not parse, holds NaN or infinite
+        values, or (with ``like``, e.g. a model's state dict) differs in names, shapes
+        or dtypes raises a StoreError naming the file."""
         from safetensors.torch import load_file
 
         path = self.artifact_path(job_key, name)
         if not path.exists():
             raise StoreError(f"missing artifact {path}")
-        return load_file(str(path), device=str(device))
+        try:
+            tensors = load_file(str(path), device=str(device))
+        except Exception as err:  # safetensors raises its own error type for a bad header
+            raise StoreError(f"unreadable artifact {path}: {' '.join(str(err).split())[:200]}") from None
+        problem = _tensor_problem(tensors, like)
+        if problem:
+            raise StoreError(f"bad artifact {path}: {problem}")
+        return tensors
+
+    def check_tensors(
+        self, job_key: str, name: str, *, like: Mapping[str, torch.Tensor] | None = None
+    ) -> str | None:
+        """Why an artifact cannot be used (missing, unreadable, not finite, not shaped
+        ``like``), or None."""
+        try:
+            self.load_tensors(job_key, name, like=like)
+        except StoreError as err:
+            return str(err)
+        return None
+
+
+def _tensor_problem(tensors: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor] | None) -> str | None:
+    """What is wrong with loaded tensors, or None: non-finite values, or a mismatch
+    with the reference's names, shapes and dtypes."""
+    import torch
+
+    if like is not None:
+        if set(tensors) != set(like):
+            odd = sorted(set(tensors) ^ set(like))
+            return f"tensor names differ from the model's ({', '.join(odd[:3])})"
+        for key, ref in like.items():
+            got = tensors[key]
+            if tuple(got.shape) != tuple(ref.shape) or got.dtype != ref.dtype:
+                return f"{key} is {got.dtype} {tuple(got.shape)}, the model expects {ref.dtype} {tuple(ref.shape)}"
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"{key} holds NaN or infinite values"
+    return None
 
 
 def _alive(pid: int) -> bool:
