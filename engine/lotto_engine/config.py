@@ -13,17 +13,27 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import re
+import shlex
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .activations import ACTIVATIONS
-from .errors import ConfigError
+from .errors import ConfigError, first_control
 from .scores import METHODS
 
 if sys.version_info >= (3, 11):
@@ -33,8 +43,10 @@ else:  # pragma: no cover
 
 DATASETS = ("digits", "cifar10", "fashion-mnist", "mnist")
 MODELS = ("shallow-cnn", "lenet-300-100")
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_REWIND_RE = re.compile(r"^(init|epoch:(\d+))$")
+# Always used with fullmatch: ``$`` would also match before a trailing newline, and
+# ``\d`` would accept non-ASCII digits.
+_DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+_REWIND_RE = re.compile(r"init|epoch:([0-9]+)")
 
 
 #: Bump when a change to the engine changes results for the same inputs: it is part of
@@ -42,6 +54,37 @@ _REWIND_RE = re.compile(r"^(init|epoch:(\d+))$")
 ENGINE_VERSION = 1
 MAX_SEED = 2**32 - 1
 MAX_THREADS = 512
+# Upper bounds that keep a typo (1e6 for 1e3, an extra zero) from running for days or
+# asking for more memory than any machine has; each is far above any sensible value.
+MAX_EPOCHS = 100_000
+MAX_WIDTH = 1024
+MAX_HIDDEN = 16_384
+MAX_BATCH = 65_536
+MAX_SCORE_SAMPLES = 100_000
+MAX_CROP_PADDING = 64
+
+
+def _plain_text(value: str) -> str:
+    """Reject control characters (NUL, newline, ESC...) in a path or name: they cannot
+    be opened, or would break a line or drive the terminal wherever it is printed."""
+    bad = first_control(value)
+    if bad is not None:
+        raise ValueError(f"must not contain control characters, found {bad}")
+    return value
+
+
+def _path_text(value: str) -> str:
+    """A path must name something: an empty one (say, an unset shell variable) would
+    silently mean the working directory."""
+    if not value.strip():
+        raise ValueError("must name a folder, got an empty path")
+    return _plain_text(value)
+
+
+#: A name: any text without control characters.
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+#: A path: non-empty text without control characters.
+PathText = Annotated[str, AfterValidator(_path_text)]
 
 
 class _Section(BaseModel):
@@ -54,7 +97,7 @@ class DataConfig(_Section):
     dataset: Literal["digits", "cifar10", "fashion-mnist", "mnist"] = Field(
         "digits", description="digits (bundled, offline) | cifar10 | fashion-mnist | mnist"
     )
-    root: str = Field("data", description="folder holding (or receiving) downloaded datasets")
+    root: PathText = Field("data", description="folder holding (or receiving) downloaded datasets")
     download: bool = Field(True, description="download a missing dataset (checksums verified)")
     subset: int = Field(
         0, ge=0, le=2**40, description="train on a stratified subset of this many images (0 = all)"
@@ -67,7 +110,9 @@ class DataConfig(_Section):
     )
     split_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the validation split and the subset")
     augment: bool = Field(False, description="random crop (with padding) and horizontal flip")
-    crop_padding: int = Field(4, ge=0, description="padding of the random crop, in pixels")
+    crop_padding: int = Field(
+        4, ge=0, le=MAX_CROP_PADDING, description="padding of the random crop, in pixels"
+    )
 
     @field_validator("val_size")
     @classmethod
@@ -83,8 +128,10 @@ class ModelConfig(_Section):
     name: Literal["shallow-cnn", "lenet-300-100"] = Field(
         "shallow-cnn", description="shallow-cnn | lenet-300-100"
     )
-    width: int = Field(32, ge=1, description="shallow-cnn: channels of the first conv block")
-    hidden: int = Field(256, ge=1, description="shallow-cnn: units of the hidden linear layer")
+    width: int = Field(32, ge=1, le=MAX_WIDTH, description="shallow-cnn: channels of the first conv block")
+    hidden: int = Field(
+        256, ge=1, le=MAX_HIDDEN, description="shallow-cnn: units of the hidden linear layer"
+    )
     init: Literal["kaiming_normal", "xavier_normal", "torch_default"] = Field(
         "kaiming_normal",
         description="kaiming_normal | xavier_normal (gain of the activation) | torch_default",
@@ -148,18 +195,24 @@ class GridConfig(_Section):
 class TrainConfig(_Section):
     """How the dense net and the pruned nets are trained."""
 
-    dense_epochs: int = Field(50, ge=1, description="epochs of dense training")
-    pruned_epochs: int = Field(20, ge=1, description="epochs of retraining each pruned net")
+    dense_epochs: int = Field(50, ge=1, le=MAX_EPOCHS, description="epochs of dense training")
+    pruned_epochs: int = Field(
+        20, ge=1, le=MAX_EPOCHS, description="epochs of retraining each pruned net"
+    )
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd | adam")
     lr: float = Field(0.01, gt=0, description="learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (adam: beta1)")
     weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay")
-    batch_size: int = Field(128, ge=1, description="training batch size")
-    eval_batch_size: int = Field(1024, ge=1, description="batch size for validation and test")
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="training batch size")
+    eval_batch_size: int = Field(
+        1024, ge=1, le=MAX_BATCH, description="batch size for validation and test"
+    )
     lr_schedule: Literal["constant", "cosine", "step"] = Field(
         "constant", description="constant | cosine (to 0 over the run) | step"
     )
-    lr_step_epochs: int = Field(10, ge=1, description="step schedule: epochs between decays")
+    lr_step_epochs: int = Field(
+        10, ge=1, le=MAX_EPOCHS, description="step schedule: epochs between decays"
+    )
     lr_gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor")
 
 
@@ -175,7 +228,10 @@ class PruneConfig(_Section):
     )
     exclude_classifier: bool = Field(False, description="never prune the last linear layer")
     score_samples: int = Field(
-        10, ge=1, description="grasp: class-balanced training images per class for the gradient"
+        10,
+        ge=1,
+        le=MAX_SCORE_SAMPLES,
+        description="grasp: class-balanced training images per class for the gradient",
     )
     rewind: str = Field(
         "init", description='weights the mask is applied to: "init" (theta0) or "epoch:K"'
@@ -184,46 +240,83 @@ class PruneConfig(_Section):
     @field_validator("rewind")
     @classmethod
     def _rewind(cls, v: str) -> str:
-        if not _REWIND_RE.match(v):
+        if not _REWIND_RE.fullmatch(v):
             raise ValueError(f'must be "init" or "epoch:K" with K >= 0, got {v!r}')
         return v
 
     @property
     def rewind_epoch(self) -> int | None:
         """K of ``epoch:K``; None for ``init``."""
-        m = _REWIND_RE.match(self.rewind)
-        return int(m.group(2)) if m and m.group(2) is not None else None
+        m = _REWIND_RE.fullmatch(self.rewind)
+        return int(m.group(1)) if m and m.group(1) is not None else None
 
 
 class RunConfig(_Section):
-    """Where and how the grid runs; none of it changes what is computed."""
+    """Where and how the grid runs, and with which numerics.
 
-    name: str = Field("", description="a label for this experiment in the store")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
-    threads: int = Field(
-        0, ge=0, le=MAX_THREADS, description="CPU threads for torch (0 = the cores this process may use)"
+    device, precision, threads, deterministic, channels_last, compile, cuda_graphs and
+    (on CPU, where jobs share the threads) parallel change the numbers: a rounding
+    difference in the first steps compounds through training (2 threads vs 1 moved a
+    dense ReLU net's test accuracy by 3 points). Each run records the settings it ran
+    with. Only the resolved precision (fp32 or bf16) is part of the job key, so a grid
+    resumes on another device or thread count, with that device's numbers for the jobs
+    still to run. name and store change nothing.
+    """
+
+    name: PlainText = Field("", description="a label for this experiment in the store")
+    device: str = Field(
+        "auto", description="auto | cpu | cuda | cuda:N | mps; changes the numbers (recorded per run)"
     )
-    deterministic: bool = Field(True, description="deterministic kernels (same config = same numbers)")
-    store: str = Field("lotto-runs", description="results folder (SQLite + artifacts)")
+    threads: int = Field(
+        0,
+        ge=0,
+        le=MAX_THREADS,
+        description=(
+            "CPU threads for torch (0 = the cores this process may use; more is capped to them, "
+            "with a note); changes the numbers (recorded per run)"
+        ),
+    )
+    deterministic: bool = Field(
+        True,
+        description=(
+            "deterministic kernels (same config and run settings = same numbers); "
+            "false lets CUDA kernels round differently on every run"
+        ),
+    )
+    store: PathText = Field("lotto-runs", description="results folder (SQLite + artifacts)")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16"
+        "auto",
+        description=(
+            "auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16; changes the numbers "
+            "(part of the job key: bf16 and fp32 results never mix)"
+        ),
     )
     channels_last: Literal["auto", "on", "off"] = Field(
-        "auto", description="NHWC memory format for conv nets: auto (on for CUDA) | on | off"
+        "auto",
+        description="NHWC memory format for conv nets: auto (on for CUDA) | on | off; changes float rounding",
     )
-    compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
+    compile: bool = Field(
+        False, description="torch.compile the model (pays off on long GPU runs); changes float rounding"
+    )
     cuda_graphs: Literal["auto", "on", "off"] = Field(
-        "auto", description="replay each SGD step as one CUDA graph: auto (on for CUDA) | on | off"
+        "auto",
+        description=(
+            "replay each SGD step as one CUDA graph: auto (on for CUDA) | on | off; "
+            "changes float rounding (the graph step's update rounds once more)"
+        ),
     )
     parallel: int = Field(
         0, ge=0, le=64,
-        description="jobs trained at once: 0 = auto (one per visible GPU, 1 on CPU); on CPU they share the threads",
+        description=(
+            "jobs trained at once: 0 = auto (one per visible GPU, 1 on CPU); on CPU they share "
+            "the threads, which changes the numbers"
+        ),
     )
 
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not _DEVICE_RE.match(v):
+        if not _DEVICE_RE.fullmatch(v):
             raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
         return v
 
@@ -351,7 +444,9 @@ def load_config(
     if problems:
         raise ConfigError(problems)
     if last:
-        _deep_merge(merged, copy.deepcopy(dict(last)))
+        # a flag never hides a bad value: `--set run=1 --store D` must still say run is
+        # not a table, as it does without --store
+        _deep_merge(merged, copy.deepcopy(dict(last)), keep_scalars=True)
     return validate(merged)
 
 
@@ -402,9 +497,14 @@ def _show(value: Any) -> str:
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file; a missing or malformed file is a one-line ConfigError."""
     p = Path(path)
+    bad = first_control(str(p))
+    if bad is not None:
+        raise ConfigError([f"--config: the path {str(p)!r} contains a control character ({bad})"])
     try:
         with p.open("rb") as fh:
             return tomllib.load(fh)
+    except RecursionError:
+        raise ConfigError([f"--config: {p}: invalid TOML (nested too deeply)"]) from None
     except FileNotFoundError:
         raise ConfigError([f"--config: no such file {str(p)!r}"]) from None
     except IsADirectoryError:
@@ -428,11 +528,43 @@ def parse_override(item: str) -> tuple[str, Any]:
     raw = raw.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
+    except RecursionError:
+        raise ConfigError([f"--set {key}: invalid TOML value (nested too deeply)"]) from None
     except tomllib.TOMLDecodeError as err:
         if not raw or raw[0] in "\"'[{":  # meant as TOML, but malformed
+            fixed = _quoted_list(raw)
+            if fixed is not None:
+                raise ConfigError([
+                    f"--set {key}: strings in lists need quotes; write {shlex.quote(f'{key}={fixed}')}"
+                ]) from None
             raise ConfigError([f"--set {key}: invalid TOML value {raw!r} ({err})"]) from None
         value = raw  # a bare word: cifar10, cuda:0, /data/sets
     return key, value
+
+
+def _quoted_list(raw: str) -> str | None:
+    """``[tanh, relu]`` -> ``["tanh", "relu"]``: a flat list whose bare words become
+    strings, when that makes it valid TOML; else None."""
+    if not (raw.startswith("[") and raw.endswith("]")):
+        return None
+    items = [item.strip() for item in raw[1:-1].split(",")]
+    if items and not items[-1]:
+        items.pop()  # a trailing comma
+    fixed = []
+    for item in items:
+        try:
+            tomllib.loads(f"v = {item}")
+            fixed.append(item)
+        except tomllib.TOMLDecodeError:
+            if not item or any(ch in item for ch in "\"'[]{}="):
+                return None
+            fixed.append(_toml_string(item))
+    text = "[" + ", ".join(fixed) + "]"
+    try:
+        tomllib.loads(f"v = {text}")
+    except tomllib.TOMLDecodeError:
+        return None
+    return text
 
 
 def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
@@ -446,11 +578,13 @@ def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any], *, keep_scalars: bool = False) -> None:
+    """Merge ``extra`` into ``base``; with ``keep_scalars``, a table in ``extra`` leaves a
+    non-table already in ``base`` in place (for validation to report)."""
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
+            _deep_merge(base[key], value, keep_scalars=keep_scalars)
+        elif not (keep_scalars and isinstance(value, Mapping) and key in base):
             base[key] = value
 
 
@@ -473,7 +607,8 @@ def render_toml(config: ExperimentConfig, *, header: str = "") -> str:
         lines.append(f"# {header}")
     lines.append("# Every key is shown; `# default: ...` marks values that differ from the default.")
     for section, model in SECTIONS.items():
-        lines += ["", f"[{section}]", f"# {model.__doc__}"]
+        lines += ["", f"[{section}]"]
+        lines += [f"# {line}".rstrip() for line in inspect.cleandoc(model.__doc__ or "").splitlines()]
         current = getattr(config, section)
         for name, field in model.model_fields.items():
             value = getattr(current, name)

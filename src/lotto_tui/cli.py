@@ -21,6 +21,7 @@ COMMANDS = ("config", "export", "experiments")
 
 EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
 DEBUG_ENV = "LOTTO_TUI_DEBUG"
+PATH_OPTIONS = ("config", "store", "out")  # options naming a file or folder
 
 
 def _config_source(parser: argparse.ArgumentParser) -> None:
@@ -93,32 +94,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # a bug, or an environment problem nothing anticipated
         if os.environ.get(DEBUG_ENV):
             raise
-        text = " ".join(str(err).split())
+        from lotto_engine.errors import one_line
+
         print(
-            f"lotto-tui: internal error: {type(err).__name__}: {text} "
+            f"lotto-tui: internal error: {type(err).__name__}: {one_line(err)} "
             f"(finished runs are saved; set {DEBUG_ENV}=1 for the traceback)",
             file=sys.stderr,
         )
         return EXIT_INTERNAL
 
 
+def _bad_path_option(opts: argparse.Namespace) -> str | None:
+    """The problem with a path option holding a control character (a NUL byte cannot
+    be opened; a newline or ESC would break lines or drive the terminal), or None."""
+    from lotto_engine.errors import first_control
+
+    for option in PATH_OPTIONS:
+        value = getattr(opts, option, None)
+        bad = first_control(value) if isinstance(value, str) else None
+        if bad is not None:
+            return f"--{option}: the path {value!r} contains a control character ({bad})"
+    return None
+
+
 def _dispatch(args: list[str]) -> int:
     if args and args[0] in COMMANDS:
         command, rest = args[0], args[1:]
-        if command == "config":
-            from .commands import config_command
+        parser = {"config": config_parser, "export": export_parser, "experiments": experiments_parser}[command]()
+        opts = parser.parse_args(rest)
+    else:
+        command, opts = "", main_parser().parse_args(args)
+    problem = _bad_path_option(opts)
+    if problem is not None:
+        print(f"lotto-tui: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if command == "config":
+        from .commands import config_command
 
-            return config_command(config_parser().parse_args(rest))
-        if command == "export":
-            from .commands import export_command
+        return config_command(opts)
+    if command == "export":
+        from .commands import export_command
 
-            return export_command(export_parser().parse_args(rest))
+        return export_command(opts)
+    if command == "experiments":
         from .commands import experiments_command
 
-        return experiments_command(experiments_parser().parse_args(rest))
-
-    parser = main_parser()
-    opts = parser.parse_args(args)
+        return experiments_command(opts)
     if opts.batch:
         from .batch import batch_command
 
