@@ -27,7 +27,7 @@ def config_from_options(opts: argparse.Namespace) -> ExperimentConfig:
     flags = {
         key: value
         for key, value in (("store", getattr(opts, "store", None)), ("device", getattr(opts, "device", None)))
-        if value
+        if value is not None  # an empty --store "" is validated (and refused), not ignored
     }
     return load_config(
         preset=opts.preset, file=opts.config, overrides=opts.overrides, last={"run": flags} if flags else None
