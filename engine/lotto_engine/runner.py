@@ -36,7 +36,7 @@ from . import devices
 from .config import ExperimentConfig
 from .data import Dataset, load_dataset
 from .data.batches import class_balanced_sample
-from .errors import StoreError
+from .errors import StoreError, one_line
 from .events import (
     BatchProgress,
     EpochFinished,
@@ -127,7 +127,7 @@ class Runner:
         device that does not exist).
         """
         started = time.perf_counter()
-        threads = self.config.run.threads or devices.available_cores()
+        threads = self.execution.threads
         cpu_slots = sum(1 for d in self.slots if d.type == "cpu")
         devices.configure(max(1, threads // max(1, cpu_slots)), self.config.run.deterministic)
         devices.reset_peak_memory(self.slots)
@@ -536,7 +536,5 @@ def _join_through_interrupts(workers: list[threading.Thread]) -> None:
 def _one_line(err: BaseException) -> str:
     """A failed run's error as stored and shown: one short printable line (no C++
     backtrace), prefixed by the exception's type except for a missing parent."""
-    from .errors import one_line
-
     text = one_line(err)
     return text if isinstance(err, _ParentMissing) else f"{type(err).__name__}: {text}"
