@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
-from typing import Any
+from typing import IO, Any
 
 from .cli import EXIT_OK, EXIT_USAGE
 from .commands import config_from_options, print_error
+
+
+def terminal_output() -> IO[str] | None:
+    """The stream the explorer draws on: stderr, as Textual does, unless only stdout
+    is a terminal (``lotto-tui 2>err.log``); None when neither is."""
+    for stream in (sys.__stderr__, sys.__stdout__):
+        if stream is not None and _is_tty(stream):
+            return stream
+    return None
+
+
+def _is_tty(stream: IO[str]) -> bool:
+    try:
+        return os.isatty(stream.fileno())
+    except (OSError, ValueError):  # closed, or not backed by a file descriptor
+        return False
 
 
 def explore_command(opts: argparse.Namespace) -> int:
@@ -21,13 +38,15 @@ def explore_command(opts: argparse.Namespace) -> int:
     except LottoError as err:
         print_error(str(err))
         return err.exit_code
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    screen = terminal_output()
+    if screen is None or not sys.stdin.isatty():
         print_error("the explorer needs a terminal; use --batch for scripts and pipes")
         return EXIT_USAGE
 
     from .explorer import create_app
+    from .explorer.terminal import driver_for
 
-    app = create_app(config, config_path=opts.config, preset=opts.preset)
+    app = create_app(config, config_path=opts.config, preset=opts.preset, driver_class=driver_for(screen))
     previous: dict[int, Any] = {}
 
     def hang_up(signum: int, frame: Any) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from textual.app import App, ComposeResult, SystemCommand
+from textual.driver import Driver
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Select, SelectionList, TabbedContent, TabPane
 
@@ -32,11 +33,12 @@ from lotto_engine.events import (
     JobStarted,
     Notice,
 )
+from lotto_engine.health import FLAGS
 from lotto_engine.monitor import GridProgress, experiment_plan, grid_progress
 from lotto_engine.plan import Plan, build_plan
 from lotto_engine.store import DB_NAME, Store
 
-from ..formatting import duration, num, pct, peak_memory
+from ..formatting import FLAG_SHORT, duration, health_text, num, pct, peak_memory
 from .config_form import ConfigForm
 from .help_screen import HelpScreen
 from .history import CompareScreen, HistoryPanel
@@ -72,8 +74,9 @@ class ExplorerApp(App[int]):
         poll_interval: float = 1.0,
         refresh_interval: float = 0.25,
         progress_interval: float = 0.2,
+        driver_class: type[Driver] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(driver_class=driver_class)  # explore.py: draw on the terminal stream
         self.form_config: ExperimentConfig | None = config  # the form's, when it validates
         self.view_config: ExperimentConfig = config  # the experiment the panels show
         self.plan: Plan | None = None
@@ -258,8 +261,14 @@ class ExplorerApp(App[int]):
             progress = grid_progress(reader, self.view_config, self.plan, self.experiment_id)
             self.last_progress = progress
             title = f"experiment {self.experiment_id}" if self.experiment_id else "new experiment (not run yet)"
-            self.jobs.show(progress, device=self.device, title=title)
+            self.jobs.show(progress, device=self.device, title=title, flags=self._run_flags(reader))
         self._refresh_stale_panels()
+
+    def _run_flags(self, reader: Store | None) -> dict[int, tuple[str, ...]]:
+        """Health flags of the shown experiment's runs, by run id, as the store keeps them."""
+        if reader is None or self.experiment_id is None:
+            return {}
+        return {run.id: run.flags for run in reader.runs(self.experiment_id)}
 
     def _refresh_stale_panels(self) -> None:
         panel = self.panel
@@ -323,6 +332,7 @@ class ExplorerApp(App[int]):
         from lotto_engine.runner import Runner
 
         try:
+            read_data_before_the_store(config)
             with Store(config.run.store) as store:
                 runner = Runner(
                     config, store,
@@ -370,14 +380,15 @@ class ExplorerApp(App[int]):
             r = event.result
             style = {"done": "green", "diverged": "bold magenta"}.get(r.status, "yellow")
             extra = f" D {num(r.stability)}" if r.stability is not None else ""
+            health = f" [bold yellow]flagged {health_text(r.flags)}[/]" if r.flags else ""
             log(f"[{style}]■ {event.job.label}: {r.status}[/] val {pct(r.val_acc)} test {pct(r.test_acc)}"
-                f"{extra} in {duration(r.wall_time)}")
+                f"{extra} in {duration(r.wall_time)}{health}")
         elif isinstance(event, JobFailed):
             log(f"[bold red]✗ {event.job.label}: {event.error}[/]")
         elif isinstance(event, Notice):
             log(f"[yellow]note:[/] {event.message}")
         elif isinstance(event, GridFinished):
-            counts = ", ".join(f"{n} {s}" for s, n in sorted(event.counts.items()))
+            counts = grid_counts(event.counts, event.flags, event.flagged)
             word = "cancelled" if event.cancelled else "finished"
             memory = peak_memory(event.peak_memory)
             log(f"[b]grid {word}[/] in {duration(event.wall_time)}: {counts}" + (f" · {memory}" if memory else ""))
@@ -392,7 +403,7 @@ class ExplorerApp(App[int]):
             self.notify(message.error, title="Run stopped", severity="error", timeout=10)
         elif message.summary is not None:
             s = message.summary
-            counts = ", ".join(f"{n} {st}" for st, n in sorted(s.counts.items()))
+            counts = grid_counts(s.counts, s.flags, s.flagged)
             if s.cancelled:
                 self.notify(f"Cancelled: {counts}. r resumes.", title="Grid cancelled", severity="warning")
             else:
@@ -561,6 +572,27 @@ class ExplorerApp(App[int]):
 
     def action_focused_form(self, action: str) -> None:
         getattr(self.query_one(ConfigForm), f"action_{action}")()
+
+
+def read_data_before_the_store(config: ExperimentConfig) -> None:
+    """Read the dataset's files when the store does not exist yet, so that a start that
+    cannot get its data (no CIFAR-10, no network) fails before making an empty store
+    folder. Only the raw files: the runner does the (larger) conversion itself."""
+    if (Path(config.run.store).expanduser() / DB_NAME).exists():
+        return
+    from lotto_engine.data import DATASETS
+
+    DATASETS[config.data.dataset](Path(config.data.root), config.data.download)
+
+
+def grid_counts(counts: dict[str, int], flags: dict[str, int], flagged: int) -> str:
+    """``21 done, 11 flagged: 11 chance, 4 collapse``: statuses, then health flags, as
+    the batch summary line counts them (flags inform; they are not statuses)."""
+    text = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    if flagged:
+        named = ", ".join(f"{flags[flag]} {FLAG_SHORT.get(flag, flag)}" for flag in FLAGS if flags.get(flag))
+        text += f", {flagged} flagged: {named}"
+    return text
 
 
 def create_app(config: ExperimentConfig, **options: Any) -> ExplorerApp:

@@ -95,6 +95,11 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def default_toml(config: ExperimentConfig) -> Path:
+    """Where the form saves a config no file was named for: ``<store>/lotto.toml``."""
+    return Path(config.run.store).expanduser() / "lotto.toml"
+
+
 class ConfigForm(Widget):
     """Edits an :class:`ExperimentConfig`; posts :class:`ConfigForm.Changed` on every edit."""
 
@@ -136,7 +141,8 @@ class ConfigForm(Widget):
         self.specs = field_specs()
         self._by_key = {s.key: s for s in self.specs}
         self._initial = config
-        self._path = path or "lotto.toml"
+        # Without a --config file, TOML goes beside the store, not into the working directory.
+        self._path = path or str(default_toml(config))
         self._order: dict[str, list[str]] = {}
         self.config: ExperimentConfig | None = config
         self.problems: list[str] = []
@@ -155,8 +161,8 @@ class ConfigForm(Widget):
             yield picker
             yield Label(" TOML")
             yield Input(self._path, id="toml-path", compact=True, placeholder="path/to/config.toml")
-            yield Button("Load", id="toml-load", compact=True)
-            yield Button("Save", id="toml-save", compact=True)
+            yield Button("Load ^o", id="toml-load", compact=True)
+            yield Button("Save ^s", id="toml-save", compact=True)
         yield Static("", id="config-problems")
         with VerticalScroll(id="config-fields"):
             section = None
@@ -358,7 +364,10 @@ class ConfigForm(Widget):
         self.action_load_toml()
 
     def _toml_path(self) -> Path:
-        return Path(self.query_one("#toml-path", Input).value.strip() or "lotto.toml").expanduser()
+        """The path field's file, absolute (notices name exactly what was read or written)."""
+        text = self.query_one("#toml-path", Input).value.strip()
+        path = Path(text).expanduser() if text else default_toml(self.config or self._initial)
+        return path.absolute()
 
     def action_load_toml(self) -> None:
         path = self._toml_path()

@@ -1,13 +1,19 @@
-"""The ``?`` screen: every key of the explorer, read from the keymap."""
+"""The ``?`` screen: every key of the explorer, read from the keymap, and what each
+health flag means, read from the engine (:data:`lotto_engine.health.FLAGS`)."""
 
 from __future__ import annotations
 
 from rich.table import Table
 from textual.app import ComposeResult
-from textual.containers import VerticalScroll
+from textual.containers import Vertical, VerticalScroll
+from textual.events import Resize
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from lotto_engine.health import FLAGS
+
+from ..formatting import health_text
+from .jobs_panel import REUSED_MARK
 from .keys import APP_KEYS, BUILTIN_KEYS, CONFIG_KEYS, HISTORY_KEYS, display
 
 
@@ -26,18 +32,49 @@ def keys_table() -> Table:
     return table
 
 
+def health_table() -> Table:
+    """The health column's words, each with the engine's one-line meaning."""
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    table.add_row("[underline]Health[/]", "flags inform; a flagged run keeps its status")
+    table.add_row("ok", "the run trained: no flag")
+    for flag, meaning in FLAGS.items():
+        table.add_row(health_text((flag,)), f"{flag}: {meaning}")
+    table.add_row("", "")
+    table.add_row(f"done{REUSED_MARK}", "status of a job adopted from an earlier experiment (same inputs)")
+    return table
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [("escape,q,question_mark", "dismiss", "Close")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll {
-        width: 72; max-width: 100%; height: auto; max-height: 100%;
+    HelpScreen > Vertical {
+        width: 76; max-width: 100%; height: auto; max-height: 100%;
         border: round $primary; background: $surface; padding: 0 1;
     }
+    HelpScreen VerticalScroll { height: auto; }
+    HelpScreen #help-close { height: 1; dock: bottom; }
     """
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll():
-            yield Static("[b]lotto-tui keys[/]  (letters act outside text fields; esc leaves a field)")
-            yield Static(keys_table())
-            yield Static("[dim]esc closes[/]")
+        with Vertical():
+            with VerticalScroll(id="help-body"):
+                yield Static("[b]lotto-tui keys[/]  (letters act outside text fields; esc leaves a field)")
+                yield Static(keys_table())
+                yield Static("")
+                yield Static(health_table())
+            # outside the scrolled part: always on screen, however short the terminal
+            yield Static("[dim]esc closes · up/down/pgup/pgdn scroll[/]", id="help-close")
+
+    #: Rows around the scrolled body: the border (2) and the closing line.
+    FRAME_ROWS = 3
+
+    def on_mount(self) -> None:
+        self.query_one("#help-body").focus()  # the arrow keys scroll at once
+
+    def on_resize(self, event: Resize) -> None:
+        # The body scrolls within what the terminal leaves, so the closing line stays on screen.
+        body = self.query_one("#help-body", VerticalScroll)
+        body.styles.max_height = max(1, event.size.height - self.FRAME_ROWS)

@@ -12,24 +12,49 @@ from textual.widgets import DataTable, Label, ProgressBar, RichLog, Static
 
 from lotto_engine.monitor import PROBLEMS, GridProgress, JobRow
 
-from ..formatting import STATUS_STYLE, duration, pct
+from ..formatting import STATUS_STYLE, duration, health_style, health_text, pct
 
-COLUMNS = ("activation", "method", "target", "seed", "status", "epoch", "val %", "elapsed", "ETA")
-#: Fixed widths where values grow while the grid runs (cell updates do not widen columns).
-WIDTHS = {"status": 18, "epoch": 7, "val %": 6, "elapsed": 7, "ETA": 7}
+#: (column key, header). Short headers and auto widths keep every column on an 80-column
+#: screen; the seed column shows only when the plan has more than one seed.
+COLUMNS = (("activation", "act"), ("method", "method"), ("target", "target"), ("seed", "seed"),
+           ("status", "status"), ("epoch", "epoch"), ("val %", "val %"), ("elapsed", "time"),
+           ("ETA", "ETA"), ("health", "health"))
+#: Marks a job whose finished run was adopted from an earlier experiment (help explains it).
+REUSED_MARK = "*"
+#: Flags of a run, keyed by run id, as the store holds them (lotto_engine.health).
+RunFlags = dict[int, tuple[str, ...]]
 
 
-def row_cells(row: JobRow) -> tuple[Text | str, ...]:
+#: Panel width (cells) from which health cells keep several flags on one line.
+ONE_LINE_FROM = 110
+
+
+def health_cell(flags: tuple[str, ...], *, wrap: bool = True) -> Text:
+    """A health cell; with ``wrap``, one flag per line, so the column stays narrow."""
+    text = health_text(flags)
+    return Text(text.replace(",", ",\n") if wrap else text, style=health_style(flags))
+
+
+def column_keys(seeds: bool) -> tuple[str, ...]:
+    return tuple(key for key, _ in COLUMNS if seeds or key != "seed")
+
+
+def row_cells(
+    row: JobRow, flags: tuple[str, ...] = (), *, seeds: bool = True, wrap: bool = True
+) -> tuple[Text | str, ...]:
+    """A jobs-table row in :func:`column_keys` order; health only once the job has a run."""
     job = row.job
     style = STATUS_STYLE.get(row.status, "")
-    status = row.status + (" (reused)" if row.reused else "")
+    status = row.status + (REUSED_MARK if row.reused else "")
     method = "dense" if job.kind == "dense" else job.method
     target = "-" if job.kind == "dense" else f"{job.sparsity:g}"
-    cells: tuple[Text | str, ...] = (
-        job.activation, method, target, str(job.seed), Text(status, style=style),
-        f"{row.epoch}/{row.epochs}", pct(row.val_acc),
-        duration(row.elapsed), duration(row.eta),
-    )
+    health: Text | str = health_cell(flags, wrap=wrap) if row.status in ("done", "diverged") else "-"
+    values: dict[str, Text | str] = {
+        "activation": job.activation, "method": method, "target": target, "seed": str(job.seed),
+        "status": Text(status, style=style), "epoch": f"{row.epoch}/{row.epochs}", "val %": pct(row.val_acc),
+        "elapsed": duration(row.elapsed), "ETA": duration(row.eta), "health": health,
+    }
+    cells = tuple(values[key] for key in column_keys(seeds))
     if row.status in PROBLEMS:  # failed and diverged rows stand out as a whole
         return tuple(Text(c, style=style) if isinstance(c, str) else c for c in cells)
     return cells
@@ -56,6 +81,9 @@ class JobsPanel(Widget):
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id)
         self._shown: dict[str, tuple[Text | str, ...]] = {}
+        self._seeds = False  # whether the table has a seed column
+        self._rows: tuple[JobRow, ...] = ()
+        self._flags: RunFlags = {}
 
     def compose(self) -> ComposeResult:
         yield Static("Loading the engine…", id="jobs-summary")
@@ -68,8 +96,7 @@ class JobsPanel(Widget):
             yield ProgressBar(total=1, show_eta=False, id="job-bar")
             yield Static("", classes="bar-text", id="job-bar-text")
         table: DataTable = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
-        for name in COLUMNS:
-            table.add_column(name, key=name, width=WIDTHS.get(name))
+        self._add_columns(table)
         yield table
         yield RichLog(id="jobs-log", max_lines=500, wrap=True, markup=True)
 
@@ -84,7 +111,12 @@ class JobsPanel(Widget):
         row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
         return row_key.value
 
-    def show(self, progress: GridProgress, *, device: str, title: str) -> None:
+    def _add_columns(self, table: DataTable) -> None:
+        headers = dict(COLUMNS)
+        for key in column_keys(self._seeds):
+            table.add_column(headers[key], key=key)
+
+    def show(self, progress: GridProgress, *, device: str, title: str, flags: RunFlags | None = None) -> None:
         """Bring the summary, the grid bar and the table up to date."""
         counts = progress.counts
         parts = [f"{counts[s]} {s}" for s in ("done", "running", "failed", "diverged", "cancelled", "pending")
@@ -96,7 +128,7 @@ class JobsPanel(Widget):
         bar.update(total=max(progress.epochs_total, 1), progress=progress.epochs_done)
         eta = f" · ETA {duration(progress.eta)}" if progress.running is not None else ""
         self.query_one("#grid-bar-text", Static).update(f"{progress.epochs_done}/{progress.epochs_total} epochs{eta}")
-        self._fill(progress.rows)
+        self._fill(progress.rows, flags or {})
         running = progress.running
         if running is None:
             self.show_job("", 0, 1)
@@ -114,27 +146,44 @@ class JobsPanel(Widget):
         self.query_one("#job-bar-text", Static).update(text)
         self.query_one("#job-row").display = bool(text)  # no empty bar while idle
 
-    def _fill(self, rows: tuple[JobRow, ...]) -> None:
+    def on_resize(self) -> None:
+        self._fill(self._rows, self._flags)  # health cells wrap on narrow screens only
+
+    def _fill(self, rows: tuple[JobRow, ...], flags: RunFlags) -> None:
+        self._rows, self._flags = rows, flags
         table = self.table
         keys = [row.job.key for row in rows]
+        seeds = len({row.job.seed for row in rows}) > 1
+        wrap = self.size.width < ONE_LINE_FROM
         current = [k.value for k in table.rows]
-        if current != keys:
+
+        def cells(row: JobRow) -> tuple[Text | str, ...]:
+            run_flags = flags.get(row.run_id, ()) if row.run_id is not None else ()
+            return row_cells(row, run_flags, seeds=seeds, wrap=wrap)
+
+        fresh = {row.job.key: cells(row) for row in rows}
+        # A new health cell (the last column) can change a row's height, which only a
+        # rebuild measures.
+        reshaped = any(self._shown.get(k, fresh[k])[-1] != fresh[k][-1] for k in keys)
+        if current != keys or seeds != self._seeds or reshaped:
             cursor = table.cursor_row
-            table.clear()
+            self._seeds = seeds
+            table.clear(columns=True)  # widths from these rows only
+            self._add_columns(table)
             self._shown = {}
-            for row in rows:
-                self._shown[row.job.key] = row_cells(row)
-                table.add_row(*self._shown[row.job.key], key=row.job.key)
+            for key in keys:
+                self._shown[key] = fresh[key]
+                table.add_row(*fresh[key], key=key, height=None)
             if rows:
                 table.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
             return
-        for row in rows:
-            cells = row_cells(row)
-            if self._shown.get(row.job.key) == cells:
+        for key in keys:
+            shown = fresh[key]
+            if self._shown.get(key) == shown:
                 continue
-            for name, value in zip(COLUMNS, cells):
-                table.update_cell(row.job.key, name, value)
-            self._shown[row.job.key] = cells
+            for name, value in zip(column_keys(seeds), shown):
+                table.update_cell(key, name, value, update_width=True)  # columns grow as values do
+            self._shown[key] = shown
 
     def log(self, line: str) -> None:
         self.query_one("#jobs-log", RichLog).write(line)

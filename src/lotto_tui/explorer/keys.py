@@ -44,8 +44,9 @@ APP_KEYS: tuple[Key, ...] = (
 
 #: Keys of the config panel (while a text field has focus too).
 CONFIG_KEYS: tuple[Key, ...] = (
-    Key("config-save", "ctrl+s", "save_toml", "Save TOML", priority=True),
-    Key("config-load", "ctrl+o", "load_toml", "Load TOML", priority=True),
+    # Not in the footer (it would overflow 80 columns): the Load/Save buttons name them.
+    Key("config-save", "ctrl+s", "save_toml", "Save TOML", show=False, priority=True),
+    Key("config-load", "ctrl+o", "load_toml", "Load TOML", show=False, priority=True),
 )
 
 #: Keys of the history panel.

@@ -9,34 +9,64 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
-from textual.widgets import DataTable, Label, Select, TabbedContent, TabPane
+from textual.widgets import DataTable, Label, Select, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
 from lotto_engine.monitor import PROBLEMS
 
 from .. import charts
-from ..formatting import RESULT_COLUMNS, cell_status, cell_values, num, ordered_cells
+from ..formatting import RESULT_COLUMNS, cell_status, cell_values, num, ordered_cells, pct
+from .jobs_panel import health_cell
 from .views import CURVE_METRICS, ResultsData
 
 RESULT_TABS = ("tab-accuracy", "tab-masks", "tab-stability", "tab-curves", "tab-table")
 
-
+#: Every column of the results table, as wide terminals show it.
+WIDE_COLUMNS = (*RESULT_COLUMNS, "health")
+#: What an 80-column terminal shows: best val %, actual sparsity (also in the masks tab)
+#: and the seed std of val % make room for n, status and health.
+NARROW_COLUMNS = ("activation", "method", "target", "val %", "test %", "D", "n", "status", "health")
 #: The columns a half-width results table keeps (side-by-side comparison).
 COMPACT_COLUMNS = ("activation", "method", "target", "val %", "test %", "D")
+#: Panel width (cells) from which the wide columns fit.
+WIDE_FROM = 110
+HEADERS = {"activation": "act"}
+NARROW_NOTE = "[dim]wider terminal: + best val %, actual sparsity, seed std (or e exports all)[/]"
 
 
-def fill_results_table(table: DataTable, data: ResultsData, *, compact: bool = False) -> None:
+def numerics_note(numerics: list[dict]) -> str:
+    """One line when the shown runs were made under different numerics settings (device,
+    precision, threads), which change results by more than rounding."""
+    if len(numerics) < 2:
+        return ""
+    return "[bold yellow]![/] mixed numerics: " + ", ".join(map(_setting, numerics)) + " (results can differ)"
+
+
+def _setting(numerics: dict) -> str:
+    threads = numerics.get("threads", "?")
+    unit = "thread" if threads == 1 else "threads"
+    return f"{numerics.get('device', '?')} {numerics.get('precision', '?')} {threads} {unit}"
+
+
+def fill_results_table(table: DataTable, data: ResultsData, *, compact: bool = False, wide: bool = True) -> None:
     """The results table (activation x method x sparsity), keeping the cursor."""
-    names = COMPACT_COLUMNS if compact else RESULT_COLUMNS
+    names = COMPACT_COLUMNS if compact else WIDE_COLUMNS if wide else NARROW_COLUMNS
     cursor = table.cursor_row
     table.clear(columns=True)  # widths from these rows only (they never shrink otherwise)
     for name in names:
-        table.add_column(name, key=name)
+        table.add_column(name if wide or compact else HEADERS.get(name, name), key=name)
     for cell in ordered_cells(data.cells):
-        values = dict(zip(RESULT_COLUMNS, cell_values(cell)))
+        values: dict[str, Text | str] = dict(zip(RESULT_COLUMNS, cell_values(cell)))
+        if not wide:
+            values["val %"] = pct(cell.val_acc)
+        values["health"] = health_cell(cell.flags, wrap=not wide) if cell.flags or cell.done else "-"
         style = cell_status(cell)[1]
         problem = any(s in PROBLEMS for s in cell.statuses)  # the whole row stands out
-        table.add_row(*(Text(values[n], style=style) if problem or n == "status" else values[n] for n in names))
+        table.add_row(
+            *(Text(v, style=style) if isinstance(v, str) and (problem or n == "status") else v
+              for n, v in ((n, values[n]) for n in names)),
+            height=None,
+        )
     if table.row_count:
         table.move_cursor(row=min(cursor, table.row_count - 1), animate=False)
 
@@ -53,6 +83,10 @@ def draw_accuracy(plot: PlotextPlot, data: ResultsData, title: str = "") -> None
 class ResultsPanel(Widget):
     DEFAULT_CSS = """
     ResultsPanel { height: 1fr; }
+    ResultsPanel #numerics-note { height: auto; display: none; }
+    ResultsPanel #numerics-note.-shown { display: block; }
+    ResultsPanel #table-note { height: 1; display: none; }
+    ResultsPanel #table-note.-shown { display: block; }
     ResultsPanel TabPane { padding: 0; }
     ResultsPanel #masks-plot { height: 1fr; }
     ResultsPanel #masks-table { height: 1fr; }
@@ -66,8 +100,10 @@ class ResultsPanel(Widget):
         self.data = ResultsData(None)
         self._activations: list[str] = []
         self._drawn = set()
+        self._table_wide: bool | None = None  # the column set the table was last drawn with
 
     def compose(self) -> ComposeResult:
+        yield Static("", id="numerics-note")
         with TabbedContent(id="result-tabs"):
             with TabPane("Accuracy", id="tab-accuracy"):
                 yield PlotextPlot(id="accuracy-plot")
@@ -88,6 +124,7 @@ class ResultsPanel(Widget):
                     )
                 yield PlotextPlot(id="curves-plot")
             with TabPane("Table", id="tab-table"):
+                yield Static(NARROW_NOTE, id="table-note")
                 yield DataTable(id="results-table", zebra_stripes=True, cursor_type="row")
 
     def show(self, data: ResultsData) -> None:
@@ -95,6 +132,9 @@ class ResultsPanel(Widget):
         (a running grid changes the data every epoch)."""
         self.data = data
         self._drawn: set[str] = set()
+        note = self.query_one("#numerics-note", Static)
+        note.update(numerics_note(data.numerics))
+        note.set_class(len(data.numerics) > 1, "-shown")
         self._update_activations()
         self._draw_tab(str(self.query_one("#result-tabs", TabbedContent).active))
 
@@ -111,9 +151,21 @@ class ResultsPanel(Widget):
             self._draw("#masks-plot", lambda plt: charts.draw_mask_sparsity(plt, data.cells))
             self._fill_masks()
         elif tab == "tab-table":
-            fill_results_table(self.query_one("#results-table", DataTable), data)
+            wide = self._table_wide = self.wide
+            self.query_one("#table-note", Static).set_class(not wide, "-shown")
+            fill_results_table(self.query_one("#results-table", DataTable), data, wide=wide)
         elif tab == "tab-curves":
             self._draw_curves()
+
+    @property
+    def wide(self) -> bool:
+        """Whether every results column fits (else the narrow set, for 80 columns)."""
+        return self.size.width >= WIDE_FROM
+
+    def on_resize(self) -> None:
+        if self._table_wide is not None and self._table_wide != self.wide:
+            self._drawn.discard("tab-table")  # the other column set
+            self._draw_tab(str(self.query_one("#result-tabs", TabbedContent).active))
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.tabbed_content.id == "result-tabs" and event.pane.id:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from lotto_engine.records import EpochMetrics, LayerSparsity, RunRecord
-from lotto_engine.results import Cell, mean_curves, summarize
+from lotto_engine.results import Cell, mean_curves, numerics_in, summarize
 from lotto_engine.store import Store
 
 CurveKey = tuple[str, str, float]
@@ -26,6 +26,8 @@ class ResultsData:
     curves: dict[str, dict[CurveKey, list[tuple[int, float]]]] = field(default_factory=dict)
     #: the latest attempt of every pruned run that has a mask, with its per-layer sparsity
     masks: list[tuple[RunRecord, list[LayerSparsity]]] = field(default_factory=list)
+    #: the distinct numerics settings ({"device", "precision", "threads"}) of its runs
+    numerics: list[dict] = field(default_factory=list)
 
     @property
     def activations(self) -> list[str]:
@@ -50,6 +52,7 @@ def load_results(store: Store | None, experiment_id: int | None) -> ResultsData:
         cells=summarize(runs),
         curves=curves,
         masks=[(run, layers) for run, layers in masks if layers],
+        numerics=numerics_in(runs),
     )
 
 
