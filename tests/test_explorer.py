@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import subprocess
 import sys
 import time
@@ -12,19 +13,24 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, RichLog, Static
 from textual_plotext import PlotextPlot
 
 from lotto_engine.config import load_config
 from lotto_engine.errors import ConfigError
+from lotto_engine.events import GridFinished, JobFinished
+from lotto_engine.health import FLAGS
+from lotto_engine.plan import build_plan
+from lotto_engine.records import EpochMetrics, RunResult
 from lotto_engine.runner import Runner
 from lotto_engine.store import Store
 from lotto_tui.explorer import create_app
 from lotto_tui.explorer.help_screen import HelpScreen
+from lotto_tui.explorer.messages import EngineEvent
 from lotto_tui.explorer.keys import APP_KEYS
 
-pytestmark = pytest.mark.slow
-
+# Tests that train or start processes are slow; the ones over a store written by hand
+# (no training) stay in the fast suite.
 TINY = [
     "data.subset=240", "model.width=4", "model.hidden=16",
     "train.dense_epochs=2", "train.pruned_epochs=1", "train.batch_size=64",
@@ -73,6 +79,7 @@ def table_column(table: DataTable, column: str) -> list[str]:
     return [str(table.get_cell(row, column)) for row in table.rows]
 
 
+@pytest.mark.slow
 def test_run_grid_fills_jobs_charts_and_table(tmp_path: Path) -> None:
     app = create_app(tiny(tmp_path))
 
@@ -112,6 +119,7 @@ def test_run_grid_fills_jobs_charts_and_table(tmp_path: Path) -> None:
     assert [s[2] for s in statuses(tmp_path)] == ["done"] * 4
 
 
+@pytest.mark.slow
 def test_rerun_selected_job_makes_a_new_attempt_of_that_job_only(tmp_path: Path) -> None:
     app = create_app(tiny(tmp_path))
 
@@ -142,6 +150,7 @@ async def cancel_when_dense_runs(pilot, action: str = "cancel") -> None:
     await app.run_action(action)  # what x / q do (pilot.press would wait on every widget)
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_grid_and_run_resumes_it(tmp_path: Path) -> None:
     app = create_app(tiny(tmp_path, LONG))
 
@@ -163,6 +172,7 @@ def test_cancel_stops_the_grid_and_run_resumes_it(tmp_path: Path) -> None:
     assert attempts(tmp_path) == [("dense", "cancelled", 1), ("dense", "cancelled", 2)]
 
 
+@pytest.mark.slow
 def test_quit_mid_run_cancels_cleanly_and_the_next_start_resumes(tmp_path: Path) -> None:
     config = tiny(tmp_path, LONG)
     app = create_app(config)
@@ -194,6 +204,7 @@ def test_quit_mid_run_cancels_cleanly_and_the_next_start_resumes(tmp_path: Path)
     assert attempts(tmp_path) == [("dense", "cancelled", 1), ("dense", "cancelled", 2)]
 
 
+@pytest.mark.slow
 def test_invalid_edit_shows_the_cli_wording_under_the_field_and_blocks_the_run(tmp_path: Path) -> None:
     app = create_app(tiny(tmp_path))
     with pytest.raises(ConfigError) as cli:
@@ -223,6 +234,7 @@ def test_invalid_edit_shows_the_cli_wording_under_the_field_and_blocks_the_run(t
     assert not (tmp_path / "lotto.db").exists()  # nothing ran
 
 
+@pytest.mark.slow
 def test_editing_the_grid_reruns_only_new_jobs_and_keeps_the_old_experiment(tmp_path: Path) -> None:
     app = create_app(tiny(tmp_path))
 
@@ -254,6 +266,7 @@ def test_editing_the_grid_reruns_only_new_jobs_and_keeps_the_old_experiment(tmp_
         assert sorted(r.target_sparsity for r in fresh) == [0.9, 0.9]
 
 
+@pytest.mark.slow
 def test_history_opens_an_experiment_and_compares_two(tmp_path: Path) -> None:
     Runner(tiny(tmp_path), Store(tmp_path)).run()
     Runner(tiny(tmp_path, "grid.sparsities=[0.8]"), Store(tmp_path)).run()
@@ -286,6 +299,7 @@ def test_history_opens_an_experiment_and_compares_two(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_export_writes_json_and_csv_and_says_where(tmp_path: Path) -> None:
     Runner(tiny(tmp_path), Store(tmp_path)).run()
     app = create_app(tiny(tmp_path))
@@ -303,6 +317,7 @@ def test_export_writes_json_and_csv_and_says_where(tmp_path: Path) -> None:
     assert (tmp_path / "exports" / "experiment-1.csv").read_text().count("\n") == 5
 
 
+@pytest.mark.slow
 def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path) -> None:
     config = tiny(tmp_path, "train.dense_epochs=30")
     app = create_app(config, poll_interval=0.2)
@@ -335,6 +350,7 @@ def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path
     assert "running" in seen  # it was watched live, not only read at the end
 
 
+@pytest.mark.slow
 def test_help_screen_and_command_palette_list_every_action(tmp_path: Path) -> None:
     app = create_app(tiny(tmp_path))
 
@@ -357,6 +373,7 @@ def test_help_screen_and_command_palette_list_every_action(tmp_path: Path) -> No
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_config_saves_as_toml_that_loads_back_to_the_same_config(tmp_path: Path) -> None:
     config = tiny(tmp_path)
     target = tmp_path / "saved" / "grid.toml"
@@ -375,6 +392,7 @@ def test_config_saves_as_toml_that_loads_back_to_the_same_config(tmp_path: Path)
     assert [p.name for p in target.parent.iterdir()] == ["grid.toml"]  # no temp file left
 
 
+@pytest.mark.slow
 def test_cuda_graphs_on_without_cuda_is_an_error_in_the_app_not_a_crash(tmp_path: Path) -> None:
     app = create_app(tiny(tmp_path, "run.cuda_graphs='on'"))
 
@@ -388,3 +406,161 @@ def test_cuda_graphs_on_without_cuda_is_an_error_in_the_app_not_a_crash(tmp_path
 
     asyncio.run(scenario())
     assert not (tmp_path / "lotto.db").exists()
+
+
+# ---------------------------------------------------------------- over a store written by hand
+
+def flagged_store(root: Path):
+    """The TINY grid's four jobs finished by hand (no training): relu dense trained,
+    relu magnitude at chance with a collapsed layer, tanh dense blew up, tanh magnitude
+    trained; the relu runs used 1 thread and the tanh runs 2, so numerics are mixed."""
+    config = tiny(root)
+    flags = {("relu", "magnitude"): ("chance_level", "layer_collapse"), ("tanh", "dense"): ("loss_exploded",)}
+    with Store(root) as store:
+        exp = store.experiment_for(config, precision="fp32")
+        for job in build_plan(config, precision="fp32"):
+            method = "dense" if job.kind == "dense" else job.method
+            run_flags = flags.get((job.activation, method), ())
+            val = 0.1 if "chance_level" in run_flags else 0.9
+            threads = 1 if job.activation == "relu" else 2
+            store.finish_run(store.start_run(exp.id, job), RunResult(
+                status="done", curve=[EpochMetrics(1, 0.5, val, 0.5, val, 0.05, 0.1)], val_acc=val,
+                best_val_acc=val, test_acc=val, actual_sparsity=0.0 if job.kind == "dense" else 0.5,
+                wall_time=1.0, flags=run_flags, numerics={"device": "cpu", "precision": "fp32", "threads": threads},
+            ))
+    return config
+
+
+def shown_text(renderable) -> str:  # type: ignore[no-untyped-def]
+    """What a cell or a Static shows, as plain text."""
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def fits(table: DataTable) -> bool:
+    """Every column of ``table`` is on screen: no horizontal scrolling needed."""
+    return table.virtual_size.width <= table.scrollable_content_region.width
+
+
+def test_health_at_80x24_in_the_jobs_and_results_tables_with_every_column_on_screen(tmp_path: Path) -> None:
+    app = create_app(flagged_store(tmp_path))
+
+    async def scenario() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(pilot)
+            jobs = app.jobs.table
+            await wait_until(pilot, lambda: jobs.row_count == 4 and "pending" not in table_column(jobs, "status"))
+            assert table_column(jobs, "health") == ["ok", "!chance,\ncollapse", "!exploded", "ok"]
+            assert [str(c.label) for c in jobs.columns.values()] == [
+                "act", "method", "target", "status", "epoch", "val %", "time", "ETA", "health"]
+            assert fits(jobs)
+            await pilot.press("3", "[")  # the table tab
+            table = app.query_one("#results-table", DataTable)
+            await wait_until(pilot, lambda: table.row_count == 4)
+            assert [str(c.label) for c in table.columns.values()] == [
+                "act", "method", "target", "val %", "test %", "D", "n", "status", "health"]
+            assert table_column(table, "health") == ["ok", "!chance,\ncollapse", "!exploded", "ok"]
+            assert table_column(table, "n") == ["1/1"] * 4
+            assert fits(table)
+            note = shown_text(app.query_one("#numerics-note", Static).render())
+            assert app.query_one("#numerics-note").display
+            assert "mixed numerics: cpu fp32 1 thread, cpu fp32 2 threads" in note
+            await pilot.resize_terminal(120, 40)  # wide: every column, flags on one line
+            await wait_until(pilot, lambda: "best val %" in [str(c.label) for c in table.columns.values()])
+            assert table_column(table, "health")[1] == "!chance,collapse"
+            assert fits(table)
+            await pilot.press("2")
+            await wait_until(pilot, lambda: table_column(jobs, "health")[1] == "!chance,collapse", timeout=5)
+            assert fits(jobs)
+
+    asyncio.run(scenario())
+
+
+def test_the_log_says_a_finished_job_is_flagged_and_the_grid_line_counts_flags(tmp_path: Path) -> None:
+    config = flagged_store(tmp_path)
+    app = create_app(config)
+    job = next(iter(build_plan(config, precision="fp32")))
+
+    async def scenario() -> str:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ready(pilot)
+            # what the runner's worker posts, in order
+            app.post_message(EngineEvent(JobFinished(job, 1, RunResult(
+                status="done", val_acc=0.1, test_acc=0.1, flags=("chance_level", "loss_exploded")))))
+            app.post_message(EngineEvent(GridFinished(
+                1, {"done": 21}, False, 3.0, flags={"chance_level": 11, "layer_collapse": 2}, flagged=11)))
+            log = app.query_one("#jobs-log", RichLog)
+            await wait_until(pilot, lambda: any("grid finished" in line.text for line in log.lines))
+            return "\n".join(line.text for line in log.lines)
+
+    text = asyncio.run(scenario())
+    assert f"■ {job.label}: done val 10.00 test 10.00 in 0s flagged !chance,exploded" in text
+    assert "grid finished in 3s: 21 done, 11 flagged: 11 chance, 2 collapse" in text
+
+
+def test_help_explains_every_flag_and_its_closing_line_is_on_screen_at_80x24(tmp_path: Path) -> None:
+    app = create_app(tiny(tmp_path))
+
+    async def scenario() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("question_mark")
+            await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            await pilot.pause(0.2)
+            text = "".join(shown_text(s.content) for s in app.screen.query(Static))
+            for flag, meaning in FLAGS.items():
+                assert " ".join(f"{flag}: {meaning}".split()) in " ".join(text.split())
+            closing = app.screen.query_one("#help-close")
+            assert closing.region.bottom <= 24 and closing.region.height == 1  # on screen
+            body = app.screen.query_one("#help-body")
+            assert body.max_scroll_y > 0  # the rest scrolls
+            await pilot.press("end")
+            assert body.scroll_y == body.max_scroll_y
+            assert app.screen.query_one("#help-close").region == closing.region
+
+    asyncio.run(scenario())
+
+
+def test_ctrl_s_without_a_config_file_saves_beside_the_store_and_names_the_full_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    store = tmp_path / "store"
+    config = tiny(store)
+    app = create_app(config)
+
+    async def scenario() -> list[str]:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("1")
+            assert app.query_one("#toml-path", Input).value == str(store / "lotto.toml")
+            await pilot.press("ctrl+s")
+            await wait_until(pilot, lambda: (store / "lotto.toml").exists(), timeout=5)
+            return [n.message for n in app._notifications]
+
+    messages = asyncio.run(scenario())
+    assert list(work.iterdir()) == []  # nothing in the working directory
+    assert load_config(file=store / "lotto.toml") == config
+    assert f"Saved {store / 'lotto.toml'}" in messages
+
+
+def test_a_start_that_cannot_get_its_data_makes_no_store_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError("network is off in this test")
+
+    for name in ("create_connection", "getaddrinfo"):
+        monkeypatch.setattr(socket, name, no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    store = tmp_path / "store"
+    app = create_app(tiny(store, "data.dataset='cifar10'", f"data.root='{tmp_path / 'data'}'", "data.download=true"))
+
+    async def scenario() -> list[str]:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(pilot)
+            await run_to_end(pilot)
+            return [n.message for n in app._notifications]
+
+    messages = asyncio.run(scenario())
+    assert any(m.startswith("cifar10: no cifar-10-batches-py folder") and "download failed" in m for m in messages)
+    assert not store.exists()

@@ -1,5 +1,6 @@
 """The real ``lotto-tui`` explorer in a pseudo-terminal, as over SSH: keys go in as
-bytes, and a dropped connection (SIGHUP) must leave the store consistent."""
+bytes, a dropped connection (SIGHUP) must leave the store consistent, and the screen
+is drawn on whichever standard stream is the terminal."""
 
 from __future__ import annotations
 
@@ -18,8 +19,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 LOTTO = Path(sys.executable).with_name("lotto-tui")
 TINY = [
     "--set", "data.subset=240", "--set", "model.width=4", "--set", "model.hidden=16",
@@ -32,14 +31,19 @@ TINY = [
 class Terminal:
     """A child process on a pty of a fixed size, its output drained in a thread."""
 
-    def __init__(self, args: list[str], cwd: Path, size: tuple[int, int] = (80, 24)) -> None:
+    def __init__(
+        self, args: list[str], cwd: Path, size: tuple[int, int] = (80, 24), *, stderr: Path | None = None
+    ) -> None:
+        """``stderr``: a file the child's stderr goes to instead of the terminal."""
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
         env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
         env.update(TERM="xterm-256color", COLORTERM="")  # no true colour assumed
-        self.proc = subprocess.Popen(
-            args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True, close_fds=True
-        )
+        with open(stderr, "wb") if stderr else open(os.devnull, "wb") as log:
+            self.proc = subprocess.Popen(
+                args, cwd=cwd, stdin=slave, stdout=slave, stderr=log if stderr else slave, env=env,
+                start_new_session=True, close_fds=True,
+            )
         os.close(slave)
         self.master = master
         self.output = bytearray()
@@ -86,6 +90,7 @@ def wait_for(predicate, timeout: float) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_hangup_mid_run_cancels_the_job_and_leaves_a_resumable_store(tmp_path: Path) -> None:
     store = tmp_path / "store"
     term = Terminal([str(LOTTO), "--store", str(store), *TINY], cwd=tmp_path)
@@ -104,6 +109,7 @@ def test_hangup_mid_run_cancels_the_job_and_leaves_a_resumable_store(tmp_path: P
     assert lock.read_text() == ""  # the runner let go of the experiment
 
 
+@pytest.mark.slow
 def test_q_mid_run_stops_the_job_then_quits_and_the_next_start_shows_it_cancelled(tmp_path: Path) -> None:
     store = tmp_path / "store"
     db = store / "lotto.db"
@@ -127,3 +133,37 @@ def test_q_mid_run_stops_the_job_then_quits_and_the_next_start_shows_it_cancelle
         assert again.proc.wait(timeout=30) == 0
     finally:
         again.close()
+
+
+@pytest.mark.slow  # about 4 s: the app starts and loads the engine
+def test_with_only_stderr_redirected_the_explorer_draws_on_the_terminal(tmp_path: Path) -> None:
+    """``lotto-tui 2>err.log``: the screen goes to the terminal (stdout), not into the log."""
+    log = tmp_path / "err.log"
+    term = Terminal([str(LOTTO), "--store", str(tmp_path / "store"), *TINY], cwd=tmp_path, stderr=log)
+    try:
+        wait_for(lambda: b"4 History" in term.output, timeout=60)  # the panel tabs are drawn
+        term.send(b"q")
+        assert term.proc.wait(timeout=30) == 0
+    finally:
+        term.close()
+    assert b"\x1b[" in term.output  # drawn with escape sequences, on the pty
+    assert b"History" not in log.read_bytes() and b"\x1b[" not in log.read_bytes()
+    assert not (tmp_path / "store").exists()  # nothing ran
+
+
+def test_without_a_terminal_on_stdout_or_stderr_it_says_so_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    master, slave = pty.openpty()  # keys could come in: only the screen is missing
+    try:
+        done = subprocess.run(
+            [str(LOTTO), "--store", str(tmp_path / "store")], cwd=tmp_path, stdin=slave,
+            capture_output=True, timeout=60,
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert done.returncode == 2
+    assert done.stdout == b""
+    assert done.stderr.decode().splitlines() == [
+        "lotto-tui: the explorer needs a terminal; use --batch for scripts and pipes"
+    ]
+    assert not (tmp_path / "store").exists()
