@@ -18,9 +18,11 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import textual.constants
 
 from lotto_engine.config import load_config
 from lotto_engine.plan import Job, build_plan
@@ -42,7 +44,7 @@ KEEP_BIAS = {
     "magnitude": (2.2, 1.3, 1.1, 0.95, 0.85, 1.8),
     "grasp": (1.5, 1.2, 1.0, 1.0, 0.9, 1.3),
 }
-DENSE_VAL = {"relu": 0.9567, "tanh": 0.9444, "sigmoid": 0.8611}
+DENSE_VAL = {"relu": 0.9567, "tanh": 0.9444, "sigmoid": 0.1028}  # sigmoid: at chance, as in the demo
 DROP = {  # val accuracy lost by pruning, at 0.5 / 0.8 / 0.9 sparsity
     "magnitude": {0.5: 0.0028, 0.8: 0.0111, 0.9: 0.0306},
     "grasp": {0.5: 0.0083, 0.8: 0.0250, 0.9: 0.0583},
@@ -52,7 +54,14 @@ ACT_SHIFT = {"relu": 0.0, "tanh": 0.02, "sigmoid": 0.04}
 
 FAILED = ("tanh", "grasp", 0.9)
 DIVERGED = ("sigmoid", "magnitude", 0.9)
-PENDING = {("sigmoid", "grasp", 0.8), ("sigmoid", "grasp", 0.9)}
+PENDING = {("tanh", "magnitude", 0.8), ("tanh", "magnitude", 0.9)}
+# Health flags as the demo shows them: sigmoid never leaves chance; relu/grasp 0.5 blows
+# up first; sigmoid/grasp at 0.8 and 0.9 removes every weight of conv1 and conv2.
+EXPLODED = ("relu", "grasp", 0.5)
+COLLAPSED = {("sigmoid", "grasp", 0.8), ("sigmoid", "grasp", 0.9)}
+# Two thread counts in one experiment: the results panel says the numerics are mixed.
+NUMERICS = {"relu": {"device": "cpu", "precision": "fp32", "threads": 1}}
+DEFAULT_NUMERICS = {"device": "cpu", "precision": "fp32", "threads": 2}
 
 
 def curve(final_val: float, epochs: int, seconds: float, *, diverge_at: int | None = None) -> list[EpochMetrics]:
@@ -69,15 +78,38 @@ def curve(final_val: float, epochs: int, seconds: float, *, diverge_at: int | No
     return out
 
 
-def mask_layers(method: str, sparsity: float) -> list[LayerSparsity]:
+def mask_layers(method: str, sparsity: float, *, collapse: bool = False) -> list[LayerSparsity]:
     total = sum(n for _, n in LAYERS)
     keep = 1 - sparsity
     kept = [min(n, round(n * keep * bias)) for (_, n), bias in zip(LAYERS, KEEP_BIAS[method])]
+    if collapse:  # conv1 and conv2 lose every weight
+        kept[0] = kept[1] = 0
     kept[4] += round(total * keep) - sum(kept)  # fc1 takes up the rounding: the cut is exact
     return [LayerSparsity(name, n, k) for (name, n), k in zip(LAYERS, kept)]
 
 
+def flags_for(job: Job, val: float | None) -> tuple[str, ...]:
+    """The flags the engine would give this made-up run (the numbers agree with them)."""
+    point = (job.activation, job.method, job.sparsity)
+    flags = []
+    if val is not None and val < 0.2:
+        flags.append("chance_level")
+    if point == EXPLODED:
+        flags.append("loss_exploded")
+    if point in COLLAPSED:
+        flags.append("layer_collapse")
+    return tuple(flags)
+
+
 def result_for(job: Job, config) -> RunResult:
+    result = made_up_result(job, config)
+    if result.status in ("done", "diverged"):
+        result.flags = flags_for(job, result.val_acc)
+    result.numerics = NUMERICS.get(job.activation, DEFAULT_NUMERICS)
+    return result
+
+
+def made_up_result(job: Job, config) -> RunResult:
     point = (job.activation, job.method, job.sparsity)
     if job.kind == "dense":
         val = DENSE_VAL[job.activation]
@@ -87,7 +119,7 @@ def result_for(job: Job, config) -> RunResult:
             test_acc=round(val - 0.0061, 4), actual_sparsity=0.0,
             layers=[LayerSparsity(name, n, n) for name, n in LAYERS], wall_time=2.31,
         )
-    layers = mask_layers(job.method, job.sparsity)
+    layers = mask_layers(job.method, job.sparsity, collapse=point in COLLAPSED)
     actual = 1 - sum(layer.kept for layer in layers) / sum(layer.numel for layer in layers)
     if point == FAILED:
         return RunResult(status="failed", error="FloatingPointError: grasp scores are not finite for conv1.weight",
@@ -99,9 +131,13 @@ def result_for(job: Job, config) -> RunResult:
             best_val_acc=max(p.val_acc for p in points), actual_sparsity=actual, layers=layers,
             wall_time=0.58, error="loss became NaN or infinite",
         )
-    scale = 2.0 if job.activation == "sigmoid" else 1.0
-    val = round(DENSE_VAL[job.activation] - scale * DROP[job.method][job.sparsity], 4)
+    if job.activation == "sigmoid" or point == EXPLODED:  # at chance: 0.0972 to 0.1028
+        val = round(0.0972 + 0.0028 * (job.sparsity * 10 % 3), 4)
+    else:
+        val = round(DENSE_VAL[job.activation] - DROP[job.method][job.sparsity], 4)
     points = curve(val, config.train.pruned_epochs, 0.11)
+    if point == EXPLODED:  # the first epoch's loss far above 10 x ln 10, as measured in the demo
+        points[0] = replace(points[0], train_loss=74.6)
     return RunResult(
         status="done", curve=points, val_acc=val, best_val_acc=max(p.val_acc for p in points),
         test_acc=round(val - 0.0083, 4), actual_sparsity=actual, layers=layers,
@@ -179,12 +215,24 @@ async def show_panel(pilot, panel: str) -> None:  # type: ignore[no-untyped-def]
     await pilot.wait_for_scheduled_animations()
 
 
+def pin_colours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshots are in colour whatever the user's environment says: Textual reads
+    NO_COLOR when the app is created (so clearing it here is enough) and its TEXTUAL_*
+    settings when it is imported (so those are pinned on the module)."""
+    for name in ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(textual.constants, "FILTERS", "")
+    monkeypatch.setattr(textual.constants, "COLOR_SYSTEM", "auto")
+
+
 @pytest.mark.parametrize("size", list(SIZES))
 @pytest.mark.parametrize("panel", list(PANELS))
 def test_panel_snapshot(panel: str, size: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, snap_compare) -> None:
     """One panel of the explorer over a fixed demo store: 19 of 21 jobs run (one failed,
-    one diverged), two pending; an older one-activation experiment in the history."""
+    one diverged, eleven flagged), two pending; an older one-activation experiment in
+    the history."""
     monkeypatch.chdir(workdir)
+    pin_colours(monkeypatch)
     app = create_app(load_config(preset="demo", overrides=CONFIG))
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
