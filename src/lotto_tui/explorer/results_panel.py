@@ -165,7 +165,8 @@ class ResultsPanel(Widget):
     def on_resize(self) -> None:
         if self._table_wide is not None and self._table_wide != self.wide:
             self._drawn.discard("tab-table")  # the other column set
-            self._draw_tab(str(self.query_one("#result-tabs", TabbedContent).active))
+            # after the resize is laid out: a table rebuilt inside it keeps stale header widths
+            self.call_after_refresh(self._draw_tab, str(self.query_one("#result-tabs", TabbedContent).active))
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.tabbed_content.id == "result-tabs" and event.pane.id:
