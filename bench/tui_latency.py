@@ -26,7 +26,7 @@ Keys (``--keys``):
   this picks ``panels``.
 - ``panels``: alternate ``4`` (history) and ``2`` (jobs). A sample is done when the
   pane shows the target panel (history: its ``space mark`` hint; jobs: the table
-  header ``activation  method``). This works while the grid trains, when the screen
+  header ``act  method  target  status``). This works while the grid trains, when the screen
   also changes by itself.
 - ``down``: alternate ``down`` and ``up`` in the jobs table, captured with
   ``capture-pane -e`` (escape sequences): a sample is done when the highlighted line
@@ -79,7 +79,7 @@ from typing import Callable
 
 ESC = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 HISTORY_MARK = "space mark"  # the history panel's hint line
-JOBS_MARK = "activation  method"  # the jobs table's header
+JOBS_MARK = re.compile(r" act +method +target +(?:seed +)?status ")  # the jobs table's header
 
 
 class Tmux:
@@ -162,22 +162,22 @@ class PanelKeys:
 
     def prepare(self, tmux: Tmux) -> None:
         tmux.keys("2")
-        wait_for(tmux, lambda s: JOBS_MARK in s and HISTORY_MARK not in s, 10)
+        wait_for(tmux, lambda s: JOBS_MARK.search(s) and HISTORY_MARK not in s, 10)
         self.next = "4"
 
     def step(self) -> tuple[str, Callable[[str], bool]]:
         key = self.next
         self.next = "2" if key == "4" else "4"
         if key == "4":
-            return key, lambda s: HISTORY_MARK in s and JOBS_MARK not in s
-        return key, lambda s: JOBS_MARK in s and HISTORY_MARK not in s
+            return key, lambda s: HISTORY_MARK in s and not JOBS_MARK.search(s)
+        return key, lambda s: JOBS_MARK.search(s) and HISTORY_MARK not in s
 
     @staticmethod
     def running(screen: str) -> bool | None:
         """Whether the jobs summary says a job runs (None: jobs panel not shown)."""
-        if JOBS_MARK not in screen:
+        if not JOBS_MARK.search(screen):
             return None
-        return " running" in screen.split(JOBS_MARK)[0]
+        return " running" in JOBS_MARK.split(screen)[0]
 
 
 class CursorKeys:
@@ -204,7 +204,7 @@ class CursorKeys:
         """Show the jobs panel; the first time (idle), learn what the cursor line looks
         like: press down once and see which two lines changed."""
         tmux.keys("2")
-        wait_for(tmux, lambda s: JOBS_MARK in plain(s), 10, self.escapes)
+        wait_for(tmux, lambda s: JOBS_MARK.search(plain(s)), 10, self.escapes)
         time.sleep(0.5)
         if self.signature:
             self.row = self.cursor_row(tmux.capture(self.escapes))
@@ -217,7 +217,7 @@ class CursorKeys:
         time.sleep(0.3)
         after = tmux.capture(self.escapes)
         old, new = self._lines(before), self._lines(after)
-        moved = [i for i, (a, b) in enumerate(zip(old, new)) if a != b and JOBS_MARK not in plain(b)]
+        moved = [i for i, (a, b) in enumerate(zip(old, new)) if a != b and not JOBS_MARK.search(plain(b))]
         if len(moved) < 2:
             raise RuntimeError("down did not visibly move the jobs table cursor")
         # the new cursor line is the later one (we pressed down); its leading escapes are the look
@@ -245,15 +245,15 @@ class CursorKeys:
     @staticmethod
     def running(screen: str) -> bool | None:
         text = plain(screen)
-        if JOBS_MARK not in text:
+        if not JOBS_MARK.search(text):
             return None
-        return " running" in text.split(JOBS_MARK)[0]
+        return " running" in JOBS_MARK.split(text)[0]
 
 
 def plain_down_moves(tmux: Tmux) -> bool:
     """Does ``down`` change a plain capture of the jobs panel?"""
     tmux.keys("2")
-    wait_for(tmux, lambda s: JOBS_MARK in s, 10)
+    wait_for(tmux, lambda s: JOBS_MARK.search(s), 10)
     time.sleep(0.5)
     before = tmux.capture()
     tmux.keys("Down")
@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             t_run = time.perf_counter()
             tmux.keys("r")
             try:
-                wait_for(tmux, lambda s: " running" in plain(s).split(JOBS_MARK)[0], 30, mode.escapes)
+                wait_for(tmux, lambda s: " running" in JOBS_MARK.split(plain(s))[0], 30, mode.escapes)
             except TimeoutError as err:
                 print("tui_latency: the grid did not start; last screen:\n" + str(err), file=sys.stderr)
                 return 1
@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             result["run_samples"] = run
             result["run_samples_s"] = round(time.perf_counter() - t_run, 1)
             screen = plain(tmux.capture(mode.escapes))
-            running_at_quit = " running" in screen.split(JOBS_MARK)[0] if JOBS_MARK in screen else None
+            running_at_quit = " running" in JOBS_MARK.split(screen)[0] if JOBS_MARK.search(screen) else None
             result["loadavg_end_of_run_samples"] = os.getloadavg()
 
         # quit: "q" (a running job is cancelled first) and time the exit
