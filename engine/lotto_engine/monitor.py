@@ -35,6 +35,7 @@ class JobRow:
     run_id: int | None = None
     error: str | None = None
     reused: bool = False  # adopted from another experiment
+    flags: tuple[str, ...] = ()  # health flags of the latest attempt (lotto_engine.health)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def grid_progress(
             elapsed, eta, val = run.wall_time, None, run.val_acc
             done_epochs += epochs if run.status in ("done", "diverged", "failed") else recorded
         rows.append(
-            JobRow(job, run.status, recorded, epochs, val, elapsed, eta, run.id, run.error, run.reused_from is not None)
+            JobRow(job, run.status, recorded, epochs, val, elapsed, eta, run.id, run.error,
+                   run.reused_from is not None, run.flags)
         )
     remaining = total_epochs - done_epochs
     at_once = max(1, sum(row.status == "running" for row in rows))  # run.parallel trains several

@@ -261,14 +261,8 @@ class ExplorerApp(App[int]):
             progress = grid_progress(reader, self.view_config, self.plan, self.experiment_id)
             self.last_progress = progress
             title = f"experiment {self.experiment_id}" if self.experiment_id else "new experiment (not run yet)"
-            self.jobs.show(progress, device=self.device, title=title, flags=self._run_flags(reader))
+            self.jobs.show(progress, device=self.device, title=title)
         self._refresh_stale_panels()
-
-    def _run_flags(self, reader: Store | None) -> dict[int, tuple[str, ...]]:
-        """Health flags of the shown experiment's runs, by run id, as the store keeps them."""
-        if reader is None or self.experiment_id is None:
-            return {}
-        return {run.id: run.flags for run in reader.runs(self.experiment_id)}
 
     def _refresh_stale_panels(self) -> None:
         panel = self.panel

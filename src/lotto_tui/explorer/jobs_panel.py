@@ -21,9 +21,6 @@ COLUMNS = (("activation", "act"), ("method", "method"), ("target", "target"), ("
            ("ETA", "ETA"), ("health", "health"))
 #: Marks a job whose finished run was adopted from an earlier experiment (help explains it).
 REUSED_MARK = "*"
-#: Flags of a run, keyed by run id, as the store holds them (lotto_engine.health).
-RunFlags = dict[int, tuple[str, ...]]
-
 
 #: Panel width (cells) from which health cells keep several flags on one line.
 ONE_LINE_FROM = 110
@@ -39,16 +36,14 @@ def column_keys(seeds: bool) -> tuple[str, ...]:
     return tuple(key for key, _ in COLUMNS if seeds or key != "seed")
 
 
-def row_cells(
-    row: JobRow, flags: tuple[str, ...] = (), *, seeds: bool = True, wrap: bool = True
-) -> tuple[Text | str, ...]:
+def row_cells(row: JobRow, *, seeds: bool = True, wrap: bool = True) -> tuple[Text | str, ...]:
     """A jobs-table row in :func:`column_keys` order; health only once the job has a run."""
     job = row.job
     style = STATUS_STYLE.get(row.status, "")
     status = row.status + (REUSED_MARK if row.reused else "")
     method = "dense" if job.kind == "dense" else job.method
     target = "-" if job.kind == "dense" else f"{job.sparsity:g}"
-    health: Text | str = health_cell(flags, wrap=wrap) if row.status in ("done", "diverged") else "-"
+    health: Text | str = health_cell(row.flags, wrap=wrap) if row.status in ("done", "diverged") else "-"
     values: dict[str, Text | str] = {
         "activation": job.activation, "method": method, "target": target, "seed": str(job.seed),
         "status": Text(status, style=style), "epoch": f"{row.epoch}/{row.epochs}", "val %": pct(row.val_acc),
@@ -83,7 +78,6 @@ class JobsPanel(Widget):
         self._shown: dict[str, tuple[Text | str, ...]] = {}
         self._seeds = False  # whether the table has a seed column
         self._rows: tuple[JobRow, ...] = ()
-        self._flags: RunFlags = {}
 
     def compose(self) -> ComposeResult:
         yield Static("Loading the engine…", id="jobs-summary")
@@ -116,7 +110,7 @@ class JobsPanel(Widget):
         for key in column_keys(self._seeds):
             table.add_column(headers[key], key=key)
 
-    def show(self, progress: GridProgress, *, device: str, title: str, flags: RunFlags | None = None) -> None:
+    def show(self, progress: GridProgress, *, device: str, title: str) -> None:
         """Bring the summary, the grid bar and the table up to date."""
         counts = progress.counts
         parts = [f"{counts[s]} {s}" for s in ("done", "running", "failed", "diverged", "cancelled", "pending")
@@ -128,7 +122,7 @@ class JobsPanel(Widget):
         bar.update(total=max(progress.epochs_total, 1), progress=progress.epochs_done)
         eta = f" · ETA {duration(progress.eta)}" if progress.running is not None else ""
         self.query_one("#grid-bar-text", Static).update(f"{progress.epochs_done}/{progress.epochs_total} epochs{eta}")
-        self._fill(progress.rows, flags or {})
+        self._fill(progress.rows)
         running = progress.running
         if running is None:
             self.show_job("", 0, 1)
@@ -147,21 +141,17 @@ class JobsPanel(Widget):
         self.query_one("#job-row").display = bool(text)  # no empty bar while idle
 
     def on_resize(self) -> None:
-        self._fill(self._rows, self._flags)  # health cells wrap on narrow screens only
+        self._fill(self._rows)  # health cells wrap on narrow screens only
 
-    def _fill(self, rows: tuple[JobRow, ...], flags: RunFlags) -> None:
-        self._rows, self._flags = rows, flags
+    def _fill(self, rows: tuple[JobRow, ...]) -> None:
+        self._rows = rows
         table = self.table
         keys = [row.job.key for row in rows]
         seeds = len({row.job.seed for row in rows}) > 1
         wrap = self.size.width < ONE_LINE_FROM
         current = [k.value for k in table.rows]
 
-        def cells(row: JobRow) -> tuple[Text | str, ...]:
-            run_flags = flags.get(row.run_id, ()) if row.run_id is not None else ()
-            return row_cells(row, run_flags, seeds=seeds, wrap=wrap)
-
-        fresh = {row.job.key: cells(row) for row in rows}
+        fresh = {row.job.key: row_cells(row, seeds=seeds, wrap=wrap) for row in rows}
         # A new health cell (the last column) can change a row's height, which only a
         # rebuild measures.
         reshaped = any(self._shown.get(k, fresh[k])[-1] != fresh[k][-1] for k in keys)
