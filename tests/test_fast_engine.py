@@ -13,7 +13,7 @@ import torch
 
 from lotto_engine import devices
 from lotto_engine.config import load_config
-from lotto_engine.data import load_dataset
+from lotto_engine.data import Split, load_dataset
 from lotto_engine.errors import DeviceError
 from lotto_engine.events import EpochFinished, GridStarted, JobFailed, JobFinished, JobStarted, Notice
 from lotto_engine.models import build_model
@@ -23,17 +23,7 @@ from lotto_engine.step import CaptureUnsupported, GraphedSgdStep, StepCache, gra
 from lotto_engine.store import Store
 from lotto_engine.training import TrainOutcome, lr_at, run_epochs, train
 
-TINY = [
-    "model.width=4", "model.hidden=16", "run.threads=1",
-    "train.dense_epochs=2", "train.pruned_epochs=2", "train.batch_size=64",
-]
-LEARNS = [*TINY, "model.width=8", "train.lr=0.05", 'train.lr_schedule="cosine"', "train.weight_decay=0.001"]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    torch.set_num_threads(1)
-    return load_dataset(load_config(preset="demo").data)
+from conftest import LEARNS, TINY
 
 
 def masked_model(cfg, digits, activation="relu", sparsity=0.8):
@@ -64,25 +54,56 @@ def curve(outcome: TrainOutcome) -> list[tuple[float, float, float, float]]:
 def test_the_graph_step_trains_like_the_plain_path_and_keeps_masked_weights_zero(digits, extra):
     cfg = load_config(preset="demo", overrides=[*LEARNS, *extra])
     plain_model, masks = masked_model(cfg, digits, sparsity=0.5)
-    plain = train(plain_model, digits.train, digits.val, cfg.train, epochs=4, seed=1, masks=masks)
+    plain = train(plain_model, digits.train, digits.val, cfg.train, epochs=4, seed=1, masks=masks,
+                  snapshot_epochs=(1,))
 
     model, masks = masked_model(cfg, digits, sparsity=0.5)
     step = step_for(model, masks, cfg, digits)
     seen = []
     fast = TrainOutcome("done")
-    run_epochs(step, model, digits.train, digits.val, cfg.train, fast, epochs=4, seed=1,
+    run_epochs(step, model, digits.train, digits.val, cfg.train, fast, epochs=4, seed=1, snapshot_epochs=(1,),
                on_epoch=lambda m: seen.append(float(step.lr)))
 
-    assert plain.curve[-1].val_acc > 0.5  # this setup learns, so the comparison means something
-    # the fused SGD update rounds once, the graph step twice: equal to float rounding
-    for a, b in zip(curve(plain), curve(fast), strict=True):
-        assert b == pytest.approx(a, rel=1e-4, abs=1e-4)
+    # this setup learns (chance is 0.1), so the comparison means something
+    assert plain.curve[-1].val_acc > 0.5 and fast.curve[-1].val_acc > 0.5
+    # The fused SGD update rounds once, the graph step twice: the first epoch's 21 steps
+    # agree to float rounding (measured 3e-7 relative on AVX-512 and AVX2 kernels), so
+    # 1e-3 on its losses and 1e-4 on its weights. Later epochs are not compared to
+    # rounding: there a difference of 1e-7 grows to ReLU units and predictions that
+    # flip (on AVX2 kernels, 3 of 4 metrics of epoch 2 are off by more than 1e-4).
+    (first_plain, first_fast) = (plain.curve[0], fast.curve[0])
+    assert first_fast.train_loss == pytest.approx(first_plain.train_loss, rel=1e-3)
+    assert first_fast.val_loss == pytest.approx(first_plain.val_loss, rel=1e-3)
+    one_image = 1 / len(digits.val)  # at most one prediction may flip on the way
+    assert abs(first_fast.val_acc - first_plain.val_acc) <= one_image
+    for name, weights in plain.snapshots[1].items():
+        assert float((fast.snapshots[1][name] - weights).norm()) <= 1e-4 * float(weights.norm()), name
     params = dict(model.named_parameters())
     assert all(bool((params[n].detach()[~m] == 0).all()) for n, m in masks.items())
-    for n, p in plain_model.named_parameters():
-        assert torch.allclose(p, params[n], atol=1e-4), n
     # the schedule reaches the graph through the lr tensor, epoch by epoch
     assert seen == pytest.approx([lr_at(cfg.train, e, 4) for e in range(4)])
+
+
+@pytest.mark.parametrize("extra", [[], ["train.momentum=0.0", "train.weight_decay=0.0"]], ids=["momentum", "plain"])
+def test_across_epochs_the_graph_step_keeps_its_state_like_the_plain_path(digits, extra):
+    """What carries from one epoch to the next (momentum, weights, the lr) matches the
+    plain path over three short epochs of 3 batches: 9 steps leave rounding differences
+    near where they start (measured <= 4e-7 relative over seeds 0-2 on AVX-512 and AVX2
+    kernels; with a partial fourth batch one AVX2 run reached 1.3e-4, a ReLU unit
+    flipping). 1e-3 covers that, while forgetting momentum at an epoch moves the
+    losses by 1e-2 and the weights by 0.4."""
+    cfg = load_config(preset="demo", overrides=[*LEARNS, *extra])
+    short = Split(digits.train.x[:192], digits.train.y[:192])
+    plain_model, masks = masked_model(cfg, digits, sparsity=0.5)
+    plain = train(plain_model, short, digits.val, cfg.train, epochs=3, seed=1, masks=masks)
+    model, masks = masked_model(cfg, digits, sparsity=0.5)
+    fast = TrainOutcome("done")
+    run_epochs(step_for(model, masks, cfg, digits), model, short, digits.val, cfg.train, fast, epochs=3, seed=1)
+    for a, b in zip(plain.curve, fast.curve, strict=True):
+        assert (b.train_loss, b.val_loss) == pytest.approx((a.train_loss, a.val_loss), rel=1e-3), a.epoch
+    params = dict(model.named_parameters())
+    for name, weights in plain_model.named_parameters():
+        assert float((params[name] - weights).detach().norm()) <= 1e-3 * float(weights.detach().norm()), name
 
 
 def test_a_cached_step_loaded_with_a_new_run_trains_exactly_like_a_fresh_step(digits):
@@ -156,7 +177,8 @@ def test_train_with_cuda_graphs_replays_full_batches_and_reuses_the_step_across_
 
     def run(sparsity, graphs, step_cache):
         model, masks = masked_model(cfg, digits, sparsity=sparsity)
-        out = train(model, digits.train, digits.val, cfg.train, epochs=2, seed=5, masks=masks,
+        # one epoch: eager and replayed steps agree to rounding before differences compound
+        out = train(model, digits.train, digits.val, cfg.train, epochs=1, seed=5, masks=masks,
                     cuda_graphs=graphs, step_cache=step_cache)
         assert out.notes == []
         params = dict(model.named_parameters())  # the trained weights came back to the model
@@ -167,12 +189,12 @@ def test_train_with_cuda_graphs_replays_full_batches_and_reuses_the_step_across_
     first = run(0.5, True, cache)
     assert len(captured) == 1
     full, partial = divmod(len(digits.train), cfg.train.batch_size)
-    assert partial and captured[0].graph.replays == 2 * full  # the last partial batch ran eagerly
+    assert partial and captured[0].graph.replays == full  # the last partial batch ran eagerly
     for a, b in zip(eager[0], first[0], strict=True):
         assert b == pytest.approx(a, rel=1e-4, abs=1e-4)
 
     second = run(0.8, True, cache)  # same architecture, another mask: the cached step again
-    assert len(captured) == 1 and captured[0].graph.replays == 4 * full
+    assert len(captured) == 1 and captured[0].graph.replays == 2 * full
     fresh = run(0.8, True, StepCache())  # a step of its own
     assert len(captured) == 2
     assert second[0] == fresh[0] and all(torch.equal(a, b) for a, b in zip(second[1], fresh[1]))
@@ -361,7 +383,7 @@ def test_compile_trains_one_job_at_a_time_and_says_so(tmp_path):
 def test_cancel_stops_every_slot_and_a_resume_finishes_the_grid(tmp_path):
     cfg = load_config(preset="demo", overrides=[
         *TINY, 'grid.activations=["relu","tanh"]', 'grid.methods=["magnitude"]', "grid.sparsities=[0.8]",
-        "train.dense_epochs=30", "run.parallel=2",
+        "train.dense_epochs=30", "data.subset=240", "run.parallel=2",  # many short epochs: cancel lands mid-run
     ])
     cancel = threading.Event()
 
