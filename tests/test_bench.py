@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "throughput.py"
 
 
@@ -30,6 +32,7 @@ def test_benchmark_runs_both_loops_and_writes_its_json(tmp_path):
     assert "ratio" in proc.stdout
 
 
+@pytest.mark.slow  # ~5 s; run.parallel itself is covered fast in test_fast_engine.py
 def test_benchmark_runs_parallel_engine_jobs(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
@@ -44,6 +47,7 @@ def test_benchmark_runs_parallel_engine_jobs(tmp_path):
     assert result["masked_weights_zero"] is True and result["engine_status"] == "done"
 
 
+@pytest.mark.slow  # ~3 s; a benchmark script, no engine or client module of its own
 def test_lockstep_benchmark_runs(tmp_path):
     out = tmp_path / "lockstep.json"
     proc = subprocess.run(

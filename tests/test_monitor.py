@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lotto_engine.config import load_config
 from lotto_engine.events import EpochFinished, JobStarted
 from lotto_engine.monitor import experiment_plan, grid_progress
 from lotto_engine.plan import build_plan
@@ -17,15 +16,14 @@ from lotto_engine.results import mean_curves
 from lotto_engine.runner import Runner
 from lotto_engine.store import Store
 
-TINY = [
-    'grid.activations=["relu"]', 'grid.methods=["magnitude"]', "grid.sparsities=[0.5, 0.8]",
-    "train.dense_epochs=3", "train.pruned_epochs=2", "model.width=4", "model.hidden=16",
-    "run.threads=1", "run.device='cpu'",
-]
+from conftest import tiny_config
+
+# two pruned jobs and epochs of unequal count, so counts and ETAs tell them apart
+GRID = ("grid.sparsities=[0.5, 0.8]", "train.dense_epochs=3", "train.pruned_epochs=2")
 
 
 def tiny(*extra: str):
-    return load_config(preset="demo", overrides=[*TINY, *extra])
+    return tiny_config(*GRID, *extra)
 
 
 def test_epochs_and_masks_are_readable_by_another_connection_while_the_job_runs(tmp_path):
