@@ -511,7 +511,7 @@ def test_an_unexpected_internal_error_is_one_line_with_exit_70(monkeypatch, caps
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
     assert cli.main(["--batch"]) == cli.EXIT_INTERNAL == 70
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"lotto-tui: internal error: RuntimeError: disk on fire second line "
+    assert err == [f"lotto-tui: internal error: RuntimeError: disk on fire "  # its first line only
                    f"(finished runs are saved; set {cli.DEBUG_ENV}=1 for the traceback)"]
     monkeypatch.setenv(cli.DEBUG_ENV, "1")
     with pytest.raises(RuntimeError):

@@ -3,12 +3,16 @@
 On a terminal it shows rich progress bars (the grid and the current job); otherwise
 it prints one plain line per epoch. NO_COLOR is honoured. Ctrl-C cancels cleanly (the
 job in flight is recorded as cancelled, the store stays consistent, exit 130); a
-second Ctrl-C stops at once. Never imports textual.
+second Ctrl-C stops at once, and so does one during the final report (every run is
+stored by then). A reader that goes away (``| head``) is an interruption too: the
+job in flight is cancelled and the exit code is 141, as for a writer killed by
+SIGPIPE. Never imports textual.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -18,14 +22,25 @@ from typing import IO, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from .cli import EXIT_FAILED_RUNS, EXIT_INTERRUPTED, EXIT_OK
 from .commands import config_from_options, print_error
-from .formatting import peak_memory
+from .formatting import flag_counts, health_style, health_text, mixed_numerics, peak_memory, printable
+
+#: The reader of standard output went away (``| head``): 128 + SIGPIPE, as a shell
+#: reports a writer that SIGPIPE killed.
+EXIT_OUTPUT_CLOSED = 141
+
+
+def _flagged(result: Any) -> str:
+    """`` flagged !chance,collapse`` after a finished job that did not really train."""
+    return f"  flagged {health_text(result.flags)}" if getattr(result, "flags", ()) else ""
 
 
 def _fmt_result(job: Any, result: Any) -> str:
-    parts = [f"{result.status:<9}", job.label]
+    """A finished job's line (without its health mark, see :func:`_flagged`)."""
+    parts = [f"{result.status:<9}", printable(job.label)]
     if result.val_acc is not None:
         parts.append(f"val_acc={result.val_acc:.4f}")
     if result.test_acc is not None:
@@ -36,7 +51,7 @@ def _fmt_result(job: Any, result: Any) -> str:
         parts.append(f"D={result.stability:.4f}")
     parts.append(f"({result.wall_time:.1f}s)")
     if result.error and result.status != "done":
-        parts.append(f"- {result.error}")
+        parts.append(f"- {printable(result.error)}")
     return "  ".join(parts)
 
 
@@ -76,12 +91,14 @@ class PlainReporter:
             )
         elif isinstance(event, ev.JobFinished):
             self.finished += 1
-            self._print(f"[{self.finished}/{self.total}] {_fmt_result(event.job, event.result)}")
+            self._print(f"[{self.finished}/{self.total}] {_fmt_result(event.job, event.result)}"
+                        f"{_flagged(event.result)}")
         elif isinstance(event, ev.JobFailed):
             self.finished += 1
-            self._print(f"[{self.finished}/{self.total}] failed    {event.job.label}  - {event.error}")
+            self._print(f"[{self.finished}/{self.total}] failed    {printable(event.job.label)}  "
+                        f"- {printable(event.error)}")
         elif isinstance(event, ev.Notice):
-            self._print(f"note: {event.message}")
+            self._print(f"note: {printable(event.message)}")
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
@@ -114,23 +131,27 @@ class RichReporter:
         if isinstance(event, ev.GridStarted):
             todo = len(event.jobs) - len(event.skipped)
             self.progress.update(self.grid, total=todo, description=f"experiment {event.experiment_id}")
-            self.console.print(_grid_line(event))
+            self.console.print(Text(_grid_line(event)))
         elif isinstance(event, ev.JobStarted):
             total = event.epochs * event.batches_per_epoch
             self.jobs[event.job.key] = self.progress.add_task(event.job.label, total=total)
         elif isinstance(event, ev.BatchProgress) and event.job.key in self.jobs:
             self.progress.update(self.jobs[event.job.key], completed=(event.epoch - 1) * event.batches + event.batch)
         elif isinstance(event, ev.Notice):
-            self.console.print(f"[yellow]note:[/] {event.message}", highlight=False)
+            self.console.print(Text.assemble(("note:", "yellow"), f" {printable(event.message)}"))
         elif isinstance(event, ev.JobFinished):
             self._drop(event.job.key)
             self.progress.advance(self.grid)
             style = {"done": "green", "diverged": "magenta", "cancelled": "yellow"}.get(event.result.status, "red")
-            self.console.print(f"[{style}]{_fmt_result(event.job, event.result)}[/]", highlight=False)
+            line = Text(_fmt_result(event.job, event.result), style=style)
+            if event.result.flags:  # the words say it; the style only underlines them
+                line.append("  ").append(_flagged(event.result).strip(), style=health_style(event.result.flags))
+            self.console.print(line)
         elif isinstance(event, ev.JobFailed):
             self._drop(event.job.key)
             self.progress.advance(self.grid)
-            self.console.print(f"[bold red]failed[/]    {event.job.label}  - {event.error}", highlight=False)
+            self.console.print(Text.assemble(
+                ("failed", "bold red"), f"    {printable(event.job.label)}  - {printable(event.error)}"))
 
     def _drop(self, key: str) -> None:
         if key in self.jobs:
@@ -164,6 +185,61 @@ class _Interrupts:
             signal.signal(sig, handler)
 
 
+class _StopAtOnce:
+    """While the final report prints, Ctrl-C (or SIGTERM) stops it at once: every run
+    is stored by then, so there is nothing left to finish cleanly."""
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopAtOnce:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+class _OutputGuard:
+    """Passes events to the reporter; when the reader of standard output goes away
+    (BrokenPipeError), cancels the grid (the job in flight stops at its next batch and
+    is recorded ``cancelled``) and discards any further output."""
+
+    def __init__(self, reporter: Any, cancel: threading.Event) -> None:
+        self.reporter = reporter
+        self.cancel = cancel
+        self.closed = False
+
+    def __call__(self, event: Any) -> None:
+        if self.closed:
+            return
+        try:
+            self.reporter(event)
+        except BrokenPipeError:
+            self.output_closed()
+
+    def output_closed(self) -> None:
+        self.closed = True
+        self.cancel.set()
+        _discard_stdout()
+
+
+def _discard_stdout() -> None:
+    """Point standard output at the null device, so that what is still buffered (and
+    the flush at exit) cannot raise BrokenPipeError again."""
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, sys.stdout.fileno())
+        finally:
+            os.close(null)
+
+
 def batch_command(opts: argparse.Namespace) -> int:
     from lotto_engine.errors import LottoError
 
@@ -172,6 +248,7 @@ def batch_command(opts: argparse.Namespace) -> int:
         from lotto_engine.devices import execution
 
         execution(config.run)  # a bad device or setting stops here, before the store exists
+        read_data_before_the_store(config)  # so does a dataset that cannot be had
     except LottoError as err:
         print_error(str(err))
         return err.exit_code
@@ -184,43 +261,92 @@ def batch_command(opts: argparse.Namespace) -> int:
     console = Console(highlight=False, width=None if interactive else 120)
     reporter: PlainReporter | RichReporter = RichReporter(console) if interactive else PlainReporter(sys.stdout)
     cancel = threading.Event()
+    guard = _OutputGuard(reporter, cancel)
     started = time.perf_counter()
     summary = None
+    reporting = False
     try:
-        with Store(config.run.store) as store, _Interrupts(cancel, lambda m: print_error(m)):
-            runner = Runner(config, store, on_event=reporter, cancel=cancel)
-            try:
-                summary = runner.run()
-            finally:
-                reporter.close()
-            _report(console, store, summary.experiment_id, color=interactive and "NO_COLOR" not in os.environ)
+        with Store(config.run.store) as store:
+            with _Interrupts(cancel, lambda m: print_error(m)):
+                runner = Runner(config, store, on_event=guard, cancel=cancel)
+                try:
+                    summary = runner.run()
+                finally:
+                    _close(reporter, guard)
+            if guard.closed:
+                return _output_closed("the job in flight was cancelled; finished runs are saved, "
+                                      "run the same command to resume")
+            reporting = True
+            with _StopAtOnce():
+                _report(console, store, summary.experiment_id, color=interactive and "NO_COLOR" not in os.environ)
+                console.print(Text(_summary_line(summary, config.run.store, time.perf_counter() - started)))
     except LottoError as err:
-        reporter.close()
+        _close(reporter, guard)
         print_error(str(err))
         return err.exit_code
     except KeyboardInterrupt:
-        reporter.close()
-        print_error("interrupted; finished runs are saved, run the same command to resume")
+        _close(reporter, guard)
+        print_error("interrupted during the report; every run is saved (lotto-tui export shows them)" if reporting
+                    else "interrupted; finished runs are saved, run the same command to resume")
         return EXIT_INTERRUPTED
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
-    memory = peak_memory(summary.peak_memory)
-    console.print(f"experiment {summary.experiment_id}: {counts} ({time.perf_counter() - started:.1f}s); "
-                  f"store {config.run.store}" + (f"; {memory}" if memory else ""))
+    except BrokenPipeError:
+        guard.output_closed()
+        return _output_closed("every run is saved (lotto-tui export shows them)")
     if summary.cancelled:
         print_error("cancelled; finished runs are saved, run the same command to resume")
         return EXIT_INTERRUPTED
     return EXIT_OK if summary.ok else EXIT_FAILED_RUNS
 
 
+def _close(reporter: Any, guard: _OutputGuard) -> None:
+    """Stop the progress display; a reader gone by now is no error."""
+    try:
+        reporter.close()
+    except BrokenPipeError:
+        guard.output_closed()
+
+
+def _output_closed(what: str) -> int:
+    print_error(f"standard output was closed (the reader went away); {what}")
+    return EXIT_OUTPUT_CLOSED
+
+
+def _summary_line(summary: Any, store: str, seconds: float) -> str:
+    """The grid's last line: job counts, flagged jobs by flag, wall time, store, memory."""
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
+    flagged = flag_counts(summary.flags, summary.flagged)
+    memory = peak_memory(summary.peak_memory)
+    return (f"experiment {summary.experiment_id}: {counts}" + (f", {flagged}" if flagged else "")
+            + f" ({seconds:.1f}s); store {printable(store)}" + (f"; {memory}" if memory else ""))
+
+
+def read_data_before_the_store(config: Any) -> None:
+    """Read the dataset's raw files when the store does not exist yet, so that a start
+    that cannot get its data (no CIFAR-10, no network) fails before it makes an empty
+    store folder. The runner does the (larger) conversion itself."""
+    from pathlib import Path
+
+    from lotto_engine.data import DATASETS
+    from lotto_engine.store import DB_NAME
+
+    if (Path(config.run.store).expanduser() / DB_NAME).exists():
+        return
+    DATASETS[config.data.dataset](Path(config.data.root), config.data.download)
+
+
 def _report(console: Console, store: Any, experiment_id: int, *, color: bool) -> None:
-    from lotto_engine.results import summarize
+    from lotto_engine.results import numerics_in, summarize
 
     from .report import chart_texts, results_table
 
-    cells = summarize(store.runs(experiment_id))
+    runs = store.runs(experiment_id)
+    cells = summarize(runs)
     if not cells:
         return
-    console.print(results_table(cells, title=f"Experiment {experiment_id}"))
+    note = mixed_numerics(numerics_in(runs))
+    if note:
+        console.print(Text.assemble(("note:", "yellow" if color else ""), f" {note}"))
+    console.print(results_table(cells, title=f"Experiment {experiment_id}", width=console.width))
     width = max(60, min(console.width, 120))
     for text in chart_texts(store, experiment_id, width=width, color=color):
         # plotext output carries its own colour codes (or none): print it verbatim.

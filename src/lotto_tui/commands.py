@@ -6,18 +6,25 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .cli import EXIT_OK, EXIT_USAGE
+from .formatting import printable
 
 if TYPE_CHECKING:
     from lotto_engine.config import ExperimentConfig
+    from lotto_engine.records import ExperimentRecord, RunRecord
 
 
 def print_error(message: str) -> None:
-    for line in message.splitlines():
+    """One ``lotto-tui:`` line per problem (problems are joined by newlines), each with
+    its control characters escaped: an error quoting a crafted name stays one line."""
+    for line in str(message).split("\n"):
         if line.strip():
-            print(f"lotto-tui: {line}", file=sys.stderr)
+            try:
+                print(f"lotto-tui: {printable(line)}", file=sys.stderr, flush=True)
+            except (BrokenPipeError, ValueError):  # stderr is gone or closed: nothing can be said
+                return
 
 
 def config_from_options(opts: argparse.Namespace) -> ExperimentConfig:
@@ -77,28 +84,68 @@ def export_command(opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: ``experiments`` columns: (header, width; 0 = the rest of the line).
+EXPERIMENT_COLUMNS = (("id", 4), ("created", 25), ("dataset", 13), ("grid", 9), ("done", 9),
+                      ("flagged", 7), ("name", 0))
+
+
 def experiments_command(opts: argparse.Namespace) -> int:
     from lotto_engine.errors import LottoError
     from lotto_engine.store import Store
 
     try:
         with Store(opts.store, create=False) as store:
-            rows = []
-            for exp in store.experiments():
-                runs = store.runs(exp.id)
-                done = sum(r.status == "done" for r in runs)
-                cfg = exp.config
-                grid = cfg["grid"]
-                rows.append(
-                    f"{exp.id:>4}  {exp.created_at}  {cfg['data']['dataset']:<13} "
-                    f"{len(grid['activations'])}x{len(grid['methods'])}x{len(grid['sparsities'])}"
-                    f"x{len(grid['seeds'])}  {done:>4}/{len(runs):<4} done  {exp.name}"
-                )
+            rows = [experiment_row(exp, store.runs(exp.id)) for exp in store.experiments()]
     except LottoError as err:
         print_error(str(err))
         return err.exit_code
     if not rows:
         print("no experiments yet", file=sys.stderr)
     else:
-        print("\n".join(rows))
+        print("\n".join(_line(cells) for cells in [[h for h, _ in EXPERIMENT_COLUMNS], *rows]))
     return EXIT_OK
+
+
+def experiment_row(exp: ExperimentRecord, runs: list[RunRecord]) -> list[str]:
+    """One ``experiments`` row: done and flagged jobs against the jobs its plan holds
+    (an interrupted grid has recorded only some of them). Every text is printable."""
+    cfg = exp.config
+    grid = cfg.get("grid", {})
+    shape = "x".join(str(len(grid.get(k, ()))) for k in ("activations", "methods", "sparsities", "seeds"))
+    done = sum(r.status == "done" for r in runs)
+    flagged = sum(1 for r in runs if r.flags)
+    return [
+        str(exp.id), printable(exp.created_at), printable(cfg.get("data", {}).get("dataset", "?")), shape,
+        f"{done}/{planned_jobs(cfg, len(runs))}", str(flagged), printable(exp.name),
+    ]
+
+
+def planned_jobs(config: dict[str, Any], recorded: int) -> int:
+    """How many jobs the stored config plans (dense and pruned over every seed); from
+    the grid alone when the config no longer validates (written by another release)."""
+    from lotto_engine.config import ExperimentConfig
+    from lotto_engine.plan import build_plan
+    from pydantic import ValidationError
+
+    try:
+        return len(build_plan(ExperimentConfig.model_validate(config)))
+    except (ValidationError, ValueError, TypeError):
+        grid = config.get("grid", {})
+        try:
+            dense = len(grid["activations"]) * len(grid["seeds"])
+            return max(recorded, dense * (1 + len(grid["methods"]) * len(grid["sparsities"])))
+        except (KeyError, TypeError):
+            return recorded
+
+
+def _line(cells: list[str]) -> str:
+    """Cells padded to :data:`EXPERIMENT_COLUMNS` widths (numbers right-aligned)."""
+    parts = []
+    for (header, width), text in zip(EXPERIMENT_COLUMNS, cells):
+        if not width:
+            parts.append(text)
+        elif header in ("id", "done", "flagged"):
+            parts.append(text.rjust(width))
+        else:
+            parts.append(text.ljust(width))
+    return "  ".join(parts).rstrip()

@@ -3,8 +3,10 @@ number reads the same in both. Formatting only: every value comes from the engin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from lotto_engine.errors import escape_controls
+from lotto_engine.health import FLAGS
 from lotto_engine.results import Cell
 
 #: Rich styles by status, in the 16 named ANSI colours (no true colour assumed).
@@ -31,6 +33,38 @@ def health_text(flags: Sequence[str]) -> str:
 def health_style(flags: Sequence[str]) -> str:
     """Rich style of a health cell in the 16 named colours (the ``!`` carries it in monochrome)."""
     return "bold yellow reverse" if flags else "dim"
+
+
+def printable(text: object) -> str:
+    """``text`` safe to print: control characters (ESC, newline, BEL, ...) written as
+    escapes, so a crafted name or path can neither drive the terminal nor fake a line."""
+    return escape_controls(str(text))
+
+
+def flag_counts(flags: Mapping[str, int], flagged: int) -> str:
+    """``11 flagged: 6 chance_level, 2 loss_exploded`` for a summary line; '' when none."""
+    if not flagged:
+        return ""
+    named = ", ".join(f"{flags[f]} {f}" for f in FLAGS if flags.get(f))
+    return f"{flagged} flagged: {named}" if named else f"{flagged} flagged"
+
+
+def numerics_setting(numerics: Mapping[str, object]) -> str:
+    """One run's numerics as words: ``cpu fp32 2 threads``."""
+    threads = numerics.get("threads", "?")
+    unit = "thread" if threads == 1 else "threads"
+    return f"{numerics.get('device', '?')} {numerics.get('precision', '?')} {threads} {unit}"
+
+
+def mixed_numerics(numerics: Sequence[Mapping[str, object]]) -> str:
+    """The ``note:`` text when one table mixes runs made under different numerics
+    settings (their numbers can differ for that reason alone); '' when they agree."""
+    if len(numerics) < 2:
+        return ""
+    keys = ("device", "precision", "threads")
+    differ = [k for k in keys if len({str(n.get(k)) for n in numerics}) > 1]
+    settings = "; ".join(printable(numerics_setting(n)) for n in numerics)
+    return f"these runs mix {', '.join(differ) or 'settings'} ({settings}): their numbers can differ for that alone"
 
 
 RESULT_COLUMNS = ("activation", "method", "target", "actual", "val %", "best val %", "test %", "D", "n", "status")

@@ -4,28 +4,95 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from lotto_engine.results import Cell, mean_curves, summarize
 from lotto_engine.store import Store
 
 from . import charts
-from .formatting import RESULT_COLUMNS, cell_status, cell_values, ordered_cells
+from .formatting import RESULT_COLUMNS, cell_status, cell_values, health_style, health_text, ordered_cells, printable
 
-def results_table(cells: Sequence[Cell], title: str = "Results") -> Table:
-    """activation x method x sparsity: accuracies (%), actual sparsity, stability D."""
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for name in RESULT_COLUMNS:
-        justify = "left" if name in ("activation", "method", "status") else "right"
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+#: Columns of the narrow form: activation and method share one (it wraps between them).
+NARROW_COLUMNS = ("act method", "tgt", "act.sp", "val %", "best %", "test %", "D", "n", "status", "health")
+LEGEND = ("tgt target sparsity; act.sp actual mask sparsity; val/best/test accuracy in % (± std over seeds); "
+          "D stability; n runs done/recorded")
+#: Columns that hold words, not numbers: they may wrap (a number never does).
+WORDS = ("activation", "method", "act method", "status", "health")
+
+
+def results_table(cells: Sequence[Cell], title: str = "Results", *, width: int | None = None) -> Table:
+    """activation x method x sparsity: accuracies (%), actual sparsity, stability D, health.
+
+    Where the full form does not fit ``width`` without cutting a word, the narrow form
+    has short headers (a legend below says them), words wrap (the seed std under the mean, one flag or status a line) and
+    columns sit one space apart, so every number stays whole at 80 columns; where
+    even that is too wide, ``best %`` is left out (the legend says so)."""
+    table = _table(cells, title, (*RESULT_COLUMNS, "health"), narrow=False)
+    if width is None or _max_width(table, width) <= width:
+        return table
+    table = _table(cells, title, NARROW_COLUMNS, narrow=True)
+    if _min_width(table, width) > width:
+        table = _table(cells, title, tuple(c for c in NARROW_COLUMNS if c != "best %"), narrow=True)
+    return table
+
+
+def _table(cells: Sequence[Cell], title: str, columns: tuple[str, ...], *, narrow: bool) -> Table:
+    table = Table(title=title, title_justify="left", header_style="bold", caption_justify="left",
+                  **(dict(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0)) if narrow else {}))  # type: ignore[arg-type]
+    if narrow:
+        table.caption = LEGEND + ("" if "best %" in columns else "; best val % left out at this width")
+    for name in columns:
+        justify = "left" if name in WORDS else "right"
+        table.add_column(name, justify=justify, no_wrap=name not in WORDS)  # type: ignore[arg-type]
     previous = None
     for cell in ordered_cells(cells):
         if previous is not None and cell.activation != previous:
             table.add_section()
         previous = cell.activation
-        *values, status = cell_values(cell)
-        table.add_row(*values, f"[{cell_status(cell)[1]}]{status}[/]")
+        table.add_row(*(_row(cell, narrow)[name] for name in columns))
     return table
+
+
+def _row(cell: Cell, narrow: bool) -> dict[str, str | Text]:
+    """A results row by column name (both forms' names)."""
+    values: dict[str, str | Text] = dict(zip(RESULT_COLUMNS, cell_values(cell)))
+    values["activation"], values["method"] = printable(cell.activation), printable(cell.method)
+    status = str(values["status"])
+    values["status"] = Text(status.replace(",", ",\n") if narrow else status, style=cell_status(cell)[1])
+    values["health"] = health(cell, wrap=narrow)
+    if narrow:
+        values["val %"] = str(values["val %"]).replace(" ±", "\n±")  # the std under the mean
+        values.update({"act method": f"{values['activation']} {values['method']}", "tgt": values["target"],
+                       "act.sp": values["actual"], "best %": values["best val %"]})
+    return values
+
+
+def _min_width(table: Table, width: int) -> int:
+    """The fewest columns ``table`` needs without cutting a cell that cannot wrap."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=width, no_color=True)
+    return Measurement.get(console, console.options, table).minimum
+
+
+def _max_width(table: Table, width: int) -> int:
+    """The columns ``table`` takes when no cell is wrapped or cut."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=10_000, no_color=True)
+    return Measurement.get(console, console.options, table).maximum
+
+
+def health(cell: Cell, *, wrap: bool = False) -> Text:
+    """A health cell (with ``wrap``, one flag a line); ``-`` before any run of the row finished."""
+    if not cell.flags and not cell.done:
+        return Text("-", style="dim")
+    text = health_text(cell.flags)
+    return Text(text.replace(",", ",\n") if wrap else text, style=health_style(cell.flags))
 
 
 def chart_texts(store: Store, experiment_id: int, *, width: int, color: bool) -> list[str]:
