@@ -1,4 +1,5 @@
-"""The engine is a library: no UI imports, light config, typed public API."""
+"""The engine is a library: no UI imports, light config, typed public API; the client is
+its thin entry point."""
 
 from __future__ import annotations
 
@@ -63,3 +64,12 @@ def test_public_api_is_documented():
 
     for fn in (compute_masks, stability):
         assert fn.__doc__ and fn.__annotations__
+
+
+def test_python_m_lotto_tui_is_the_lotto_tui_command(cli, tmp_path):
+    """The client's two entry points are one program (``__main__`` has no logic of its own)."""
+    script = cli("config", "--preset", "demo")
+    module = subprocess.run([sys.executable, "-m", "lotto_tui", "config", "--preset", "demo"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert script.rc == module.returncode == 0, (script.stderr, module.stderr)
+    assert module.stdout == script.stdout and "[train]" in script.stdout
