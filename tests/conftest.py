@@ -135,7 +135,8 @@ def _restore_torch_globals() -> Iterator[None]:
     deterministic = torch.are_deterministic_algorithms_enabled()
     yield
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
+    if torch.are_deterministic_algorithms_enabled() != deterministic:  # its first call costs ~1 s
+        torch.use_deterministic_algorithms(deterministic)
 
 
 @pytest.fixture
