@@ -1,24 +1,114 @@
-"""Writing result files so that a reader never sees half of one."""
+"""Writing result files so that a reader never sees half of one, and a killed writer
+leaves nothing behind for good."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
+import stat
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+#: Temporary files carry their writer's pid, so the next writer can tell a live
+#: writer's file from a dead one's.
+TEMP_SUFFIX = ".lotto-tmp"
+_TEMP_NAME = re.compile(r"^\..+" + re.escape(TEMP_SUFFIX) + r"(\d+)$")
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place.
+    """Write ``text`` to ``path`` so that a reader sees the old file or the whole new one.
 
-    A failure (raised as ``OSError``) leaves neither a partial file nor the temporary one.
+    A regular file (or a new path) is written to a temporary file beside it, then
+    renamed into place; a symlink is followed (its target is replaced, the link stays);
+    a path that is not a regular file (a FIFO, a terminal, a character device) is
+    written directly, since renaming would replace the node itself. Temporary files of
+    writers that died (``kill -9``) in that folder are removed first; SIGTERM or SIGHUP
+    during the write removes this one. Failures raise ``OSError``; none leaves a
+    partial file or a temporary one.
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+    if _is_special(path):
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(text)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    remove_dead_temp_files(path.parent, also=path.name)
+    tmp = path.with_name(f".{path.name}{TEMP_SUFFIX}{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        with _removed_on_termination(tmp):
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
     return path
+
+
+def _is_special(path: Path) -> bool:
+    """Whether ``path`` exists and is neither a regular file nor a folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def remove_dead_temp_files(folder: Path, *, also: str = "") -> int:
+    """Delete the temporary files in ``folder`` whose writer is gone (a kill mid-write);
+    ``also`` names a file whose temporaries of older releases (``.NAME.tmpPID``) go too.
+    Returns how many were removed."""
+    old = re.compile(r"^\." + re.escape(also) + r"\.tmp(\d+)$") if also else None
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name) or (old.match(entry.name) if old else None)
+        if match is None or _alive(int(match.group(1))) or not entry.is_file(follow_symlinks=False):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (ours counts: it may be writing right now)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _removed_on_termination(tmp: Path) -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP (when nobody else handles them) first
+    delete ``tmp``, then end the process as the signal would have."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, object] = {}
+
+    def handle(signum: int, frame: object) -> None:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            previous[sig] = signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]

@@ -12,7 +12,6 @@ SIGPIPE. Never imports textual.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
@@ -25,13 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from .cli import EXIT_FAILED_RUNS, EXIT_INTERRUPTED, EXIT_OK
-from .commands import config_from_options, print_error
+from .commands import EXIT_OUTPUT_CLOSED, config_from_options, discard_stdout, print_error
 from .formatting import flag_counts, health_style, health_text, mixed_numerics, peak_memory, printable
-
-#: The reader of standard output went away (``| head``): 128 + SIGPIPE, as a shell
-#: reports a writer that SIGPIPE killed.
-EXIT_OUTPUT_CLOSED = 141
-
 
 def _flagged(result: Any) -> str:
     """`` flagged !chance,collapse`` after a finished job that did not really train."""
@@ -226,18 +220,7 @@ class _OutputGuard:
     def output_closed(self) -> None:
         self.closed = True
         self.cancel.set()
-        _discard_stdout()
-
-
-def _discard_stdout() -> None:
-    """Point standard output at the null device, so that what is still buffered (and
-    the flush at exit) cannot raise BrokenPipeError again."""
-    with contextlib.suppress(OSError, ValueError):
-        null = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(null, sys.stdout.fileno())
-        finally:
-            os.close(null)
+        discard_stdout()
 
 
 def batch_command(opts: argparse.Namespace) -> int:

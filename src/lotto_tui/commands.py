@@ -4,6 +4,7 @@ command turns its options into a validated config, printing errors one per line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,17 +72,51 @@ def export_command(opts: argparse.Namespace) -> int:
         print_error(str(err))
         return err.exit_code
     text = to_json(data) if opts.format == "json" else to_csv(data)
-    if not opts.out:
-        sys.stdout.write(text)
-        return EXIT_OK
+    if not opts.out or opts.out == "-":
+        return write_stdout(text)
     out = Path(opts.out)
     try:
-        write_text_atomic(out, text)
+        written = write_text_atomic(out, text)
     except OSError as err:
         print_error(f"--out: cannot write {out}: {err.strerror or err}")
         return EXIT_USAGE
-    print(f"wrote {len(data['runs'])} runs of experiment {data['experiment']['id']} to {out}", file=sys.stderr)
+    where = out if written == out else f"{out} (-> {written})"
+    print(f"wrote {len(data['runs'])} runs of experiment {data['experiment']['id']} to {printable(where)}",
+          file=sys.stderr)
     return EXIT_OK
+
+
+#: 128 + SIGPIPE: the reader of standard output went away, as a shell reports it.
+EXIT_OUTPUT_CLOSED = 141
+
+
+def write_stdout(text: str) -> int:
+    """Write ``text`` to standard output: a reader gone away is exit 141 without a word,
+    a full or unwritable device one line and exit 2 (never a traceback at exit)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_stdout()
+        return EXIT_OUTPUT_CLOSED
+    except OSError as err:
+        discard_stdout()
+        print_error(f"cannot write to standard output: {err.strerror or err}")
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def discard_stdout() -> None:
+    """Point standard output at the null device, so that what is still buffered (and
+    the flush at exit) cannot fail again once the real output is gone."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, sys.stdout.fileno())
+        finally:
+            os.close(null)
 
 
 #: ``experiments`` columns: (header, width; 0 = the rest of the line).
