@@ -3,15 +3,25 @@
 The four files are looked for in the folder layouts other tools leave behind
 (plain ``mnist/``, torchvision's ``MNIST/raw``, ...), gzipped or not, so existing
 copies are reused instead of downloaded again.
+
+A file is never trusted to say how much memory it needs: its header is read and
+checked first (against the file's size, and against what a gzip stream of that
+size can hold at all), a gzip stream is decompressed once without keeping anything
+to check that it holds exactly what the header declares, and only then is the
+payload read into memory. A crafted or corrupt file fails with a DataError naming
+it, in constant memory.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -30,6 +40,9 @@ IDX_DTYPES: dict[int, str] = {
     0x0E: ">f8",
 }
 _GZIP_MAGIC = b"\x1f\x8b"
+#: deflate cannot turn one compressed byte into more than this many (1032:1 at best)
+MAX_GZIP_RATIO = 1032
+_CHUNK = 1 << 20
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
@@ -38,39 +51,136 @@ TEST_LABELS = "t10k-labels-idx1-ubyte"
 FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (gzipped or plain) as a numpy array in native byte order.
+@dataclass(frozen=True)
+class IdxHeader:
+    """What an IDX header declares: element type, dimensions, and where the payload starts."""
 
-    The header and the payload length are checked; a bad file raises DataError
-    naming it.
-    """
-    path = Path(path)
+    dtype: np.dtype
+    dims: tuple[int, ...]
+    start: int  # bytes before the payload
+
+    @property
+    def payload(self) -> int:
+        """Bytes of payload the header asks for (exact: Python ints do not overflow)."""
+        return math.prod(self.dims) * self.dtype.itemsize
+
+
+def _bad(path: Path, why: str) -> DataError:
+    return DataError(f"{path}: not a valid IDX file ({why}); delete it and download again")
+
+
+def _is_gzip(path: Path, fh: BinaryIO) -> bool:
+    magic = fh.read(2)
+    fh.seek(0)
+    return magic == _GZIP_MAGIC or path.suffix == ".gz"
+
+
+def _parse_header(path: Path, stream: BinaryIO) -> IdxHeader:
+    """Read and check the header only: magic, type code, rank and dimensions."""
+    head = stream.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_DTYPES or head[3] == 0:
+        raise _bad(path, "bad header")
+    ndim = head[3]
+    packed = stream.read(4 * ndim)
+    if len(packed) < 4 * ndim:
+        raise _bad(path, "truncated header")
+    dims = struct.unpack(f">{ndim}I", packed)
+    return IdxHeader(np.dtype(IDX_DTYPES[head[2]]), dims, 4 + 4 * ndim)
+
+
+def _short_or_long(path: Path, header: IdxHeader, got: int) -> DataError:
+    return _bad(path, f"payload is {got} bytes, header {header.dims} needs {header.payload}")
+
+
+def _check_declared_size(path: Path, header: IdxHeader, size: int, gz: bool) -> None:
+    """Refuse a header whose payload the file cannot hold, before decompressing anything."""
+    if not gz and size - header.start != header.payload:
+        raise _short_or_long(path, header, size - header.start)
+    if gz and header.payload > MAX_GZIP_RATIO * size:
+        raise _bad(
+            path,
+            f"header {header.dims} declares {header.payload} bytes, more than a "
+            f"{size}-byte gzip file can hold",
+        )
+
+
+def _check_gzip_payload(path: Path, stream: BinaryIO, header: IdxHeader) -> None:
+    """Decompress the rest once, keeping nothing, to check it is exactly the declared payload."""
+    got = 0
+    while got < header.payload:
+        chunk = stream.read(min(_CHUNK, header.payload - got))
+        if not chunk:
+            raise _short_or_long(path, header, got)
+        got += len(chunk)
+    if stream.read(1):
+        raise _bad(path, f"data past the {header.payload} bytes its header {header.dims} declares")
+
+
+def _read_payload(path: Path, stream: BinaryIO, header: IdxHeader) -> np.ndarray:
+    """Exactly ``header.payload`` bytes from ``stream`` (positioned after the header) as an array."""
+    buf = bytearray(header.payload)
+    view = memoryview(buf)
+    got = 0
+    while got < header.payload:
+        n = stream.readinto(view[got:])
+        if not n:
+            raise _short_or_long(path, header, got)
+        got += n
     try:
-        raw = path.read_bytes()
-        if raw[:2] == _GZIP_MAGIC or path.suffix == ".gz":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as err:
+        array = np.frombuffer(buf, dtype=header.dtype).reshape(header.dims)
+    except ValueError as err:
+        raise _bad(path, one_line(err)) from None
+    return array.astype(header.dtype.newbyteorder("="), copy=False)
+
+
+def _open_checked(path: Path, read: bool) -> tuple[IdxHeader, np.ndarray | None]:
+    """The header of ``path``, checked against the file's size, and the payload if ``read``.
+
+    A gzip stream is decompressed twice when read: once to check it, keeping nothing,
+    and once into memory, so a file that is rejected never costs its declared size.
+    """
+    with path.open("rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        gz = _is_gzip(path, fh)
+        stream: BinaryIO = gzip.GzipFile(fileobj=fh, mode="rb") if gz else fh
+        with stream:
+            header = _parse_header(path, stream)
+            _check_declared_size(path, header, size, gz)
+            if not read:
+                return header, None
+            if not gz:
+                return header, _read_payload(path, fh, header)
+            _check_gzip_payload(path, stream, header)
+        fh.seek(0)
+        with gzip.GzipFile(fileobj=fh, mode="rb") as again:
+            _parse_header(path, again)
+            return header, _read_payload(path, again, header)
+
+
+def _guarded(path: Path, read: bool) -> tuple[IdxHeader, np.ndarray | None]:
+    try:
+        return _open_checked(Path(path), read)
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
         raise DataError(
             f"{path}: cannot read ({one_line(err)}); delete it and download again"
         ) from None
-    bad = f"{path}: not a valid IDX file"
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES or raw[3] == 0:
-        raise DataError(f"{bad} (bad header); delete it and download again")
-    dtype = np.dtype(IDX_DTYPES[raw[2]])
-    ndim = raw[3]
-    start = 4 + 4 * ndim
-    if len(raw) < start:
-        raise DataError(f"{bad} (truncated header); delete it and download again")
-    dims = struct.unpack(f">{ndim}I", raw[4:start])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - start != expected:
-        raise DataError(
-            f"{bad} (payload is {len(raw) - start} bytes, header {dims} needs {expected}); "
-            "delete it and download again"
-        )
-    return (
-        np.frombuffer(raw, dtype=dtype, offset=start).reshape(dims).astype(dtype.newbyteorder("="))
-    )
+
+
+def read_idx_header(path: Path) -> IdxHeader:
+    """The header of an IDX file (gzipped or plain), checked against the file's size;
+    cheap: no payload is decompressed."""
+    return _guarded(Path(path), read=False)[0]
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzipped or plain) as a numpy array in native byte order.
+
+    The header and the payload length are checked before the payload is read; a
+    bad file raises DataError naming it.
+    """
+    array = _guarded(Path(path), read=True)[1]
+    assert array is not None
+    return array
 
 
 @dataclass(frozen=True)
@@ -149,23 +259,40 @@ def find_or_fetch_idx(source: IdxSource, root: Path, download: bool) -> dict[str
     return found
 
 
-def _images_and_labels(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
-    x = read_idx(images)
-    y = read_idx(labels)
-    if x.dtype != np.uint8 or x.ndim != 3:
-        raise DataError(f"{images}: expected uint8 images (N, H, W), got {x.dtype} {x.shape}")
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+def _check_pair(images: Path, labels: Path) -> None:
+    """Both headers describe N uint8 images (N, H, W) and N integer labels: checked before
+    any payload is read, so a mismatched pair costs nothing."""
+    x, y = read_idx_header(images), read_idx_header(labels)
+    if x.dtype != np.uint8 or len(x.dims) != 3 or 0 in x.dims:
+        raise DataError(f"{images}: expected uint8 images (N, H, W), got {x.dtype} {x.dims}")
+    if y.dtype.kind not in "iu" or len(y.dims) != 1 or y.dims[0] != x.dims[0]:
+        raise DataError(f"{labels}: {y.dims} labels do not match the {x.dims[0]} images in {images}")
+
+
+def _images_and_labels(
+    images: Path, labels: Path, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels first (small, range-checked), then the images they describe."""
+    y = read_idx(labels).astype(np.int64)
+    if y.min() < 0 or y.max() >= num_classes:
         raise DataError(
-            f"{labels}: {y.shape} labels do not match the {x.shape[0]} images in {images}"
+            f"{labels}: labels must be in 0..{num_classes - 1}, found {int(y.min())}..{int(y.max())}; "
+            "delete it and download again"
         )
-    return x[:, None, :, :], y.astype(np.int64)
+    x = read_idx(images)
+    return x[:, None, :, :], y
 
 
 def load_idx_dataset(name: str, root: Path, download: bool) -> RawData:
-    """A 10-class IDX dataset (``mnist`` or ``fashion-mnist``) as uint8 ``(N, 1, 28, 28)``."""
+    """A 10-class IDX dataset (``mnist`` or ``fashion-mnist``) as uint8 ``(N, 1, 28, 28)``.
+
+    All four headers are checked before any payload is read.
+    """
     files = find_or_fetch_idx(SOURCES[name], root, download)
-    x_train, y_train = _images_and_labels(files[TRAIN_IMAGES], files[TRAIN_LABELS])
-    x_test, y_test = _images_and_labels(files[TEST_IMAGES], files[TEST_LABELS])
+    _check_pair(files[TRAIN_IMAGES], files[TRAIN_LABELS])
+    _check_pair(files[TEST_IMAGES], files[TEST_LABELS])
+    x_train, y_train = _images_and_labels(files[TRAIN_IMAGES], files[TRAIN_LABELS], 10)
+    x_test, y_test = _images_and_labels(files[TEST_IMAGES], files[TEST_LABELS], 10)
     return RawData(name, x_train, y_train, x_test, y_test, num_classes=10, pixel_max=255.0)
 
 
