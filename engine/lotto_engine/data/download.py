@@ -53,21 +53,46 @@ def md5sum(path: Path) -> str:
     return h.hexdigest()
 
 
+def _make_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return the ones created, deepest first."""
+    created: list[Path] = []
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        created.append(probe)
+        probe = probe.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Undo :func:`_make_folder` as far as the folders are still empty (deepest first)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def download(url: str, dest: Path, md5: str, *, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` and verify its MD5; return ``dest``.
 
     An existing ``dest`` with the right MD5 is reused. Any failure (network, disk,
-    checksum) raises :class:`DownloadError` and leaves no partial file behind.
+    checksum) raises :class:`DownloadError` and leaves nothing behind: no partial
+    file, and no folder this call created (a failed first start leaves no empty
+    ``data/``).
     """
     dest = Path(dest)
     if dest.is_file() and md5sum(dest) == md5:
         return dest
+    created: list[Path] = []
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        created = _make_folder(dest.parent)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     except OSError as err:
+        _remove_if_empty(created)
         raise DataError(f"cannot write to {dest.parent} ({one_line(err)})") from None
     tmp = Path(tmp_name)
+    done = False
     try:
         h = hashlib.md5(usedforsecurity=False)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -80,10 +105,13 @@ def download(url: str, dest: Path, md5: str, *, timeout: float = 60.0) -> Path:
                 f"MD5 mismatch: got {h.hexdigest()}, expected {md5}; corrupt or changed upstream",
             )
         os.replace(tmp, dest)
+        done = True
     except (OSError, ValueError, http.client.HTTPException) as err:
         raise DownloadError(url, one_line(err)) from None
     finally:
         tmp.unlink(missing_ok=True)
+        if not done:
+            _remove_if_empty(created)
     return dest
 
 
