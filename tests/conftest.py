@@ -8,6 +8,7 @@ a plain ``pytest``. Tests about such a variable set it themselves (``monkeypatch
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import subprocess
@@ -189,6 +190,16 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {getattr(predicate, '__name__', predicate)}")
         time.sleep(interval)
+
+
+async def wait_until_async(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> None:
+    """:func:`wait_until` inside an event loop (a Textual pilot): sleeps without blocking
+    the app, and without ``pilot.pause``, which pings every widget and starves a run."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {getattr(predicate, '__name__', predicate)}")
+        await asyncio.sleep(interval)
 
 
 @pytest.fixture(name="wait_until")
