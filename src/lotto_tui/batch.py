@@ -72,7 +72,7 @@ class PlainReporter:
 
         if isinstance(event, ev.GridStarted):
             self.total = len(event.jobs) - len(event.skipped)
-            self._print(_grid_line(event))
+            self._print(printable(_grid_line(event)))
         elif isinstance(event, ev.JobStarted):
             self.index[event.job.key] = len(self.index) + 1
         elif isinstance(event, ev.EpochFinished):
@@ -125,7 +125,7 @@ class RichReporter:
         if isinstance(event, ev.GridStarted):
             todo = len(event.jobs) - len(event.skipped)
             self.progress.update(self.grid, total=todo, description=f"experiment {event.experiment_id}")
-            self.console.print(Text(_grid_line(event)))
+            self.console.print(Text(printable(_grid_line(event))))
         elif isinstance(event, ev.JobStarted):
             total = event.epochs * event.batches_per_epoch
             self.jobs[event.job.key] = self.progress.add_task(event.job.label, total=total)
