@@ -412,3 +412,19 @@ def test_a_failed_start_creates_no_store_folder(tmp_path: Path) -> None:
     assert len(lines) == 1 and "cifar10" in lines[0] and str(data_root) in lines[0], proc.stderr
     assert not (tmp_path / "runs").exists()
     assert list(data_root.iterdir()) == []
+
+
+def test_export_to_a_full_standard_output_is_one_line_exit_2(
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Standard output on a full device: the write fails with ENOSPC (injected)."""
+    import io
+
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(sys, "stdout", Full())
+    assert _export("--store", str(store_dir)) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["lotto-tui: cannot write to standard output: No space left on device"], err
