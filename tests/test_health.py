@@ -9,8 +9,6 @@ import sqlite3
 
 import pytest
 import torch
-from lotto_engine.config import load_config
-from lotto_engine.data import load_dataset
 from lotto_engine.export import export_experiment, to_csv, to_json
 from lotto_engine.health import FLAGS, chance_bound, diagnose
 from lotto_engine.metrics import mask_sparsity
@@ -18,6 +16,8 @@ from lotto_engine.records import EpochMetrics, LayerSparsity, RunResult
 from lotto_engine.results import numerics_in, summarize
 from lotto_engine.runner import Runner
 from lotto_engine.store import Store
+
+from conftest import tiny_config
 
 
 def _curve(*losses: float) -> list[EpochMetrics]:
@@ -71,17 +71,15 @@ def test_mask_sparsity_counts_units_left_without_incoming_weights():
 # --------------------------------------------------------------------------- a real grid
 
 
+GRID = ('grid.activations=["relu", "sigmoid"]', 'grid.methods=["grasp"]', "grid.sparsities=[0.95]")
+
+
 @pytest.fixture(scope="module")
-def flagged_grid(tmp_path_factory):
+def flagged_grid(tmp_path_factory, digits):
     """relu learns; sigmoid pruned by GraSP to 95% loses whole layers (measured: conv1-4)."""
-    config = load_config(preset="demo", overrides=[
-        'grid.activations=["relu", "sigmoid"]', 'grid.methods=["grasp"]', "grid.sparsities=[0.95]",
-        "train.dense_epochs=2", "train.pruned_epochs=1", "model.width=4", "model.hidden=16", "run.threads=1",
-    ])
     store = Store(tmp_path_factory.mktemp("health") / "store")
-    summary = Runner(config, store).run()
-    data = load_dataset(config.data, torch.device("cpu"))
-    yield store, summary, data
+    summary = Runner(tiny_config(*GRID), store).run()
+    yield store, summary, digits
     store.close()
 
 
@@ -130,10 +128,7 @@ def test_export_carries_flags_numerics_and_dead_units(flagged_grid):
 def test_flags_survive_adoption_into_a_new_experiment(flagged_grid, tmp_path):
     store, summary, _ = flagged_grid
     sig = next(r for r in store.runs(summary.experiment_id) if r.activation == "sigmoid" and r.method == "grasp")
-    config = load_config(preset="demo", overrides=[
-        'grid.activations=["sigmoid"]', 'grid.methods=["grasp"]', "grid.sparsities=[0.95]",
-        "train.dense_epochs=2", "train.pruned_epochs=1", "model.width=4", "model.hidden=16", "run.threads=1",
-    ])
+    config = tiny_config(*GRID, 'grid.activations=["sigmoid"]')
     experiment = store.experiment_for(config)
     adopted = store.adopt_runs(experiment.id, [sig.job_key])
     copy = next(r for r in store.runs(experiment.id) if r.id == adopted[sig.job_key])

@@ -9,21 +9,13 @@ import subprocess
 
 import pytest
 import torch
-from lotto_engine.config import load_config
 from lotto_engine.errors import StoreError
 from lotto_engine.events import EpochFinished, Notice
 from lotto_engine.runner import Runner
 from lotto_engine.store import Store, StoreWriteError
 from lotto_tui.cli import main
 
-TINY = [
-    'grid.activations=["relu"]', 'grid.methods=["magnitude"]', "grid.sparsities=[0.5]",
-    "train.dense_epochs=2", "train.pruned_epochs=1", "model.width=4", "model.hidden=16", "run.threads=1",
-]
-
-
-def _config():
-    return load_config(preset="demo", overrides=TINY)
+from conftest import tiny_config as _config
 
 
 def _one_error_line(capsys) -> str:
