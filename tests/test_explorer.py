@@ -496,7 +496,7 @@ def test_the_log_says_a_finished_job_is_flagged_and_the_grid_line_counts_flags(t
 
     text = asyncio.run(scenario())
     assert f"■ {job.label}: done val 10.00 test 10.00 in 0s flagged !chance,exploded" in text
-    assert "grid finished in 3s: 21 done, 11 flagged: 11 chance, 2 collapse" in text
+    assert "grid finished in 3s: 21 done, 11 flagged: 11 chance_level, 2 layer_collapse" in text
 
 
 def test_help_explains_every_flag_and_its_closing_line_is_on_screen_at_80x24(tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from .cli import EXIT_FAILED_RUNS, EXIT_INTERRUPTED, EXIT_OK
-from .commands import EXIT_OUTPUT_CLOSED, config_from_options, discard_stdout, print_error
-from .formatting import flag_counts, health_style, health_text, mixed_numerics, peak_memory, printable
+from .commands import EXIT_OUTPUT_CLOSED, config_from_options, discard_stdout, print_error, read_data_before_the_store
+from .formatting import grid_counts, health_style, health_text, mixed_numerics, peak_memory, printable
 
 def _flagged(result: Any) -> str:
     """`` flagged !chance,collapse`` after a finished job that did not really train."""
@@ -296,25 +296,10 @@ def _output_closed(what: str) -> int:
 
 def _summary_line(summary: Any, store: str, seconds: float) -> str:
     """The grid's last line: job counts, flagged jobs by flag, wall time, store, memory."""
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
-    flagged = flag_counts(summary.flags, summary.flagged)
+    counts = grid_counts(summary.counts, summary.flags, summary.flagged)
     memory = peak_memory(summary.peak_memory)
-    return (f"experiment {summary.experiment_id}: {counts}" + (f", {flagged}" if flagged else "")
+    return (f"experiment {summary.experiment_id}: {counts}"
             + f" ({seconds:.1f}s); store {printable(store)}" + (f"; {memory}" if memory else ""))
-
-
-def read_data_before_the_store(config: Any) -> None:
-    """Read the dataset's raw files when the store does not exist yet, so that a start
-    that cannot get its data (no CIFAR-10, no network) fails before it makes an empty
-    store folder. The runner does the (larger) conversion itself."""
-    from pathlib import Path
-
-    from lotto_engine.data import DATASETS
-    from lotto_engine.store import DB_NAME
-
-    if (Path(config.run.store).expanduser() / DB_NAME).exists():
-        return
-    DATASETS[config.data.dataset](Path(config.data.root), config.data.download)
 
 
 def _report(console: Console, store: Any, experiment_id: int, *, color: bool) -> None:

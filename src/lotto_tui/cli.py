@@ -41,7 +41,7 @@ def main_parser() -> argparse.ArgumentParser:
         epilog=(
             "other commands: lotto-tui config | export | experiments (each has --help). "
             "Exit codes: 0 ok, 1 a run failed or diverged, 2 bad input, 70 internal error, "
-            "130 interrupted."
+            "130 interrupted, 141 standard output closed (the reader went away)."
         ),
     )
     parser.add_argument(

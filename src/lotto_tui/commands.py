@@ -184,3 +184,17 @@ def _line(cells: list[str]) -> str:
         else:
             parts.append(text.ljust(width))
     return "  ".join(parts).rstrip()
+
+
+def read_data_before_the_store(config: ExperimentConfig) -> None:
+    """Read the dataset's raw files when the store does not exist yet, so that a start
+    that cannot get its data (no CIFAR-10, no network) fails before it makes an empty
+    store folder. The runner does the (larger) conversion itself."""
+    from pathlib import Path
+
+    from lotto_engine.data import DATASETS
+    from lotto_engine.store import DB_NAME
+
+    if (Path(config.run.store).expanduser() / DB_NAME).exists():
+        return
+    DATASETS[config.data.dataset](Path(config.data.root), config.data.download)

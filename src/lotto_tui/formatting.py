@@ -41,6 +41,14 @@ def printable(text: object) -> str:
     return escape_controls(str(text))
 
 
+def grid_counts(counts: Mapping[str, int], flags: Mapping[str, int], flagged: int) -> str:
+    """``21 done, 11 flagged: 11 chance_level, 2 layer_collapse``: job statuses, then
+    health flags (they inform; they are not statuses). Batch and explorer say the same."""
+    text = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    flagged_text = flag_counts(flags, flagged)
+    return f"{text}, {flagged_text}" if flagged_text else text
+
+
 def flag_counts(flags: Mapping[str, int], flagged: int) -> str:
     """``11 flagged: 6 chance_level, 2 loss_exploded`` for a summary line; '' when none."""
     if not flagged:

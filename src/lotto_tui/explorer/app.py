@@ -22,7 +22,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Select, SelectionList, TabbedContent, TabPane
 
 from lotto_engine.config import ExperimentConfig
-from lotto_engine.errors import LottoError
+from lotto_engine.errors import LottoError, escape_controls, one_line
 from lotto_engine.events import (
     BatchProgress,
     EpochFinished,
@@ -33,12 +33,12 @@ from lotto_engine.events import (
     JobStarted,
     Notice,
 )
-from lotto_engine.health import FLAGS
 from lotto_engine.monitor import GridProgress, experiment_plan, grid_progress
 from lotto_engine.plan import Plan, build_plan
 from lotto_engine.store import DB_NAME, Store
 
-from ..formatting import FLAG_SHORT, duration, health_text, num, pct, peak_memory
+from ..commands import read_data_before_the_store
+from ..formatting import duration, grid_counts, health_text, num, pct, peak_memory
 from .config_form import ConfigForm
 from .help_screen import HelpScreen
 from .history import CompareScreen, HistoryPanel
@@ -342,9 +342,9 @@ class ExplorerApp(App[int]):
                     summary = runner.run()
             self.post_message(RunEnded(summary=summary))
         except LottoError as err:
-            self.post_message(RunEnded(error=" ".join(str(err).split())))
+            self.post_message(RunEnded(error=escape_controls(" ".join(str(err).split()))))
         except Exception as err:  # a bug: say it in one line, keep the app alive
-            self.post_message(RunEnded(error=f"internal error: {type(err).__name__}: {err}"))
+            self.post_message(RunEnded(error=f"internal error: {type(err).__name__}: {one_line(err)}"))
 
     def on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
@@ -566,27 +566,6 @@ class ExplorerApp(App[int]):
 
     def action_focused_form(self, action: str) -> None:
         getattr(self.query_one(ConfigForm), f"action_{action}")()
-
-
-def read_data_before_the_store(config: ExperimentConfig) -> None:
-    """Read the dataset's files when the store does not exist yet, so that a start that
-    cannot get its data (no CIFAR-10, no network) fails before making an empty store
-    folder. Only the raw files: the runner does the (larger) conversion itself."""
-    if (Path(config.run.store).expanduser() / DB_NAME).exists():
-        return
-    from lotto_engine.data import DATASETS
-
-    DATASETS[config.data.dataset](Path(config.data.root), config.data.download)
-
-
-def grid_counts(counts: dict[str, int], flags: dict[str, int], flagged: int) -> str:
-    """``21 done, 11 flagged: 11 chance, 4 collapse``: statuses, then health flags, as
-    the batch summary line counts them (flags inform; they are not statuses)."""
-    text = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    if flagged:
-        named = ", ".join(f"{flags[flag]} {FLAG_SHORT.get(flag, flag)}" for flag in FLAGS if flags.get(flag))
-        text += f", {flagged} flagged: {named}"
-    return text
 
 
 def create_app(config: ExperimentConfig, **options: Any) -> ExplorerApp:
