@@ -309,10 +309,11 @@ def _lines_until(stream: object, needle: Callable[[str], bool], timeout: float) 
 
 @pytest.mark.slow
 def test_batch_marks_flagged_runs_counts_them_last_and_notes_mixed_numerics(tmp_path: Path) -> None:
-    args = ["--batch", *tiny_args('grid.activations=["relu","sigmoid"]'), "--store", "runs"]
+    store = "runs-" + "in-a-folder-with-a-long-name-" * 3  # the last line exceeds 120 columns
+    args = ["--batch", *tiny_args('grid.activations=["relu","sigmoid"]'), "--store", store]
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.rc == 0, proc.stderr  # flags never change the exit code
-    runs = {(r.activation, r.method): r for r in _runs(tmp_path / "runs")}
+    runs = {(r.activation, r.method): r for r in _runs(tmp_path / store)}
     flagged = [r for r in runs.values() if r.flags]
     assert flagged, "the tiny sigmoid runs were expected at chance"
     finished = [line for line in proc.stdout.splitlines() if re.match(r"\[\d+/4\] done ", line)]
@@ -328,12 +329,14 @@ def test_batch_marks_flagged_runs_counts_them_last_and_notes_mixed_numerics(tmp_
     last = proc.stdout.strip().splitlines()[-1]
     named = ", ".join(f"{n} {flag}" for flag, n in counts.items())
     assert last.startswith(f"experiment 1: 4 done, {len(flagged)} flagged: {named} ("), last
+    # one line however long: a log reader greps it whole (counts, store, memory)
+    assert len(last) > 120 and re.search(rf"\); store {store}; peak memory \d+\.\d GiB \(process\)$", last), last
     table = proc.stdout[proc.stdout.index("Experiment 1"):]
     assert "health" in table and "!chance" in table
     assert "note:" not in proc.stdout
 
     # the same runs made under other settings: the table says they mix
-    with sqlite3.connect(tmp_path / "runs" / "lotto.db") as con:
+    with sqlite3.connect(tmp_path / store / "lotto.db") as con:
         con.execute("UPDATE runs SET numerics = ? WHERE id = 1",
                     (json.dumps({"device": "cpu", "precision": "fp32", "threads": 2}),))
     again = run_cli(*args, cwd=tmp_path)

@@ -262,7 +262,7 @@ def batch_command(opts: argparse.Namespace) -> int:
             reporting = True
             with _StopAtOnce():
                 _report(console, store, summary.experiment_id, color=interactive and "NO_COLOR" not in os.environ)
-                console.print(Text(_summary_line(summary, config.run.store, time.perf_counter() - started)))
+                console.print(Text(_summary_line(summary, config.run.store, time.perf_counter() - started)), soft_wrap=True)
     except LottoError as err:
         _close(reporter, guard)
         print_error(str(err))
@@ -313,7 +313,7 @@ def _report(console: Console, store: Any, experiment_id: int, *, color: bool) ->
         return
     note = mixed_numerics(numerics_in(runs))
     if note:
-        console.print(Text.assemble(("note:", "yellow" if color else ""), f" {note}"))
+        console.print(Text.assemble(("note:", "yellow" if color else ""), f" {note}"), soft_wrap=True)
     console.print(results_table(cells, title=f"Experiment {experiment_id}", width=console.width))
     width = max(60, min(console.width, 120))
     for text in chart_texts(store, experiment_id, width=width, color=color):
