@@ -24,7 +24,8 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 
