@@ -23,8 +23,8 @@ import math
 import os
 import pickle
 import re
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
