@@ -13,6 +13,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "throughput.py"
 
 
+@pytest.mark.slow
 def test_benchmark_runs_both_loops_and_writes_its_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

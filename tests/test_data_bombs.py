@@ -452,6 +452,7 @@ def _check_bombs(tmp_path: Path, roots: dict[str, tuple[str, Path, Path]]) -> No
         assert peak - base < 300 * 1024, f"{tag}: peak {peak // 1024} MiB, normal start {base // 1024} MiB"
 
 
+@pytest.mark.slow  # three real processes; the in-process bomb tests above stay fast
 def test_bombs_through_the_cli_exit_2_in_bounded_memory(tmp_path):
     images = gzip_zeros(200 * MB, head=idx_header(0x08, 306_000, 28, 28), noise=MB // 4)  # 240 MB declared
     idx_root = _idx_root(tmp_path, "gzip", images, n_train=306_000)
