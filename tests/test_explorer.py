@@ -319,10 +319,12 @@ def test_export_writes_json_and_csv_and_says_where(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path) -> None:
-    config = tiny(tmp_path, "train.dense_epochs=30")
+    # Long enough dense jobs (seconds each) that a 0.2 s poll sees them running
+    # even on a busy machine (30 epochs, well under a second, was missed under load).
+    config = tiny(tmp_path, "train.dense_epochs=150")
     app = create_app(config, poll_interval=0.2)
     args = [sys.executable, "-m", "lotto_tui", "--batch", "--store", str(tmp_path)]
-    for item in [*TINY, "train.dense_epochs=30"]:
+    for item in [*TINY, "train.dense_epochs=150"]:
         args += ["--set", item]
 
     async def scenario() -> set[str]:
