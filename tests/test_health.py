@@ -17,7 +17,7 @@ from lotto_engine.results import numerics_in, summarize
 from lotto_engine.runner import Runner
 from lotto_engine.store import Store
 
-from conftest import tiny_config
+from conftest import TINY, tiny_config
 
 
 def _curve(*losses: float) -> list[EpochMetrics]:
@@ -170,11 +170,50 @@ def test_a_schema_2_store_reads_without_flags_read_only_and_migrates_when_writte
     folder = _old_store(tmp_path / "old")
     with Store(folder, create=False) as ro:
         (run,) = ro.runs(1)
-        assert run.flags == () and run.numerics is None and run.val_acc == 0.5
-        assert ro.layers(1) == [LayerSparsity("conv1.weight", 10, 0, 0, 0)]
+        # never "ok": a run made before health checks is unchecked, its flags unknown
+        assert run.flags == () and not run.checked and run.numerics is None and run.val_acc == 0.5
+        assert ro.layers(1) == [LayerSparsity("conv1.weight", 10, 0, None, None)]
     with Store(folder) as rw:
         (run,) = rw.runs(1)
-        assert run.flags == ()
+        assert not run.checked and rw.layers(1)[0].units is None
         rw.finish_run(1, RunResult(status="done", flags=("chance_level",), numerics={"threads": 2}))
         (run,) = rw.runs(1)
-        assert run.flags == ("chance_level",) and run.numerics == {"threads": 2}
+        assert run.checked and run.flags == ("chance_level",) and run.numerics == {"threads": 2}
+
+
+def _downgrade(db) -> None:
+    """Make a store look written by the release before health checks (schema 2)."""
+    with sqlite3.connect(db) as conn:
+        for table, column in (("runs", "flags"), ("runs", "numerics"), ("layer_sparsity", "units"),
+                              ("layer_sparsity", "dead_units")):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.close()
+
+
+def test_runs_of_an_older_release_show_as_unchecked_everywhere_never_ok(tmp_path, capsys, monkeypatch):
+    store_dir = tmp_path / "store"
+    config = tiny_config(*GRID, f"run.store='{store_dir}'")
+    with Store(store_dir) as store:
+        Runner(config, store).run()
+    _downgrade(store_dir / "lotto.db")
+
+    with Store(store_dir) as store:  # migrates: the old runs stay unchecked
+        summary = Runner(config, store).run()  # nothing to train: every job is done
+        assert summary.unchecked == 4 and summary.flagged == 0
+        cells = summarize(store.runs(summary.experiment_id))
+        assert all(cell.unchecked == 1 and not cell.flags for cell in cells)
+        data = export_experiment(store, summary.experiment_id)
+    assert all(run["flags"] is None for run in data["runs"])
+    assert all(layer["units"] is None for run in data["runs"] for layer in run["layers"])
+
+    from lotto_tui.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    sets = [a for item in (*TINY, *GRID) for a in ("--set", item)]
+    assert main(["--batch", "--preset", "demo", *sets, "--store", str(store_dir)]) == 0
+    out = capsys.readouterr().out
+    last = out.strip().splitlines()[-1]
+    assert "4 unchecked" in last and "flagged" not in last, last
+    table = out[out.index("Experiment"):]
+    assert " ok" not in table and "?" in table

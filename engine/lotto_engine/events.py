@@ -80,6 +80,8 @@ class GridFinished:
     flags: dict[str, int] = field(default_factory=dict)
     #: number of the plan's jobs whose latest run has at least one flag
     flagged: int = 0
+    #: jobs whose finished run was made before health checks (flags unknown)
+    unchecked: int = 0
 
 
 @dataclass(frozen=True)

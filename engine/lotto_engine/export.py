@@ -51,7 +51,7 @@ def export_experiment(store: Store, experiment_id: int | None = None, *, history
                 "best_val_acc": run.best_val_acc,
                 "test_acc": run.test_acc,
                 "stability": run.stability,
-                "flags": list(run.flags),
+                "flags": list(run.flags) if run.checked else None,
                 "numerics": run.numerics,
                 "wall_time": run.wall_time,
                 "error": run.error,

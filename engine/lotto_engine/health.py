@@ -79,5 +79,5 @@ def diagnose(
 
 
 def parse_flags(text: str | None) -> tuple[str, ...]:
-    """Flags as the store keeps them (comma-joined) back to a tuple."""
+    """Flags as the store keeps them (comma-joined) back to a tuple (NULL: none known)."""
     return tuple(f for f in (text or "").split(",") if f)

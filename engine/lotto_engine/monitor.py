@@ -36,6 +36,7 @@ class JobRow:
     error: str | None = None
     reused: bool = False  # adopted from another experiment
     flags: tuple[str, ...] = ()  # health flags of the latest attempt (lotto_engine.health)
+    checked: bool = True  # False: finished before health checks existed (flags unknown)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def grid_progress(
             done_epochs += epochs if run.status in ("done", "diverged", "failed") else recorded
         rows.append(
             JobRow(job, run.status, recorded, epochs, val, elapsed, eta, run.id, run.error,
-                   run.reused_from is not None, run.flags)
+                   run.reused_from is not None, run.flags, run.checked)
         )
     remaining = total_epochs - done_epochs
     at_once = max(1, sum(row.status == "running" for row in rows))  # run.parallel trains several

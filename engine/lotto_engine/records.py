@@ -29,8 +29,8 @@ class LayerSparsity:
     name: str
     numel: int
     kept: int
-    units: int = 0  # output units (rows of the weight); 0 when unknown (older stores)
-    dead_units: int = 0  # of those, units whose every incoming weight is pruned
+    units: int | None = None  # output units (rows of the weight); None: not recorded (older stores)
+    dead_units: int | None = None  # of those, units whose every incoming weight is pruned
 
     @property
     def sparsity(self) -> float:
@@ -84,6 +84,8 @@ class RunRecord:
     reused_from: int | None = None  # run id this result was copied from (same job key)
     flags: tuple[str, ...] = ()  # health flags, see lotto_engine.health
     numerics: dict | None = None  # {"device", "precision", "threads"} it ran with
+    #: False for a run finished by a release before health checks: its flags are unknown
+    checked: bool = True
 
 
 @dataclass(frozen=True)

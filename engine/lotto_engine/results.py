@@ -31,6 +31,8 @@ class Cell:
     flags: tuple[str, ...] = ()
     #: how many of its runs carry at least one flag
     flagged: int = 0
+    #: how many of its finished runs were made before health checks (flags unknown)
+    unchecked: int = 0
 
 
 def summarize(runs: Iterable[RunRecord]) -> list[Cell]:
@@ -57,6 +59,7 @@ def summarize(runs: Iterable[RunRecord]) -> list[Cell]:
                 statuses=tuple(sorted({r.status for r in members})),
                 flags=tuple(f for f in FLAGS if any(f in r.flags for r in members)),
                 flagged=sum(1 for r in members if r.flags),
+                unchecked=sum(1 for r in members if not r.checked),
             )
         )
     return cells

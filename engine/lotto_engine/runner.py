@@ -75,6 +75,8 @@ class GridSummary:
     flags: dict[str, int] = field(default_factory=dict)
     #: jobs of the plan whose latest run has at least one health flag
     flagged: int = 0
+    #: jobs whose finished run was made before health checks (flags unknown)
+    unchecked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -164,12 +166,12 @@ class Runner:
                             failed_parents.add(job.key)
             else:
                 self._run_parallel(experiment.id, todo, failed_parents)
-            counts, flags, flagged = self._counts(experiment.id)
+            counts, flags, flagged, unchecked = self._counts(experiment.id)
         wall = time.perf_counter() - started
         cancelled = self.cancel.is_set()
         peak = devices.peak_memory(self.slots)
-        self._emit(GridFinished(experiment.id, counts, cancelled, wall, peak, flags, flagged))
-        return GridSummary(experiment.id, counts, cancelled, wall, peak, flags, flagged)
+        self._emit(GridFinished(experiment.id, counts, cancelled, wall, peak, flags, flagged, unchecked))
+        return GridSummary(experiment.id, counts, cancelled, wall, peak, flags, flagged, unchecked)
 
     def _resume(self, experiment_id: int) -> tuple[list[Job], frozenset[str], set[str]]:
         """What a resume runs: (jobs to run, keys adopted and skipped, diverged parents).
@@ -473,21 +475,24 @@ class Runner:
     def _batches(self, data: Dataset) -> int:
         return batches_per_epoch(len(data.train), self.config.train.batch_size)
 
-    def _counts(self, experiment_id: int) -> tuple[dict[str, int], dict[str, int], int]:
-        """(status -> jobs, health flag -> jobs, jobs with any flag) over the plan."""
+    def _counts(self, experiment_id: int) -> tuple[dict[str, int], dict[str, int], int, int]:
+        """(status -> jobs, health flag -> jobs, jobs with any flag, jobs never checked)
+        over the plan."""
         latest = {run.job_key: run for run in self.store.runs(experiment_id)}
         counts: dict[str, int] = {}
         flags: dict[str, int] = {}
-        flagged = 0
+        flagged = unchecked = 0
         for job in self.plan:
             run = latest.get(job.key)
             status = run.status if run else "pending"
             counts[status] = counts.get(status, 0) + 1
+            if run and not run.checked:
+                unchecked += 1
             if run and run.flags:
                 flagged += 1
                 for flag in run.flags:
                     flags[flag] = flags.get(flag, 0) + 1
-        return counts, {f: flags[f] for f in FLAGS if f in flags}, flagged
+        return counts, {f: flags[f] for f in FLAGS if f in flags}, flagged, unchecked
 
     def _on_epoch(self, job: Job, run_id: int, epochs: int) -> Callable[[EpochMetrics], None]:
         def on_epoch(metrics: EpochMetrics) -> None:

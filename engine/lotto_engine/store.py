@@ -18,6 +18,7 @@ next run marks that row ``cancelled`` and runs the job again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import json
@@ -68,7 +69,7 @@ CREATE TABLE IF NOT EXISTS runs (
     actual_sparsity REAL, stability REAL, wall_time REAL,
     error TEXT,
     reused_from INTEGER,
-    flags TEXT NOT NULL DEFAULT '',
+    flags TEXT,
     numerics TEXT,
     pid INTEGER,
     started_at TEXT NOT NULL,
@@ -86,8 +87,8 @@ CREATE TABLE IF NOT EXISTS layer_sparsity (
     layer TEXT NOT NULL,
     numel INTEGER NOT NULL,
     kept INTEGER NOT NULL,
-    units INTEGER NOT NULL DEFAULT 0,
-    dead_units INTEGER NOT NULL DEFAULT 0,
+    units INTEGER,
+    dead_units INTEGER,
     PRIMARY KEY (run_id, layer)
 );
 """
@@ -98,7 +99,7 @@ _RUN_COLUMNS = (
     "started_at, finished_at, reused_from, flags, numerics"
 )
 #: Columns a schema-3 store added, with what an older store reads in their place.
-_V3_RUN_COLUMNS = {"flags": "'' AS flags", "numerics": "NULL AS numerics"}
+_V3_RUN_COLUMNS = {"flags": "NULL AS flags", "numerics": "NULL AS numerics"}
 #: Statuses a resume does not redo: done, and diverged (deterministic: it would diverge again).
 FINAL = ("done", "diverged")
 
@@ -211,13 +212,13 @@ class Store:
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
         if "reused_from" not in columns:  # schema 1 -> 2
             self._conn.execute("ALTER TABLE runs ADD COLUMN reused_from INTEGER")
-        if "flags" not in columns:  # schema 2 -> 3
-            self._conn.execute("ALTER TABLE runs ADD COLUMN flags TEXT NOT NULL DEFAULT ''")
+        if "flags" not in columns:  # schema 2 -> 3: older runs stay unchecked (flags NULL)
+            self._conn.execute("ALTER TABLE runs ADD COLUMN flags TEXT")
             self._conn.execute("ALTER TABLE runs ADD COLUMN numerics TEXT")
         layer_columns = {row[1] for row in self._conn.execute("PRAGMA table_info(layer_sparsity)")}
         if "units" not in layer_columns:
-            self._conn.execute("ALTER TABLE layer_sparsity ADD COLUMN units INTEGER NOT NULL DEFAULT 0")
-            self._conn.execute("ALTER TABLE layer_sparsity ADD COLUMN dead_units INTEGER NOT NULL DEFAULT 0")
+            self._conn.execute("ALTER TABLE layer_sparsity ADD COLUMN units INTEGER")
+            self._conn.execute("ALTER TABLE layer_sparsity ADD COLUMN dead_units INTEGER")
         self._conn.execute(
             "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
@@ -249,7 +250,7 @@ class Store:
             self._run_columns = selected
         layer_columns = {row[1] for row in conn.execute("PRAGMA table_info(layer_sparsity)")}
         if "units" not in layer_columns:
-            self._layer_columns = "layer, numel, kept, 0, 0"
+            self._layer_columns = "layer, numel, kept, NULL, NULL"
         return conn
 
     def close(self) -> None:
@@ -680,9 +681,13 @@ def _alive(pid: int) -> bool:
 
 
 def _run(row: tuple[Any, ...]) -> RunRecord:
-    """A runs row (in _RUN_COLUMNS order) as a record: flags and numerics decoded."""
+    """A runs row (in _RUN_COLUMNS order) as a record: flags and numerics decoded. A
+    finished run without flags (NULL) was made before health checks: unchecked."""
     *head, flags, numerics = row
-    return RunRecord(*head, flags=parse_flags(flags), numerics=None if numerics is None else json.loads(numerics))
+    record = RunRecord(*head, flags=parse_flags(flags), numerics=None if numerics is None else json.loads(numerics))
+    if flags is None and record.status in FINAL:
+        record = dataclasses.replace(record, checked=False)
+    return record
 
 
 def _experiment(row: tuple[Any, ...]) -> ExperimentRecord:

@@ -296,7 +296,7 @@ def _output_closed(what: str) -> int:
 
 def _summary_line(summary: Any, store: str, seconds: float) -> str:
     """The grid's last line: job counts, flagged jobs by flag, wall time, store, memory."""
-    counts = grid_counts(summary.counts, summary.flags, summary.flagged)
+    counts = grid_counts(summary.counts, summary.flags, summary.flagged, summary.unchecked)
     memory = peak_memory(summary.peak_memory)
     return (f"experiment {summary.experiment_id}: {counts}"
             + f" ({seconds:.1f}s); store {printable(store)}" + (f"; {memory}" if memory else ""))

@@ -23,16 +23,23 @@ STATUS_STYLE = {
 FLAG_SHORT = {"chance_level": "chance", "loss_exploded": "exploded", "layer_collapse": "collapse"}
 
 
-def health_text(flags: Sequence[str]) -> str:
-    """A health cell as plain text, readable without colour: ``ok`` or ``!chance,collapse``."""
+#: The health cell of a run finished before health checks existed: never ``ok``.
+UNCHECKED = "?"
+
+
+def health_text(flags: Sequence[str], *, checked: bool = True) -> str:
+    """A health cell as plain text, readable without colour: ``ok``, ``!chance,collapse``,
+    or ``?`` for a run made before health checks (its flags are unknown)."""
     if not flags:
-        return "ok"
+        return "ok" if checked else UNCHECKED
     return "!" + ",".join(FLAG_SHORT.get(f, f) for f in flags)
 
 
-def health_style(flags: Sequence[str]) -> str:
+def health_style(flags: Sequence[str], *, checked: bool = True) -> str:
     """Rich style of a health cell in the 16 named colours (the ``!`` carries it in monochrome)."""
-    return "bold yellow reverse" if flags else "dim"
+    if flags:
+        return "bold yellow reverse"
+    return "dim" if checked else "italic"
 
 
 def printable(text: object) -> str:
@@ -41,12 +48,17 @@ def printable(text: object) -> str:
     return escape_controls(str(text))
 
 
-def grid_counts(counts: Mapping[str, int], flags: Mapping[str, int], flagged: int) -> str:
+def grid_counts(counts: Mapping[str, int], flags: Mapping[str, int], flagged: int, unchecked: int = 0) -> str:
     """``21 done, 11 flagged: 11 chance_level, 2 layer_collapse``: job statuses, then
-    health flags (they inform; they are not statuses). Batch and explorer say the same."""
+    health flags (they inform; they are not statuses), then runs whose health is unknown
+    because an older release made them. Batch and explorer say the same."""
     text = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     flagged_text = flag_counts(flags, flagged)
-    return f"{text}, {flagged_text}" if flagged_text else text
+    if flagged_text:
+        text += f", {flagged_text}"
+    if unchecked:
+        text += f", {unchecked} unchecked (finished before health checks existed)"
+    return text
 
 
 def flag_counts(flags: Mapping[str, int], flagged: int) -> str:

@@ -91,8 +91,9 @@ def health(cell: Cell, *, wrap: bool = False) -> Text:
     """A health cell (with ``wrap``, one flag a line); ``-`` before any run of the row finished."""
     if not cell.flags and not cell.done:
         return Text("-", style="dim")
-    text = health_text(cell.flags)
-    return Text(text.replace(",", ",\n") if wrap else text, style=health_style(cell.flags))
+    checked = not cell.unchecked
+    text = health_text(cell.flags, checked=checked)
+    return Text(text.replace(",", ",\n") if wrap else text, style=health_style(cell.flags, checked=checked))
 
 
 def chart_texts(store: Store, experiment_id: int, *, width: int, color: bool) -> list[str]:

@@ -382,7 +382,7 @@ class ExplorerApp(App[int]):
         elif isinstance(event, Notice):
             log(f"[yellow]note:[/] {event.message}")
         elif isinstance(event, GridFinished):
-            counts = grid_counts(event.counts, event.flags, event.flagged)
+            counts = grid_counts(event.counts, event.flags, event.flagged, event.unchecked)
             word = "cancelled" if event.cancelled else "finished"
             memory = peak_memory(event.peak_memory)
             log(f"[b]grid {word}[/] in {duration(event.wall_time)}: {counts}" + (f" · {memory}" if memory else ""))
@@ -397,7 +397,7 @@ class ExplorerApp(App[int]):
             self.notify(message.error, title="Run stopped", severity="error", timeout=10)
         elif message.summary is not None:
             s = message.summary
-            counts = grid_counts(s.counts, s.flags, s.flagged)
+            counts = grid_counts(s.counts, s.flags, s.flagged, s.unchecked)
             if s.cancelled:
                 self.notify(f"Cancelled: {counts}. r resumes.", title="Grid cancelled", severity="warning")
             else:

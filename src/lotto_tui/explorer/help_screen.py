@@ -12,7 +12,7 @@ from textual.widgets import Static
 
 from lotto_engine.health import FLAGS
 
-from ..formatting import health_text
+from ..formatting import UNCHECKED, health_text
 from .jobs_panel import REUSED_MARK
 from .keys import APP_KEYS, BUILTIN_KEYS, CONFIG_KEYS, HISTORY_KEYS, display
 
@@ -41,6 +41,7 @@ def health_table() -> Table:
     table.add_row("ok", "the run trained: no flag")
     for flag, meaning in FLAGS.items():
         table.add_row(health_text((flag,)), f"{flag}: {meaning}")
+    table.add_row(UNCHECKED, "finished by a release before health checks: flags unknown")
     table.add_row("", "")
     table.add_row(f"done{REUSED_MARK}", "status of a job adopted from an earlier experiment (same inputs)")
     return table

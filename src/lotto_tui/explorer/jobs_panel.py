@@ -26,10 +26,10 @@ REUSED_MARK = "*"
 ONE_LINE_FROM = 110
 
 
-def health_cell(flags: tuple[str, ...], *, wrap: bool = True) -> Text:
+def health_cell(flags: tuple[str, ...], *, wrap: bool = True, checked: bool = True) -> Text:
     """A health cell; with ``wrap``, one flag per line, so the column stays narrow."""
-    text = health_text(flags)
-    return Text(text.replace(",", ",\n") if wrap else text, style=health_style(flags))
+    text = health_text(flags, checked=checked)
+    return Text(text.replace(",", ",\n") if wrap else text, style=health_style(flags, checked=checked))
 
 
 def column_keys(seeds: bool) -> tuple[str, ...]:
@@ -43,7 +43,7 @@ def row_cells(row: JobRow, *, seeds: bool = True, wrap: bool = True) -> tuple[Te
     status = row.status + (REUSED_MARK if row.reused else "")
     method = "dense" if job.kind == "dense" else job.method
     target = "-" if job.kind == "dense" else f"{job.sparsity:g}"
-    health: Text | str = health_cell(row.flags, wrap=wrap) if row.status in ("done", "diverged") else "-"
+    health: Text | str = health_cell(row.flags, wrap=wrap, checked=row.checked) if row.status in ("done", "diverged") else "-"
     values: dict[str, Text | str] = {
         "activation": job.activation, "method": method, "target": target, "seed": str(job.seed),
         "status": Text(status, style=style), "epoch": f"{row.epoch}/{row.epochs}", "val %": pct(row.val_acc),

@@ -59,7 +59,8 @@ def fill_results_table(table: DataTable, data: ResultsData, *, compact: bool = F
         values: dict[str, Text | str] = dict(zip(RESULT_COLUMNS, cell_values(cell)))
         if not wide:
             values["val %"] = pct(cell.val_acc)
-        values["health"] = health_cell(cell.flags, wrap=not wide) if cell.flags or cell.done else "-"
+        values["health"] = (health_cell(cell.flags, wrap=not wide, checked=not cell.unchecked)
+                            if cell.flags or cell.done else "-")
         style = cell_status(cell)[1]
         problem = any(s in PROBLEMS for s in cell.statuses)  # the whole row stands out
         table.add_row(
