@@ -217,3 +217,10 @@ def test_runs_of_an_older_release_show_as_unchecked_everywhere_never_ok(tmp_path
     assert "4 unchecked" in last and "flagged" not in last, last
     table = out[out.index("Experiment"):]
     assert " ok" not in table and "?" in table
+
+    from lotto_tui.explorer.history import flagged_text
+    from lotto_tui.explorer.views import load_history
+
+    with Store(store_dir, create=False) as reader:
+        (old, *_) = [exp for exp in load_history(reader) if exp.counts.get("done") == 4]
+    assert old.unchecked == 4 and flagged_text(old) == "?"

@@ -15,7 +15,21 @@ from .keys import HISTORY_KEYS, bindings
 from .results_panel import draw_accuracy, fill_results_table
 from .views import ExperimentSummary, ResultsData
 
-HISTORY_COLUMNS = ("", "id", "name", "dataset", "model", "a×m×s×seeds", "done", "problems", "created")
+HISTORY_COLUMNS = ("", "id", "name", "dataset", "model", "grid", "done", "problems", "flagged", "created")
+#: Below this panel width the model column goes and dates lose their year, so a row
+#: fits 80 columns whole.
+WIDE_FROM = 100
+
+
+def history_columns(wide: bool) -> tuple[str, ...]:
+    return HISTORY_COLUMNS if wide else tuple(c for c in HISTORY_COLUMNS if c != "model")
+
+
+def flagged_text(exp: ExperimentSummary) -> str:
+    """Flagged jobs, ``?`` when some finished before health checks, ``-`` when none."""
+    if exp.flagged:
+        return f"!{exp.flagged}" + ("?" if exp.unchecked else "")
+    return "?" if exp.unchecked else "-"
 
 
 class HistoryPanel(Widget):
@@ -40,34 +54,43 @@ class HistoryPanel(Widget):
         super().__init__(id=id)
         self.marked: list[int] = []
         self._rows: list[ExperimentSummary] = []
+        self._current: int | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("enter open · space mark · c compare (two marked, or selected vs open)",
                      id="history-hint")
         table: DataTable = DataTable(id="history-table", cursor_type="row", zebra_stripes=True)
-        for name in HISTORY_COLUMNS:
+        for name in history_columns(wide=True):
             table.add_column(name, key=name or "mark")
         yield table
+
+    def on_resize(self) -> None:
+        if self._rows:
+            self.show(self._rows, self._current)
 
     @property
     def table(self) -> DataTable:
         return self.query_one("#history-table", DataTable)
 
     def show(self, rows: list[ExperimentSummary], current: int | None) -> None:
-        self._rows = rows
+        self._rows, self._current = rows, current
         table = self.table
         cursor = table.cursor_row
+        wide = self.size.width >= WIDE_FROM
+        columns = history_columns(wide)
         table.clear(columns=True)  # widths from these rows only (they never shrink otherwise)
-        for name in HISTORY_COLUMNS:
+        for name in columns:
             table.add_column(name, key=name or "mark")
         for exp in rows:
             problems = sum(exp.counts.get(s, 0) for s in ("failed", "diverged", "cancelled"))
-            mark = "*" if exp.id in self.marked else ("›" if exp.id == current else "")
-            done = f"{exp.counts.get('done', 0)}/{exp.jobs or '?'}"
-            table.add_row(
-                mark, str(exp.id), exp.name or "-", exp.dataset, exp.model, exp.grid, done,
-                str(problems) if problems else "-", exp.created_at, key=str(exp.id),
-            )
+            values = {
+                "": "*" if exp.id in self.marked else ("›" if exp.id == current else ""),
+                "id": str(exp.id), "name": exp.name or "-", "dataset": exp.dataset, "model": exp.model,
+                "grid": exp.grid, "done": f"{exp.counts.get('done', 0)}/{exp.jobs or '?'}",
+                "problems": str(problems) if problems else "-", "flagged": flagged_text(exp),
+                "created": exp.created_at if wide else exp.created_at[5:],
+            }
+            table.add_row(*(values[c] for c in columns), key=str(exp.id))
         if rows:
             table.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
 

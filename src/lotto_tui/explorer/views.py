@@ -68,6 +68,8 @@ class ExperimentSummary:
     grid: str  # "3 act x 2 methods x 3 sparsities x 1 seeds"
     jobs: int  # jobs in its plan (0 when the plan cannot be rebuilt)
     counts: dict[str, int]
+    flagged: int = 0  # jobs whose latest run carries a health flag
+    unchecked: int = 0  # jobs finished before health checks existed (flags unknown)
 
 
 def load_history(store: Store | None) -> list[ExperimentSummary]:
@@ -87,8 +89,9 @@ def load_history(store: Store | None) -> list[ExperimentSummary]:
         except LottoError:
             jobs = 0
         counts: dict[str, int] = {}
-        for status in store.latest_statuses(record.id).values():
-            counts[status] = counts.get(status, 0) + 1
+        runs = store.runs(record.id)
+        for run in runs:
+            counts[run.status] = counts.get(run.status, 0) + 1
         out.append(
             ExperimentSummary(
                 id=record.id,
@@ -101,6 +104,8 @@ def load_history(store: Store | None) -> list[ExperimentSummary]:
                 ),
                 jobs=jobs,
                 counts=counts,
+                flagged=sum(1 for run in runs if run.flags),
+                unchecked=sum(1 for run in runs if not run.checked),
             )
         )
     return out
