@@ -112,6 +112,18 @@ def write_idx_set(folder: Path, n_train: int = 30, n_test: int = 10, gz: bool = 
             (folder / stem).write_bytes(blob)
 
 
+def small_idx(monkeypatch: pytest.MonkeyPatch, n_train: int = 30, n_test: int = 10) -> None:
+    """Let the IDX readers take the small sets :func:`write_idx_set` writes: by default they
+    accept only the official sizes (60,000 training and 10,000 test images)."""
+    for name, source in list(idx.SOURCES.items()):
+        monkeypatch.setitem(idx.SOURCES, name, replace(source, n_train=n_train, n_test=n_test))
+
+
+def small_cifar(monkeypatch: pytest.MonkeyPatch, per_batch: int = 10) -> None:
+    """Let the CIFAR reader take batches of ``per_batch`` images (officially exactly 10,000)."""
+    monkeypatch.setattr(cifar, "BATCH_IMAGES", per_batch)
+
+
 # --------------------------------------------------------------------------- digits + load_dataset
 
 
@@ -210,7 +222,8 @@ def test_val_size_must_leave_every_class_in_training(monkeypatch):
 # --------------------------------------------------------------------------- CIFAR-10
 
 
-def test_cifar_reader_reads_written_batches(tmp_path):
+def test_cifar_reader_reads_written_batches(tmp_path, monkeypatch):
+    small_cifar(monkeypatch, per_batch=10)
     written = write_cifar_folder(tmp_path / cifar.FOLDER)
     x_train, y_train, x_test, y_test = cifar.read_cifar10(tmp_path / cifar.FOLDER)
     assert x_train.shape == (50, 3, 32, 32) and x_train.dtype == np.uint8
@@ -235,7 +248,8 @@ class _Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]
     dispatch[bytes] = save_bytes
 
 
-def test_cifar_reader_accepts_python2_numpy1_pickles(tmp_path):
+def test_cifar_reader_accepts_python2_numpy1_pickles(tmp_path, monkeypatch):
+    small_cifar(monkeypatch, per_batch=2)
     data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
     buf = io.BytesIO()
     _Py2Pickler(buf, protocol=2).dump({b"data": data, b"labels": [3, 4]})
@@ -364,7 +378,8 @@ def test_bad_idx_files_raise_data_error_naming_the_file(tmp_path):
         idx.read_idx(not_gzip)
 
 
-def test_mnist_found_in_torchvision_raw_folder(tmp_path):
+def test_mnist_found_in_torchvision_raw_folder(tmp_path, monkeypatch):
+    small_idx(monkeypatch)
     write_idx_set(tmp_path / "MNIST" / "raw", gz=True)
     ds = load_dataset(cfg(dataset="mnist", root=str(tmp_path), download=False))
     assert ds.input_shape == (1, 28, 28) and len(ds.train) == 27 and len(ds.val) == 3
@@ -377,6 +392,7 @@ def test_fashion_mnist_downloads_gz_files_with_md5(tmp_path, monkeypatch):
     md5 = {s: hashlib.md5((served / f"{s}.gz").read_bytes()).hexdigest() for s in idx.FILES}
     source = replace(idx.SOURCES["fashion-mnist"], base_url=served.as_uri() + "/", md5=md5)
     monkeypatch.setitem(idx.SOURCES, "fashion-mnist", source)
+    small_idx(monkeypatch)
     root = tmp_path / "root"
     ds = load_dataset(cfg(dataset="fashion-mnist", root=str(root), download=True))
     assert len(ds.test) == 10 and ds.input_shape == (1, 28, 28)

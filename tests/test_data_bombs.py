@@ -31,7 +31,7 @@ from conftest import LOTTO
 from lotto_engine.config import DataConfig
 from lotto_engine.data import cifar, idx, load_dataset
 from lotto_engine.errors import DataError
-from test_data import idx_bytes, write_cifar_folder, write_idx_set
+from test_data import idx_bytes, small_cifar, small_idx, write_cifar_folder, write_idx_set
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct
@@ -149,23 +149,139 @@ def test_idx_dims_whose_product_overflows_int64_are_refused(tmp_path, gz):
 
 
 def test_mismatched_headers_fail_before_any_payload_is_read(tmp_path, monkeypatch):
+    small_idx(monkeypatch, n_train=30)
     folder = tmp_path / "MNIST" / "raw"
     write_idx_set(folder, n_train=30)
     (folder / idx.TRAIN_LABELS).write_bytes(idx_bytes(np.zeros(29, np.uint8)))
     read: list[Path] = []
-    monkeypatch.setattr(idx, "read_idx", lambda path: read.append(path))
+    monkeypatch.setattr(idx, "read_idx", lambda path, **kw: read.append(path))
     cfg = DataConfig(dataset="mnist", root=str(tmp_path), download=False)
-    with pytest.raises(DataError, match="labels do not match the 30 images") as err:
+    with pytest.raises(DataError, match=r"expected the mnist training labels, uint8 \(30,\)") as err:
         load_dataset(cfg)
-    assert str(folder / idx.TRAIN_LABELS) in str(err.value) and read == []
+    assert str(folder / idx.TRAIN_LABELS) in str(err.value) and "(29,)" in str(err.value) and read == []
 
 
-def test_idx_labels_out_of_range_name_the_labels_file(tmp_path):
+def test_idx_labels_out_of_range_name_the_labels_file(tmp_path, monkeypatch):
+    small_idx(monkeypatch)
     folder = tmp_path / "mnist"
     write_idx_set(folder)
     (folder / idx.TEST_LABELS).write_bytes(idx_bytes(np.full(10, 200, np.uint8)))
     cfg = DataConfig(dataset="mnist", root=str(tmp_path), download=False)
     assert_rejected(lambda: load_dataset(cfg), folder / idx.TEST_LABELS, "labels must be in 0..9")
+
+
+# --------------------------------------------------------------------------- honest IDX headers
+
+# MNIST and Fashion-MNIST are exactly these: anything else is refused on its header
+OFFICIAL_IDX = {
+    idx.TRAIN_IMAGES: (60_000, 28, 28),
+    idx.TRAIN_LABELS: (60_000,),
+    idx.TEST_IMAGES: (10_000, 28, 28),
+    idx.TEST_LABELS: (10_000,),
+}
+
+
+def gzip_idx(code: int, *dims: int) -> bytes:
+    """A gzip IDX file whose header honestly describes its (all-zero) payload."""
+    itemsize = {0x08: 1, 0x0C: 4}[code]
+    return gzip_zeros(int(np.prod(dims, dtype=np.int64)) * itemsize, head=idx_header(code, *dims))
+
+
+def write_official_idx_set(folder: Path, **replace: bytes) -> dict[str, Path]:
+    """The four gzip IDX files at their official shapes (all zeros, about 60 KB in all),
+    with ``replace``'s stems written as given; stem -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for stem, dims in OFFICIAL_IDX.items():
+        paths[stem] = folder / f"{stem}.gz"
+        paths[stem].write_bytes(replace.get(stem) or gzip_idx(0x08, *dims))
+    return paths
+
+
+def _labels_for(n: int) -> Callable[[], bytes]:
+    return lambda: gzip_idx(0x08, n)
+
+
+#: name -> (the file that must be named, stem -> its bytes, what it declares, what was expected);
+#: the other files are written at their official shapes
+HONEST_IDX_BOMBS: dict[str, tuple[str, dict[str, Callable[[], bytes]], str, str]] = {
+    # the review's 1.45 MB file of 1.9 million blank images, with labels to match
+    # (7.8 GB RSS before)
+    "1.9M-images": (
+        idx.TRAIN_IMAGES,
+        {idx.TRAIN_IMAGES: lambda: gzip_idx(0x08, 1_900_000, 28, 28), idx.TRAIN_LABELS: _labels_for(1_900_000)},
+        "(1900000, 28, 28)", "the {} training images, uint8 (60000, 28, 28)",
+    ),
+    # the review's 1.2 MB file of twenty 8000x8000 images (7.6 GB peak, then an
+    # allocator error that never named the file)
+    "8000x8000": (
+        idx.TEST_IMAGES,
+        {idx.TEST_IMAGES: lambda: gzip_idx(0x08, 20, 8000, 8000), idx.TEST_LABELS: _labels_for(20)},
+        "(20, 8000, 8000)", "the {} test images, uint8 (10000, 28, 28)",
+    ),
+    "one-image-too-many": (
+        idx.TRAIN_IMAGES,
+        {idx.TRAIN_IMAGES: lambda: gzip_idx(0x08, 60_001, 28, 28), idx.TRAIN_LABELS: _labels_for(60_001)},
+        "(60001, 28, 28)", "the {} training images, uint8 (60000, 28, 28)",
+    ),
+    "one-image-too-few": (
+        idx.TEST_IMAGES,
+        {idx.TEST_IMAGES: lambda: gzip_idx(0x08, 9_999, 28, 28), idx.TEST_LABELS: _labels_for(9_999)},
+        "(9999, 28, 28)", "the {} test images, uint8 (10000, 28, 28)",
+    ),
+    "1.9M-labels": (
+        idx.TRAIN_LABELS, {idx.TRAIN_LABELS: _labels_for(1_900_000)},
+        "(1900000,)", "the {} training labels, uint8 (60000,)",
+    ),
+    "int32-labels": (
+        idx.TEST_LABELS, {idx.TEST_LABELS: lambda: gzip_idx(0x0C, 10_000)},
+        "int32 (10000,)", "the {} test labels, uint8 (10000,)",
+    ),
+    "images-as-labels": (
+        idx.TRAIN_LABELS, {idx.TRAIN_LABELS: lambda: gzip_idx(0x08, 60_000, 28, 28)},
+        "(60000, 28, 28)", "the {} training labels, uint8 (60000,)",
+    ),
+}
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+@pytest.mark.parametrize("name", HONEST_IDX_BOMBS)
+def test_idx_files_not_of_the_official_shape_are_refused_on_their_header(
+    tmp_path, monkeypatch, dataset, name
+):
+    stem, makers, declared, expected = HONEST_IDX_BOMBS[name]
+    folder = tmp_path / idx.SOURCES[dataset].folders[0]
+    paths = write_official_idx_set(folder, **{s: make() for s, make in makers.items()})
+    bomb = paths[stem]
+    assert bomb.stat().st_size < 2 * MB
+    read: list[Path] = []
+
+    def no_payload(path: Path, **kw: Any) -> None:
+        read.append(path)
+        raise AssertionError(f"the payload of {path} was read")
+
+    monkeypatch.setattr(idx, "read_idx", no_payload)
+    cfg = DataConfig(dataset=dataset, root=str(tmp_path), download=False)
+    text = assert_rejected(lambda: load_dataset(cfg), bomb, expected.format(dataset), declared)
+    assert read == [] and text.endswith("delete it and download again"), text
+
+
+def test_the_official_idx_shapes_pass_the_header_check(tmp_path):
+    for name, source in idx.SOURCES.items():
+        assert (source.n_train, source.n_test, source.image_shape) == (60_000, 10_000, (28, 28))
+        paths = write_official_idx_set(tmp_path / name)
+        idx._check_headers(source, paths)  # no payload is read; a wrong shape raises
+
+
+def test_read_idx_checks_the_expected_shape_before_the_payload(tmp_path):
+    # the readers pass what they expect down to the read itself, so a file swapped
+    # after the header check still cannot ask for more
+    bomb = tmp_path / f"{idx.TEST_IMAGES}.gz"
+    bomb.write_bytes(gzip_idx(0x08, 20, 8000, 8000))
+    want = idx.SOURCES["mnist"].expected(idx.TEST_IMAGES)
+    started = time.monotonic()
+    assert_rejected(lambda: idx.read_idx(bomb, expect=want), bomb, "(10000, 28, 28)", "(20, 8000, 8000)")
+    assert time.monotonic() - started < 1  # the 1.28 GB payload was never inflated
 
 
 # --------------------------------------------------------------------------- CIFAR pickle bombs
@@ -285,7 +401,8 @@ def test_a_batch_file_bigger_than_any_real_one_is_refused_unread(tmp_path):
     assert_rejected(lambda: cifar.load_batch(path), path, "more than a CIFAR-10 batch")
 
 
-def test_a_memo_index_of_four_billion_costs_nothing(tmp_path):
+def test_a_memo_index_of_four_billion_costs_nothing(tmp_path, monkeypatch):
+    small_cifar(monkeypatch, per_batch=2)
     # the C unpickler sizes its memo table by the index: 2**33 slots, a MemoryError
     blob = batch()
     assert blob.startswith(b"\x80\x02}q\x00")
@@ -297,15 +414,51 @@ def test_a_memo_index_of_four_billion_costs_nothing(tmp_path):
     assert x.shape == (2, 3, 32, 32) and y.tolist() == [0, 1]
 
 
-def test_real_batches_still_load_at_every_protocol_and_in_python2_form(tmp_path):
+def test_real_batches_still_load_at_every_protocol_and_in_python2_form(tmp_path, monkeypatch):
+    small_cifar(monkeypatch, per_batch=4)
     data = np.arange(4 * 3072, dtype=np.uint8).reshape(4, 3072)
     for protocol in (0, 1, 2, 3, 4):
         path = tmp_path / f"p{protocol}"
         path.write_bytes(batch(data=data, labels=[9, 0, 3, 3], protocol=protocol))
         x, y = cifar.load_batch(path)
         assert np.array_equal(x.reshape(4, -1), data) and y.tolist() == [9, 0, 3, 3], protocol
+    small_cifar(monkeypatch, per_batch=10)
     write_cifar_folder(tmp_path / cifar.FOLDER, per_batch=10)
     assert cifar.read_cifar10(tmp_path / cifar.FOLDER)[0].shape == (50, 3, 32, 32)
+
+
+def test_a_batch_must_hold_exactly_10000_images_with_labels_0_to_9(tmp_path):
+    assert cifar.BATCH_IMAGES == 10_000
+    path = tmp_path / "data_batch_1"
+    labels = [i % 10 for i in range(10_000)]
+    path.write_bytes(batch(data=np.zeros((10_000, 3072), np.uint8), labels=labels))
+    x, y = cifar.load_batch(path)  # the real size loads
+    assert x.shape == (10_000, 3, 32, 32) and y.tolist() == labels
+    for n in (2, 9_999, 10_001):
+        path.write_bytes(batch(data=np.zeros((n, 3072), np.uint8), labels=[0] * n))
+        assert_rejected(
+            lambda: cifar.load_batch(path), path, "expected uint8 data (10000, 3072) and 10000 labels",
+            f"({n}, 3072) and {n} labels", limit=128 * MB,
+        )
+    path.write_bytes(batch(data=np.zeros((10_000, 3), np.uint8), labels=labels))
+    assert_rejected(lambda: cifar.load_batch(path), path, "got uint8 (10000, 3)")
+    path.write_bytes(batch(data=np.zeros((10_000, 3072), np.uint8), labels=labels[:-1]))
+    assert_rejected(lambda: cifar.load_batch(path), path, "and 9999 labels", limit=128 * MB)
+
+
+@pytest.mark.parametrize("bad", [10, -1, 255])
+def test_batch_labels_outside_0_to_9_name_the_batch(tmp_path, monkeypatch, bad):
+    small_cifar(monkeypatch, per_batch=2)
+    path = tmp_path / "test_batch"
+    path.write_bytes(batch(labels=[0, bad]))
+    assert_rejected(lambda: cifar.load_batch(path), path, "labels must be in 0..9", f"{min(0, bad)}..{max(0, bad)}")
+
+
+def test_small_batches_are_refused_unless_a_test_allows_them(tmp_path):
+    write_cifar_folder(tmp_path / cifar.FOLDER, per_batch=10)
+    first = tmp_path / cifar.FOLDER / "data_batch_1"
+    cfg = DataConfig(dataset="cifar10", root=str(tmp_path), download=False)
+    assert_rejected(lambda: load_dataset(cfg), first, "expected uint8 data (10000, 3072)")
 
 
 # --------------------------------------------------------------------------- exit 70 -> one line
@@ -473,6 +626,11 @@ def test_every_bomb_and_non_batch_through_the_cli(tmp_path):
     roots["zeros"] = ("mnist", zeros, zeros / "mnist" / f"{idx.TRAIN_IMAGES}.gz")
     overflow = _idx_root(tmp_path, "overflow", gzip.compress(idx_header(0x08, *[65536] * 4)), 2)
     roots["overflow"] = ("mnist", overflow, overflow / "mnist" / f"{idx.TRAIN_IMAGES}.gz")
+    # honest headers, not the official shape: 7.8 GB RSS and a 7.6 GB peak (then an
+    # allocator error naming no file) before the readers checked the shapes
+    for tag, dims in (("honest-1.9M", (1_900_000, 28, 28)), ("honest-8000x8000", (20, 8000, 8000))):
+        root = _idx_root(tmp_path, tag, gzip_idx(0x08, *dims), n_train=dims[0])
+        roots[tag] = ("mnist", root, root / "mnist" / f"{idx.TRAIN_IMAGES}.gz")
     for tag in ("zero-stride", "binbytes8"):
         root = _cifar_root(tmp_path, tag, PICKLE_BOMBS[tag][0]())
         roots[tag] = ("cifar10", root, root / cifar.FOLDER / "data_batch_1")

@@ -45,6 +45,10 @@ ARCHIVE = "cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
+#: images in each of the five training batches and in the test batch: exactly this many
+#: (tests that write small batches in the real format replace it; nothing else should)
+BATCH_IMAGES = 10_000
+NUM_CLASSES = 10
 
 #: a real batch is 31,035,704 bytes; twice that leaves room for other pickle protocols
 MAX_BATCH_BYTES = 64 << 20
@@ -364,7 +368,8 @@ def _labels(value: Any) -> np.ndarray | None:
 
 
 def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One batch file as uint8 images ``(N, 3, 32, 32)`` and int64 labels ``(N,)``."""
+    """One batch file as uint8 images ``(N, 3, 32, 32)`` and int64 labels ``(N,)`` in 0..9,
+    with N exactly :data:`BATCH_IMAGES` (10,000), as in every real batch."""
     batch = _unpickle(path)
     not_batch = f"cifar10: {path} is not a CIFAR-10 batch"
     fix = "delete it and download again"
@@ -378,15 +383,16 @@ def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{not_batch} (its labels are not a list of integers); {fix}")
     if not isinstance(data, np.ndarray):
         raise DataError(f"{not_batch} (its data is a {type(data).__name__}, not an array); {fix}")
-    if (
-        data.dtype != np.uint8
-        or data.ndim != 2
-        or data.shape[1] != 3 * 32 * 32
-        or labels.shape != (data.shape[0],)
-    ):
+    n = BATCH_IMAGES
+    if data.dtype != np.uint8 or data.shape != (n, 3 * 32 * 32) or labels.shape != (n,):
         raise DataError(
-            f"cifar10: {path}: expected uint8 data (N, 3072) and N labels, got {data.dtype} "
-            f"{data.shape} and {labels.shape[0]} labels"
+            f"cifar10: {path}: expected uint8 data ({n}, 3072) and {n} labels, got {data.dtype} "
+            f"{data.shape} and {labels.shape[0]} labels; {fix}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise DataError(
+            f"cifar10: {path}: labels must be in 0..{NUM_CLASSES - 1}, found "
+            f"{int(labels.min())}..{int(labels.max())}; {fix}"
         )
     return data.reshape(-1, 3, 32, 32), labels
 
@@ -425,4 +431,6 @@ def find_or_fetch_cifar10(root: Path, download: bool) -> Path:
 def load_cifar10(root: Path, download: bool) -> RawData:
     """CIFAR-10: 50,000 train and 10,000 test 32x32 RGB images in 10 classes."""
     x_train, y_train, x_test, y_test = read_cifar10(find_or_fetch_cifar10(root, download))
-    return RawData("cifar10", x_train, y_train, x_test, y_test, num_classes=10, pixel_max=255.0)
+    return RawData(
+        "cifar10", x_train, y_train, x_test, y_test, num_classes=NUM_CLASSES, pixel_max=255.0
+    )

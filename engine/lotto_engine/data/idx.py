@@ -10,6 +10,12 @@ size can hold at all), a gzip stream is decompressed once without keeping anythi
 to check that it holds exactly what the header declares, and only then is the
 payload read into memory. A crafted or corrupt file fails with a DataError naming
 it, in constant memory.
+
+A header is also never trusted to say what the dataset is: MNIST and Fashion-MNIST
+are exactly 60,000 training and 10,000 test uint8 28x28 images with as many uint8
+labels, so all four headers must declare exactly that (:class:`IdxSource` holds the
+shapes) before any payload is read. A file whose header honestly describes 1.9
+million blank images, or twenty 8000x8000 ones, is refused on its header, naming it.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ TRAIN_LABELS = "train-labels-idx1-ubyte"
 TEST_IMAGES = "t10k-images-idx3-ubyte"
 TEST_LABELS = "t10k-labels-idx1-ubyte"
 FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+NUM_CLASSES = 10  # labels are 0..9 in both datasets
 
 
 @dataclass(frozen=True)
@@ -133,8 +140,20 @@ def _read_payload(path: Path, stream: BinaryIO, header: IdxHeader) -> np.ndarray
     return array.astype(header.dtype.newbyteorder("="), copy=False)
 
 
-def _open_checked(path: Path, read: bool) -> tuple[IdxHeader, np.ndarray | None]:
-    """The header of ``path``, checked against the file's size, and the payload if ``read``.
+def _check_expected(path: Path, header: IdxHeader, expect: Expected | None) -> None:
+    """Refuse a header that is not the uint8 array of ``expect.dims`` (``what`` says which)."""
+    if expect is not None and (header.dtype != np.uint8 or header.dims != expect.dims):
+        raise DataError(
+            f"{path}: expected {expect.what}, uint8 {expect.dims}, but its header declares "
+            f"{header.dtype.name} {header.dims}; delete it and download again"
+        )
+
+
+def _open_checked(
+    path: Path, read: bool, expect: Expected | None = None
+) -> tuple[IdxHeader, np.ndarray | None]:
+    """The header of ``path``, checked against the file's size (and ``expect``), and the
+    payload if ``read``.
 
     A gzip stream is decompressed twice when read: once to check it, keeping nothing,
     and once into memory, so a file that is rejected never costs its declared size.
@@ -146,6 +165,7 @@ def _open_checked(path: Path, read: bool) -> tuple[IdxHeader, np.ndarray | None]
         with stream:
             header = _parse_header(path, stream)
             _check_declared_size(path, header, size, gz)
+            _check_expected(path, header, expect)
             if not read:
                 return header, None
             if not gz:
@@ -157,40 +177,68 @@ def _open_checked(path: Path, read: bool) -> tuple[IdxHeader, np.ndarray | None]
             return header, _read_payload(path, again, header)
 
 
-def _guarded(path: Path, read: bool) -> tuple[IdxHeader, np.ndarray | None]:
+def _guarded(
+    path: Path, read: bool, expect: Expected | None = None
+) -> tuple[IdxHeader, np.ndarray | None]:
     try:
-        return _open_checked(Path(path), read)
+        return _open_checked(Path(path), read, expect)
     except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
         raise DataError(
             f"{path}: cannot read ({one_line(err)}); delete it and download again"
         ) from None
 
 
-def read_idx_header(path: Path) -> IdxHeader:
-    """The header of an IDX file (gzipped or plain), checked against the file's size;
-    cheap: no payload is decompressed."""
-    return _guarded(Path(path), read=False)[0]
+def read_idx_header(path: Path, expect: Expected | None = None) -> IdxHeader:
+    """The header of an IDX file (gzipped or plain), checked against the file's size
+    (and, if given, ``expect``); cheap: no payload is decompressed."""
+    return _guarded(Path(path), read=False, expect=expect)[0]
 
 
-def read_idx(path: Path) -> np.ndarray:
+def read_idx(path: Path, expect: Expected | None = None) -> np.ndarray:
     """An IDX file (gzipped or plain) as a numpy array in native byte order.
 
-    The header and the payload length are checked before the payload is read; a
-    bad file raises DataError naming it.
+    The header, the payload length and (if given) ``expect`` are checked before the
+    payload is read; a bad file raises DataError naming it.
     """
-    array = _guarded(Path(path), read=True)[1]
+    array = _guarded(Path(path), read=True, expect=expect)[1]
     assert array is not None
     return array
 
 
 @dataclass(frozen=True)
+class Expected:
+    """What one IDX file of a known dataset must hold: uint8 ``dims``; ``what`` names it."""
+
+    what: str  # "the mnist training images", ...
+    dims: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class IdxSource:
-    """Where one IDX dataset lives locally and online."""
+    """Where one IDX dataset lives locally and online, and what its files hold.
+
+    The sizes are the official ones and are enforced exactly: a file declaring any
+    other shape is refused before its payload is read. (Tests that write small files
+    in the real format replace them; nothing else should.)
+    """
 
     name: str
     folders: tuple[str, ...]  # relative to data.root, searched in order
     base_url: str  # + "<file>.gz"
     md5: dict[str, str]  # file stem -> MD5 of "<file>.gz"
+    n_train: int = 60_000  # images (and labels) in the training files
+    n_test: int = 10_000  # images (and labels) in the test files
+    image_shape: tuple[int, int] = (28, 28)  # H, W of every uint8 image
+
+    def expected(self, stem: str) -> Expected:
+        """What the file ``stem`` must declare (all four files are uint8)."""
+        train = stem in (TRAIN_IMAGES, TRAIN_LABELS)
+        images = stem in (TRAIN_IMAGES, TEST_IMAGES)
+        n = self.n_train if train else self.n_test
+        return Expected(
+            f"the {self.name} {'training' if train else 'test'} {'images' if images else 'labels'}",
+            (n, *self.image_shape) if images else (n,),
+        )
 
 
 SOURCES: dict[str, IdxSource] = {
@@ -259,41 +307,39 @@ def find_or_fetch_idx(source: IdxSource, root: Path, download: bool) -> dict[str
     return found
 
 
-def _check_pair(images: Path, labels: Path) -> None:
-    """Both headers describe N uint8 images (N, H, W) and N integer labels: checked before
-    any payload is read, so a mismatched pair costs nothing."""
-    x, y = read_idx_header(images), read_idx_header(labels)
-    if x.dtype != np.uint8 or len(x.dims) != 3 or 0 in x.dims:
-        raise DataError(f"{images}: expected uint8 images (N, H, W), got {x.dtype} {x.dims}")
-    if y.dtype.kind not in "iu" or len(y.dims) != 1 or y.dims[0] != x.dims[0]:
-        raise DataError(f"{labels}: {y.dims} labels do not match the {x.dims[0]} images in {images}")
+def _check_headers(source: IdxSource, files: dict[str, Path]) -> None:
+    """All four headers declare exactly the official shapes (uint8 images ``(N, 28, 28)``,
+    N uint8 labels): checked before any payload is read, so a file that asks for more
+    memory than the real dataset needs, or a mismatched pair, costs nothing."""
+    for stem in FILES:
+        read_idx_header(files[stem], expect=source.expected(stem))
 
 
 def _images_and_labels(
-    images: Path, labels: Path, num_classes: int
+    source: IdxSource, files: dict[str, Path], images: str, labels: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Labels first (small, range-checked), then the images they describe."""
-    y = read_idx(labels).astype(np.int64)
-    if y.min() < 0 or y.max() >= num_classes:
+    y = read_idx(files[labels], expect=source.expected(labels)).astype(np.int64)
+    if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
         raise DataError(
-            f"{labels}: labels must be in 0..{num_classes - 1}, found {int(y.min())}..{int(y.max())}; "
-            "delete it and download again"
+            f"{files[labels]}: labels must be in 0..{NUM_CLASSES - 1}, found "
+            f"{int(y.min())}..{int(y.max())}; delete it and download again"
         )
-    x = read_idx(images)
+    x = read_idx(files[images], expect=source.expected(images))
     return x[:, None, :, :], y
 
 
 def load_idx_dataset(name: str, root: Path, download: bool) -> RawData:
     """A 10-class IDX dataset (``mnist`` or ``fashion-mnist``) as uint8 ``(N, 1, 28, 28)``.
 
-    All four headers are checked before any payload is read.
+    All four headers are checked against the official shapes before any payload is read.
     """
-    files = find_or_fetch_idx(SOURCES[name], root, download)
-    _check_pair(files[TRAIN_IMAGES], files[TRAIN_LABELS])
-    _check_pair(files[TEST_IMAGES], files[TEST_LABELS])
-    x_train, y_train = _images_and_labels(files[TRAIN_IMAGES], files[TRAIN_LABELS], 10)
-    x_test, y_test = _images_and_labels(files[TEST_IMAGES], files[TEST_LABELS], 10)
-    return RawData(name, x_train, y_train, x_test, y_test, num_classes=10, pixel_max=255.0)
+    source = SOURCES[name]
+    files = find_or_fetch_idx(source, root, download)
+    _check_headers(source, files)
+    x_train, y_train = _images_and_labels(source, files, TRAIN_IMAGES, TRAIN_LABELS)
+    x_test, y_test = _images_and_labels(source, files, TEST_IMAGES, TEST_LABELS)
+    return RawData(name, x_train, y_train, x_test, y_test, num_classes=NUM_CLASSES, pixel_max=255.0)
 
 
 def load_mnist(root: Path, download: bool) -> RawData:
