@@ -62,6 +62,22 @@ MAX_HIDDEN = 16_384
 MAX_BATCH = 65_536
 MAX_SCORE_SAMPLES = 100_000
 MAX_CROP_PADDING = 64
+# Float hyperparameters end up in float32 tensors (largest value 3.4e38): a value that
+# cannot be converted fails every job ("value cannot be converted to type float without
+# overflow", exit 1) instead of being refused here (exit 2). Within these bounds an
+# absurd value at worst makes a run diverge, which is recorded as such.
+#: learning rate. Adam's first step is lr / (1 - momentum) and momentum <= 1 - 1e-8, so
+#: 1e30 keeps even that below 1e38. No sane run comes within 25 orders of magnitude
+#: of it (SGD uses ~1e-3..1, Adam ~1e-5..1e-2); it is this high, and not 1e4, because
+#: a huge lr (1e30) is the way to make a run diverge on purpose (the tests do).
+MAX_LR = 1e30
+#: L2 weight decay: sane values are 0..0.1; above 1 the decay alone outruns any
+#: gradient, so 1e4 only stops typos and overflow (wd * weight, in float32).
+MAX_WEIGHT_DECAY = 1e4
+#: SGD momentum / Adam beta1: below 1 (at 1 nothing decays), and far enough below it
+#: that Adam's 1 / (1 - beta1) bias correction stays within 1e8 (see MAX_LR); sane
+#: values are 0.9..0.999.
+MAX_MOMENTUM = 1 - 1e-8
 
 
 def _plain_text(value: str) -> str:
@@ -200,9 +216,9 @@ class TrainConfig(_Section):
         20, ge=1, le=MAX_EPOCHS, description="epochs of retraining each pruned net"
     )
     optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd | adam")
-    lr: float = Field(0.01, gt=0, description="learning rate")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (adam: beta1)")
-    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay")
+    lr: float = Field(0.01, gt=0, le=MAX_LR, description="learning rate")
+    momentum: float = Field(0.9, ge=0, le=MAX_MOMENTUM, description="SGD momentum (adam: beta1)")
+    weight_decay: float = Field(5e-4, ge=0, le=MAX_WEIGHT_DECAY, description="L2 weight decay")
     batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="training batch size")
     eval_batch_size: int = Field(
         1024, ge=1, le=MAX_BATCH, description="batch size for validation and test"
@@ -213,6 +229,7 @@ class TrainConfig(_Section):
     lr_step_epochs: int = Field(
         10, ge=1, le=MAX_EPOCHS, description="step schedule: epochs between decays"
     )
+    # lr * lr_gamma**k never grows, so the step schedule stays within MAX_LR
     lr_gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor")
 
 
@@ -473,10 +490,25 @@ def format_errors(err: ValidationError) -> list[str]:
                 msg = msg[len(key) + 2 :]
         elif kind == "model_type" or kind == "dict_type":
             msg = f"expected a table, got {_show(e.get('input'))}"
+        elif kind in _BOUNDS and _huge_float(bound := (e.get("ctx") or {}).get(_BOUNDS[kind][0])):
+            # pydantic writes a float bound such as 1e30 with all 31 digits
+            msg = f"input should be {_BOUNDS[kind][1]} {bound:g}, got {_show(e.get('input'))}"
         else:
             msg = f"{msg[0].lower()}{msg[1:]}, got {_show(e.get('input'))}"
         lines.append(f"{key}: {msg}" if key else msg)
     return lines
+
+
+_BOUNDS = {
+    "greater_than": ("gt", "greater than"),
+    "greater_than_equal": ("ge", "greater than or equal to"),
+    "less_than": ("lt", "less than"),
+    "less_than_equal": ("le", "less than or equal to"),
+}
+
+
+def _huge_float(bound: Any) -> bool:
+    return isinstance(bound, float) and abs(bound) >= 1e16
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
