@@ -1,7 +1,9 @@
 """What the batch CLI and the small commands print and write: run health, tables that
 read at 80 columns, escaped control characters, ``experiments`` totals against the plan,
-``export --out`` on links, FIFOs, stdout and full disks, readers that go away, Ctrl-C
-during the report, failed starts that make no store, and damaged stores.
+``export --out`` on links (dangling ones too), FIFOs, stdout and full disks, the mode
+of a replaced file, escaped CSV, readers that go away from every command (at once or
+mid-write: exit 141), Ctrl-C during the report, no empty progress bar for a finished
+grid, failed starts that make no store, and damaged stores.
 
 Every store here is made by a real (tiny) run; subprocesses are the real console script.
 """
@@ -431,3 +433,259 @@ def test_export_to_a_full_standard_output_is_one_line_exit_2(
     assert _export("--store", str(store_dir)) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == ["lotto-tui: cannot write to standard output: No space left on device"], err
+
+
+# --------------------------------------------------------------------------- readers that go away
+
+OUTPUT_CLOSED = "lotto-tui: standard output was closed (the reader went away)"
+
+
+def _fill_one_page_pipe(fd: int) -> None:
+    """Shrink the pipe whose write end is ``fd`` to one page and fill that page: the
+    next write to it blocks until a reader takes the whole page, or leaves."""
+    assert fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 4096) == 4096
+    assert os.write(fd, b"." * 4096) == 4096
+
+
+def _blocked_writing(pid: int) -> bool:
+    """Whether process ``pid`` sleeps in a write to a pipe (Linux /proc)."""
+    try:
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return wchan.endswith("pipe_write") or (fields[:2] in (["1", "0x1"], ["64", "0x1"]))
+
+
+def _reader_leaves(args: list[str], cwd: Path, *, after: int | None, fill: bool = False,
+                   unbuffered: bool = True) -> tuple[int, bytes, str]:
+    """Run ``lotto-tui ARGS`` into a pipe whose reader goes away: at once (``after=None``:
+    closed before the command starts, as ``| true`` often is), or after reading ``after``
+    bytes. ``fill``: the pipe is shrunk to one page and filled first, so that even a
+    short output blocks, and the reader leaves while the command waits in its write.
+    Returns (exit code, bytes read, stderr)."""
+    env = dict(os.environ)
+    env.pop("PYTHONUNBUFFERED", None)
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"  # stdout writes straight to the pipe: a partial write is visible
+    read_end, write_end = os.pipe()
+    if fill:
+        _fill_one_page_pipe(write_end)
+    if after is None:
+        os.close(read_end)
+    proc = subprocess.Popen([str(LOTTO), *args], cwd=cwd, stdout=write_end, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=env)
+    os.close(write_end)
+    got = b""
+    try:
+        if after is not None:
+            while len(got) < after:
+                chunk = os.read(read_end, after - len(got))
+                if not chunk:
+                    break
+                got += chunk
+            if fill:  # the reader leaves while the command waits in its write
+                deadline = time.monotonic() + 60
+                while not _blocked_writing(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert proc.poll() is None, "the command was expected to block on the full pipe"
+            os.close(read_end)
+        err = proc.communicate(timeout=60)[1].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, got, err
+
+
+def _closed_output(code: int, err: str) -> None:
+    assert code == 141, (code, err)
+    assert "Traceback" not in err and "Exception ignored" not in err and "internal error" not in err, err
+    assert err.splitlines() == [f"{OUTPUT_CLOSED}; the output is incomplete"], err
+
+
+@pytest.fixture(scope="module")
+def many_experiments(store_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the real store with 80 experiments (the rows copied under new
+    identities): ``experiments`` prints more than a page."""
+    root = tmp_path_factory.mktemp("many") / "runs"
+    shutil.copytree(store_dir, root)
+    with sqlite3.connect(root / "lotto.db") as con:
+        for n in range(2, 81):
+            con.execute("INSERT INTO experiments (identity, name, created_at, config) "
+                        "SELECT identity || ?, name, created_at, config FROM experiments WHERE id = 1", (f"-{n}",))
+    return root
+
+
+@pytest.mark.parametrize("args", [["config", "--preset", "demo"], ["config", "--reference"], ["experiments"],
+                                  ["export", "--format", "csv"], ["export", "--format", "json", "--out", "-"]])
+@pytest.mark.parametrize("after", [None, 1000])
+def test_every_command_exits_141_with_one_line_when_the_reader_goes_away(
+    many_experiments: Path, tmp_path: Path, args: list[str], after: int | None
+) -> None:
+    """``lotto-tui config | true``, ``experiments | head -c 1000``: exit 141 and one line,
+    never exit 70 with "internal error: BrokenPipeError", never exit 0 with the rest lost."""
+    if args[0] in ("experiments", "export"):
+        args = [*args, "--store", str(many_experiments)]
+    code, got, err = _reader_leaves(args, tmp_path, after=after, fill=after is not None)
+    _closed_output(code, err)
+    assert after is None or len(got) == after
+
+
+@pytest.fixture(scope="module")
+def large_store(store_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the real store whose four runs have 40 earlier attempts each (rows
+    copied): ``export --history`` is over 100 KB of JSON, more than a pipe holds."""
+    root = tmp_path_factory.mktemp("large") / "runs"
+    shutil.copytree(store_dir, root)
+    with sqlite3.connect(root / "lotto.db") as con:
+        columns = [row[1] for row in con.execute("PRAGMA table_info(runs)") if row[1] != "id"]
+        picked = ", ".join("attempt + ?" if c == "attempt" else c for c in columns)
+        for n in range(1, 41):
+            con.execute(f"INSERT INTO runs ({', '.join(columns)}) SELECT {picked} FROM runs WHERE attempt = 1", (n,))
+    return root
+
+
+@pytest.mark.parametrize("unbuffered", [True, False])
+def test_an_export_cut_short_is_exit_141_never_0(large_store: Path, tmp_path: Path, unbuffered: bool) -> None:
+    """The reader takes 1,000 bytes of a large export and leaves: the command must not
+    report success with the rest silently lost (a partial write to the pipe)."""
+    whole = run_cli("export", "--store", str(large_store), "--format", "json", "--history", cwd=tmp_path)
+    assert whole.rc == 0 and len(whole.stdout) > 100_000, (whole.rc, len(whole.stdout))
+    for out in ([], ["--out", "-"]):
+        code, got, err = _reader_leaves(["export", "--store", str(large_store), "--format", "json", "--history",
+                                         *out], tmp_path, after=1000, unbuffered=unbuffered)
+        _closed_output(code, err)
+        assert got == whole.stdout.encode()[:1000]
+
+
+def test_a_broken_pipe_anywhere_in_a_command_is_exit_141(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last guard: a BrokenPipeError from any command is exit 141 and one line, not 70."""
+    from lotto_tui import commands
+
+    def gone(opts: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(commands, "experiments_command", gone)
+    assert cli.main(["experiments"]) == 141
+    assert capsys.readouterr().err.splitlines() == [f"{OUTPUT_CLOSED}; the output is incomplete"]
+
+
+# --------------------------------------------------------------------------- export --out keeps the file's mode
+
+
+@pytest.mark.parametrize("through_link", [False, True])
+def test_export_keeps_the_mode_and_owner_of_the_file_it_replaces(
+    store_dir: Path, tmp_path: Path, through_link: bool
+) -> None:
+    target = tmp_path / "secret" / "results.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    target.chmod(0o600)
+    owner = (os.getuid() + 1, os.getgid() + 1) if os.geteuid() == 0 else None
+    if owner:
+        os.chown(target, *owner)
+    out = target
+    if through_link:
+        out = tmp_path / "link.json"
+        out.symlink_to(target)
+    assert _export("--store", str(store_dir), "--out", str(out)) == 0
+    st = target.stat()
+    assert oct(st.st_mode & 0o7777) == oct(0o600)
+    if owner:
+        assert (st.st_uid, st.st_gid) == owner
+    assert len(json.loads(target.read_text())["runs"]) == 4
+    assert sorted(p.name for p in target.parent.iterdir()) == ["results.json"]
+
+
+def test_export_gives_a_new_file_the_usual_mode(store_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "new.json"
+    umask = os.umask(0o022)
+    try:
+        assert _export("--store", str(store_dir), "--out", str(out)) == 0
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_export_through_a_dangling_symlink_creates_no_folders(
+    store_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "missing" / "deeper" / "results.json"
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    assert _export("--store", str(store_dir), "--out", str(link)) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("lotto-tui: --out: ") and "missing/deeper" in err[0], err
+    assert not (tmp_path / "missing").exists() and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json"]
+
+
+def test_export_through_a_dangling_symlink_into_an_existing_folder_writes_the_target(
+    store_dir: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "results.json"
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    assert _export("--store", str(store_dir), "--out", str(link)) == 0
+    assert link.is_symlink() and len(json.loads(target.read_text())["runs"]) == 4
+
+
+# --------------------------------------------------------------------------- CSV escapes control characters
+
+
+def test_csv_export_escapes_control_characters_in_names_and_errors(store_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    shutil.copytree(store_dir, root)
+    with sqlite3.connect(root / "lotto.db") as con:
+        con.execute("UPDATE runs SET error = ? WHERE id = 1", (INJECTION + "\u202e",))
+        con.execute("UPDATE runs SET job_key = ? WHERE id = 2", ("key\x9b2J",))
+    proc = run_cli("export", "--store", str(root), "--format", "csv", cwd=tmp_path)
+    assert proc.rc == 0, proc.stderr
+    assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout and "\x9b" not in proc.stdout
+    assert "\u202e" not in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 5, lines  # the newline in the error is escaped too: one row per run
+    assert "\\x1b]0;pwned\\x07\\x1b[2J\\x0afake row\\u202e" in lines[1] and "key\\x9b2J" in lines[2]
+    data = json.loads(run_cli("export", "--store", str(root), "--format", "json", cwd=tmp_path).stdout)
+    assert data["runs"][0]["error"] == INJECTION + "\u202e"  # JSON keeps the text (escaped by JSON itself)
+
+
+# --------------------------------------------------------------------------- batch on a terminal, nothing to run
+
+
+def _on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
+    """Run ``lotto-tui ARGS`` on a pseudo-terminal; (exit code, everything it drew)."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "LINES": "40", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([str(LOTTO), *args], cwd=cwd, stdin=terminal, stdout=terminal, stderr=terminal,
+                            env=env, close_fds=True)
+    os.close(terminal)
+    chunks = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(controller, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(controller)
+    return proc.wait(timeout=30), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_batch_on_a_finished_store_draws_no_empty_progress_bar(store_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    shutil.copytree(store_dir, root)
+    code, screen = _on_a_terminal(["--batch", *tiny_args('grid.activations=["relu","sigmoid"]'),
+                                   "--store", str(root)], tmp_path)
+    assert code == 0, screen
+    assert "4 already done" in screen and "0 to run" in screen, screen
+    assert "0/0" not in screen and "0:00:00" not in screen and "starting" not in screen, screen
+    assert "Experiment 1" in screen  # the report still comes

@@ -269,6 +269,7 @@ def test_a_nul_byte_or_control_character_in_a_path_option_is_one_line(capsys, tm
         ('[run]\nname = "a\\u001b]0;pwned\\u0007\\u001b[2J"', "run.name"),
         ('[run]\nname = "two\\nlines"', "run.name"),
         ('[run]\nname = "sep\\u2028arator"', "run.name"),
+        ('[run]\nname = "\\u202eevil"', "run.name"),  # right-to-left override: reorders the line
     ],
 )
 def test_control_characters_in_path_and_name_keys_are_refused_at_validation(tmp_path, line, key):
@@ -286,9 +287,26 @@ def test_a_key_holding_escape_sequences_is_printed_escaped(capsys):
     assert "\x1b" not in line
 
 
+BIDI = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
+        "\u200e", "\u200f", "\u061c"]
+
+
+@pytest.mark.parametrize("ch", BIDI)
+def test_bidi_formatting_characters_in_a_name_are_refused_in_process(capsys, ch):
+    """``run.name="\\u202eevil"`` would reorder what ``experiments`` prints: refused like a control."""
+    code, out, err = run_main(capsys, "config", "--set", f'run.name="{ch}evil"')
+    line = one_error_line(code, err, "run.name:", "control characters", f"\\u{ord(ch):04x}")
+    assert ch not in line and out == ""
+    assert escape_controls(f"{ch}evil") == f"\\u{ord(ch):04x}evil"
+    assert one_line(ValueError(f"a {ch} b")) == f"a \\u{ord(ch):04x} b"
+
+
 def test_printable_unicode_names_and_paths_are_still_fine():
     config = load_config(overrides=['run.name="caf\u00e9 \U0001f9ea"', 'data.root="d\u00e4ta"'])
     assert config.run.name == "caf\u00e9 \U0001f9ea" and config.data.root == "d\u00e4ta"
+    # right-to-left text itself (Hebrew, Arabic) is no control: only the invisible marks are
+    config = load_config(overrides=['run.name="\u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627"'])
+    assert config.run.name == "\u05e9\u05dc\u05d5\u05dd \u0645\u0631\u062d\u0628\u0627"
 
 
 # ------------------------------------------------------------ 7. unquoted strings in lists

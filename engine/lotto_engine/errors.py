@@ -13,15 +13,18 @@ import unicodedata
 
 #: Line and paragraph separators break a line like ``\n`` does; treat them as controls.
 _CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+#: Bidirectional formatting characters (embeddings, overrides, isolates, marks) reorder
+#: the text around them on screen: ``\u202e`` shows ``evil.exe`` as ``exe.live``.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 #: Where a PyTorch (c10) message turns into a C++ backtrace.
 _BACKTRACE_START = re.compile(r"^\s*(Exception raised from |frame #\d+)")
 _ENFORCE_PREFIX = re.compile(r"^\[enforce fail at [^\]]*\]\s*")
 
 
 def is_control(ch: str) -> bool:
-    """Whether ``ch`` could break a line or drive a terminal (C0/C1 controls, DEL,
-    Unicode line and paragraph separators)."""
-    return unicodedata.category(ch) in _CONTROL_CATEGORIES
+    """Whether ``ch`` could break a line, drive a terminal or reorder what is shown
+    (C0/C1 controls, DEL, Unicode line and paragraph separators, bidi formatting)."""
+    return ch in _BIDI_CONTROLS or unicodedata.category(ch) in _CONTROL_CATEGORIES
 
 
 def first_control(text: str) -> str | None:

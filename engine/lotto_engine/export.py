@@ -100,12 +100,22 @@ def to_json(data: dict[str, Any]) -> str:
 
 
 def to_csv(data: dict[str, Any]) -> str:
+    """One row per run. Control characters in text cells (an error quoting a crafted
+    name, say) are written as escapes (``\\x1b``), as JSON escapes them: the CSV is
+    often read on a terminal, and a row stays one line."""
+    from .errors import escape_controls
+
+    def cell(value: Any) -> Any:
+        if value is None:
+            return ""
+        return escape_controls(value) if isinstance(value, str) else value
+
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for run in data["runs"]:
         row = {**run, **(run.get("numerics") or {}), "flags": ";".join(run.get("flags") or ())}
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
+        writer.writerow({k: cell(row.get(k)) for k in CSV_COLUMNS})
     return buf.getvalue()
 
 

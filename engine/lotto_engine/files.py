@@ -4,6 +4,7 @@ leaves nothing behind for good."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import signal
@@ -22,29 +23,62 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` so that a reader sees the old file or the whole new one.
 
     A regular file (or a new path) is written to a temporary file beside it, then
-    renamed into place; a symlink is followed (its target is replaced, the link stays);
-    a path that is not a regular file (a FIFO, a terminal, a character device) is
-    written directly, since renaming would replace the node itself. Temporary files of
-    writers that died (``kill -9``) in that folder are removed first; SIGTERM or SIGHUP
-    during the write removes this one. Failures raise ``OSError``; none leaves a
-    partial file or a temporary one.
+    renamed into place; the file it replaces keeps its permissions (and, when the
+    writer may give it, its owner): a private file stays private. A symlink is
+    followed (its target is replaced, the link stays); its target's folder must exist,
+    since a link naming a folder that is not there is more likely a mistake than a
+    request to make one. A path that is not a regular file (a FIFO, a terminal, a
+    character device) is written directly, since renaming would replace the node
+    itself. Temporary files of writers that died (``kill -9``) in that folder are
+    removed first; SIGTERM or SIGHUP during the write removes this one. Failures raise
+    ``OSError``; none leaves a partial file or a temporary one.
     """
-    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+    link = Path(path) if Path(path).is_symlink() else None
+    path = Path(os.path.realpath(path)) if link is not None else Path(path)
     if _is_special(path):
         with open(path, "w", encoding="utf-8") as out:
             out.write(text)
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if link is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise FileNotFoundError(
+            errno.ENOENT, f"it links to {path}, whose folder {path.parent} does not exist", str(link)
+        )
     remove_dead_temp_files(path.parent, also=path.name)
     tmp = path.with_name(f".{path.name}{TEMP_SUFFIX}{os.getpid()}")
+    old = _regular_file_stat(path)
     try:
         with _removed_on_termination(tmp):
+            if old is not None:  # made private at once: the old mode is given after the write
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600))
             tmp.write_text(text, encoding="utf-8")
+            if old is not None:
+                _give_owner_and_mode(tmp, old)
             os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
     return path
+
+
+def _regular_file_stat(path: Path) -> os.stat_result | None:
+    """The stat of ``path`` when it is a regular file, else None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _give_owner_and_mode(path: Path, old: os.stat_result) -> None:
+    """Give ``path`` the owner (where this process may: root, or a group it is in) and
+    the permission bits of ``old``. The owner goes first: a change of owner clears the
+    set-id bits the mode then restores."""
+    uid = old.st_uid if os.geteuid() == 0 else -1
+    with contextlib.suppress(PermissionError):  # not root and not in that group: ours it stays
+        os.chown(path, uid, old.st_gid)
+    os.chmod(path, stat.S_IMODE(old.st_mode))
 
 
 def _is_special(path: Path) -> bool:

@@ -102,7 +102,9 @@ class PlainReporter:
 
 
 class RichReporter:
-    """Live progress bars for the grid and each job in flight (several with run.parallel)."""
+    """Live progress bars for the grid and each job in flight (several with run.parallel).
+    The bars start with the grid, and only when it has jobs to run: a finished grid
+    (every job already done) draws no empty ``0/0`` bar."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -115,17 +117,18 @@ class RichReporter:
             console=console,
             transient=False,
         )
-        self.grid = self.progress.add_task("starting", total=None)
+        self.grid: Any = None  # the grid's bar, once there are jobs to run
         self.jobs: dict[str, Any] = {}  # job key -> its bar, while it runs
-        self.progress.start()
 
     def __call__(self, event: Any) -> None:
         from lotto_engine import events as ev
 
         if isinstance(event, ev.GridStarted):
             todo = len(event.jobs) - len(event.skipped)
-            self.progress.update(self.grid, total=todo, description=f"experiment {event.experiment_id}")
             self.console.print(Text(printable(_grid_line(event))))
+            if todo > 0:
+                self.grid = self.progress.add_task(f"experiment {event.experiment_id}", total=todo)
+                self.progress.start()
         elif isinstance(event, ev.JobStarted):
             total = event.epochs * event.batches_per_epoch
             self.jobs[event.job.key] = self.progress.add_task(event.job.label, total=total)
@@ -135,7 +138,7 @@ class RichReporter:
             self.console.print(Text.assemble(("note:", "yellow"), f" {printable(event.message)}"))
         elif isinstance(event, ev.JobFinished):
             self._drop(event.job.key)
-            self.progress.advance(self.grid)
+            self._advance()
             style = {"done": "green", "diverged": "magenta", "cancelled": "yellow"}.get(event.result.status, "red")
             line = Text(_fmt_result(event.job, event.result), style=style)
             if event.result.flags:  # the words say it; the style only underlines them
@@ -143,9 +146,13 @@ class RichReporter:
             self.console.print(line)
         elif isinstance(event, ev.JobFailed):
             self._drop(event.job.key)
-            self.progress.advance(self.grid)
+            self._advance()
             self.console.print(Text.assemble(
                 ("failed", "bold red"), f"    {printable(event.job.label)}  - {printable(event.error)}"))
+
+    def _advance(self) -> None:
+        if self.grid is not None:
+            self.progress.advance(self.grid)
 
     def _drop(self, key: str) -> None:
         if key in self.jobs:

@@ -20,6 +20,8 @@ PRESET_NAMES = ("demo", "seed-paper")  # checked against lotto_engine.config.PRE
 COMMANDS = ("config", "export", "experiments")
 
 EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
+#: 128 + SIGPIPE: the reader of standard output went away, as a shell reports it.
+EXIT_OUTPUT_CLOSED = 141
 DEBUG_ENV = "LOTTO_TUI_DEBUG"
 PATH_OPTIONS = ("config", "store", "out")  # options naming a file or folder
 
@@ -87,10 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     import os
 
     try:
-        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+        code = _dispatch(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()  # what is still buffered fails here, not at interpreter exit
+        return code
     except KeyboardInterrupt:
         print("lotto-tui: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of standard output went away (``| head``, ``| true``)
+        from .commands import discard_stdout, output_closed
+
+        discard_stdout()
+        return output_closed()
     except Exception as err:  # a bug, or an environment problem nothing anticipated
         if os.environ.get(DEBUG_ENV):
             raise
