@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 
 import pytest
@@ -205,6 +206,8 @@ def test_runs_of_an_older_release_show_as_unchecked_everywhere_never_ok(tmp_path
         assert all(cell.unchecked == 1 and not cell.flags for cell in cells)
         data = export_experiment(store, summary.experiment_id)
     assert all(run["flags"] is None for run in data["runs"])
+    rows = to_csv(data).splitlines()
+    assert {row.split(",")[rows[0].split(",").index("flags")] for row in rows[1:]} == {"?"}
     assert all(layer["units"] is None for run in data["runs"] for layer in run["layers"])
 
     from lotto_tui.cli import main
@@ -224,3 +227,6 @@ def test_runs_of_an_older_release_show_as_unchecked_everywhere_never_ok(tmp_path
     with Store(store_dir, create=False) as reader:
         (old, *_) = [exp for exp in load_history(reader) if exp.counts.get("done") == 4]
     assert old.unchecked == 4 and flagged_text(old) == "?"
+    assert main(["experiments", "--store", str(store_dir)]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert rows and all(re.search(r"\s0\+\?(\s|$)", row) for row in rows), rows

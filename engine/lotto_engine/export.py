@@ -114,7 +114,8 @@ def to_csv(data: dict[str, Any]) -> str:
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for run in data["runs"]:
-        row = {**run, **(run.get("numerics") or {}), "flags": ";".join(run.get("flags") or ())}
+        flags = run.get("flags")  # None: made before health checks, so unknown (never "no flags")
+        row = {**run, **(run.get("numerics") or {}), "flags": "?" if flags is None else ";".join(flags)}
         writer.writerow({k: cell(row.get(k)) for k in CSV_COLUMNS})
     return buf.getvalue()
 

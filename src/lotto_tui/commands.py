@@ -175,10 +175,12 @@ def experiment_row(exp: ExperimentRecord, runs: list[RunRecord]) -> list[str]:
     grid = cfg.get("grid", {})
     shape = "x".join(str(len(grid.get(k, ()))) for k in ("activations", "methods", "sparsities", "seeds"))
     done = sum(r.status == "done" for r in runs)
-    flagged = sum(1 for r in runs if r.flags)
+    flagged = str(sum(1 for r in runs if r.flags))
+    if any(not r.checked for r in runs):  # made before health checks: some flags unknown
+        flagged += "+?"
     return [
         str(exp.id), printable(exp.created_at), printable(cfg.get("data", {}).get("dataset", "?")), shape,
-        f"{done}/{planned_jobs(cfg, len(runs))}", str(flagged), printable(exp.name),
+        f"{done}/{planned_jobs(cfg, len(runs))}", flagged, printable(exp.name),
     ]
 
 
