@@ -680,6 +680,7 @@ def _on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
     return proc.wait(timeout=30), b"".join(chunks).decode("utf-8", "replace")
 
 
+@pytest.mark.slow  # a real pty and a second batch process
 def test_batch_on_a_finished_store_draws_no_empty_progress_bar(store_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "runs"
     shutil.copytree(store_dir, root)
