@@ -141,7 +141,9 @@ class JobsPanel(Widget):
         self.query_one("#job-row").display = bool(text)  # no empty bar while idle
 
     def on_resize(self) -> None:
-        self._fill(self._rows)  # health cells wrap on narrow screens only
+        # health cells wrap on narrow screens only; refill after the resize is laid out:
+        # a table rebuilt inside it can keep stale header widths (seen once in a full run)
+        self.call_after_refresh(lambda: self._fill(self._rows))
 
     def _fill(self, rows: tuple[JobRow, ...]) -> None:
         self._rows = rows
