@@ -173,6 +173,31 @@ def run_cli(*args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | N
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
+def run_on_terminal(args: list[str], cwd: Path, timeout: float = 120) -> tuple[int, str]:
+    """Run ``lotto-tui ARGS`` on a pseudo-terminal (100x40, colour allowed);
+    (exit code, everything it drew)."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "LINES": "40", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([str(LOTTO), *args], cwd=cwd, stdin=terminal, stdout=terminal, stderr=terminal,
+                            env=env, close_fds=True)
+    os.close(terminal)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(controller, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(controller)
+    return proc.wait(timeout=30), b"".join(chunks).decode("utf-8", "replace")
+
+
 @pytest.fixture
 def cli(tmp_path: Path) -> Callable[..., CliResult]:
     """:func:`run_cli`, working in the test's ``tmp_path`` unless given ``cwd``."""

@@ -25,6 +25,8 @@ import pytest
 from lotto_engine.config import SECTIONS, load_config
 from lotto_tui.cli import main
 
+from conftest import run_on_terminal
+
 LOTTO = Path(sys.executable).with_name("lotto-tui")
 REPO = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[")
@@ -468,29 +470,8 @@ def test_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path):
 
 
 def test_on_a_terminal_batch_shows_progress_bars_and_a_colour_table(tmp_path):
-    import pty
-
-    controller, terminal = pty.openpty()
-    env = {**os.environ, "COLUMNS": "100", "LINES": "40", "TERM": "xterm-256color"}
-    env.pop("NO_COLOR", None)
-    proc = subprocess.Popen(
-        [str(LOTTO), "--batch", *TINY, "--store", str(tmp_path / "store")],
-        cwd=tmp_path, stdin=terminal, stdout=terminal, stderr=terminal, env=env, close_fds=True,
-    )
-    os.close(terminal)
-    chunks = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            data = os.read(controller, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(controller)
-    assert proc.wait(timeout=30) == 0
-    screen = b"".join(chunks).decode("utf-8", "replace")
+    code, screen = run_on_terminal(["--batch", *TINY, "--store", str(tmp_path / "store")], cwd=tmp_path)
+    assert code == 0
     assert "relu dense seed=0" in screen and "━" in screen  # the job's progress bar
     assert "\x1b[" in screen  # colour on a terminal
     assert "epoch 1/2" not in screen  # no per-epoch log lines: the bars show progress

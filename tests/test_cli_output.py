@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from conftest import LOTTO, run_cli, tiny_args, tiny_config
+from conftest import LOTTO, run_cli, run_on_terminal, tiny_args, tiny_config
 from lotto_engine.plan import build_plan
 from lotto_engine.records import RunRecord
 from lotto_engine.results import Cell, summarize
@@ -656,35 +656,11 @@ def test_csv_export_escapes_control_characters_in_names_and_errors(store_dir: Pa
 # --------------------------------------------------------------------------- batch on a terminal, nothing to run
 
 
-def _on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
-    """Run ``lotto-tui ARGS`` on a pseudo-terminal; (exit code, everything it drew)."""
-    import pty
-
-    controller, terminal = pty.openpty()
-    env = {**os.environ, "COLUMNS": "100", "LINES": "40", "TERM": "xterm-256color"}
-    env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([str(LOTTO), *args], cwd=cwd, stdin=terminal, stdout=terminal, stderr=terminal,
-                            env=env, close_fds=True)
-    os.close(terminal)
-    chunks = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            data = os.read(controller, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(controller)
-    return proc.wait(timeout=30), b"".join(chunks).decode("utf-8", "replace")
-
-
 @pytest.mark.slow  # a real pty and a second batch process
 def test_batch_on_a_finished_store_draws_no_empty_progress_bar(store_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "runs"
     shutil.copytree(store_dir, root)
-    code, screen = _on_a_terminal(["--batch", *tiny_args('grid.activations=["relu","sigmoid"]'),
+    code, screen = run_on_terminal(["--batch", *tiny_args('grid.activations=["relu","sigmoid"]'),
                                    "--store", str(root)], tmp_path)
     assert code == 0, screen
     assert "4 already done" in screen and "0 to run" in screen, screen

@@ -102,7 +102,7 @@ def remove_dead_temp_files(folder: Path, *, also: str = "") -> int:
         return 0
     for entry in entries:
         match = _TEMP_NAME.match(entry.name) or (old.match(entry.name) if old else None)
-        if match is None or _alive(int(match.group(1))) or not entry.is_file(follow_symlinks=False):
+        if match is None or writer_alive(int(match.group(1))) or not entry.is_file(follow_symlinks=False):
             continue
         with contextlib.suppress(OSError):
             os.unlink(entry.path)
@@ -110,7 +110,7 @@ def remove_dead_temp_files(folder: Path, *, also: str = "") -> int:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def writer_alive(pid: int) -> bool:
     """Whether a process ``pid`` exists (ours counts: it may be writing right now)."""
     if pid == os.getpid():
         return True

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import StoreError
+from .files import writer_alive
 from .health import parse_flags
 from .records import EpochMetrics, ExperimentRecord, LayerSparsity, RunRecord, RunResult
 
@@ -548,7 +549,7 @@ class Store:
         for key in job_keys:
             for tmp in (self.root / "artifacts" / key).glob("*.tmp*"):
                 pid = tmp.suffix.removeprefix(".tmp")
-                if pid.isdigit() and _alive(int(pid)):
+                if pid.isdigit() and writer_alive(int(pid)):
                     continue  # another process is writing it right now
                 tmp.unlink(missing_ok=True)
                 removed += 1
@@ -668,16 +669,6 @@ def _tensor_problem(tensors: Mapping[str, torch.Tensor], like: Mapping[str, torc
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             return f"{key} holds NaN or infinite values"
     return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _run(row: tuple[Any, ...]) -> RunRecord:

@@ -186,24 +186,15 @@ class _Interrupts:
             signal.signal(sig, handler)
 
 
-class _StopAtOnce:
+class _StopAtOnce(_Interrupts):
     """While the final report prints, Ctrl-C (or SIGTERM) stops it at once: every run
     is stored by then, so there is nothing left to finish cleanly."""
 
     def __init__(self) -> None:
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopAtOnce:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._handle)
-        return self
+        super().__init__(threading.Event(), notify=None)
 
     def _handle(self, signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 class _OutputGuard:
