@@ -270,6 +270,21 @@ def test_job_slots_spread_over_visible_gpus(monkeypatch):
     assert devices.describe_slots(gpu) == "cuda:0, cuda:1"
 
 
+def test_peak_memory_reset_before_any_cuda_allocation_is_skipped_not_an_error(monkeypatch):
+    # Seen on an H200 with torch 2.11: `lotto-tui --batch --device cuda` exited 70 with
+    # "Invalid device argument", because the runner reset CUDA's peak-memory counters
+    # before the process had touched the GPU (the allocator does not exist yet then).
+    def refuse(device=None):
+        raise RuntimeError("Invalid device argument ")
+
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", refuse)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    devices.reset_peak_memory([torch.device("cuda", 0)])  # nothing to reset yet
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.raises(RuntimeError):  # once CUDA is up, the reset really happens
+        devices.reset_peak_memory([torch.device("cuda", 0)])
+
+
 def test_models_built_in_parallel_threads_get_their_own_seeds_weights():
     cfg = load_config(preset="demo", overrides=TINY)
     expected = {seed: build_model(cfg.model, (1, 8, 8), 10, "relu", seed).state_dict() for seed in range(4)}
@@ -426,7 +441,12 @@ def test_on_cuda_the_captured_step_matches_the_uncaptured_one_and_eager_training
     assert step.graph is not None
     reused = run(cuda_graphs=True, step_cache=cache)  # a second run replays the cached graph
     assert reused.notes == [] and cache._idle == [step]
-    assert curve(reused) == curve(captured)
+    # training replays bit for bit; validation only to rounding: on an H200 (torch 2.11)
+    # one val_loss differed by 6e-7 relative (the same weights evaluated with other
+    # cuDNN kernels, chosen while the cached graph held memory)
+    assert [c[:2] for c in curve(reused)] == [c[:2] for c in curve(captured)]
+    for a, b in zip(curve(reused), curve(captured), strict=True):
+        assert a[2:] == pytest.approx(b[2:], rel=1e-5)
     rel, tol = (1e-3, 1e-3) if not fast else (0.1, 0.05)  # bf16 rounds at about 4e-3 per op
     for a, b in zip(curve(eager), curve(captured), strict=True):
         assert b == pytest.approx(a, rel=rel, abs=tol)

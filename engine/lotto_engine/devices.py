@@ -137,7 +137,12 @@ def on_device(device: torch.device) -> Iterator[None]:
 
 
 def reset_peak_memory(slots: Iterable[torch.device]) -> None:
-    """Start counting peak memory afresh on each CUDA device among ``slots``."""
+    """Start counting peak memory afresh on each CUDA device among ``slots``.
+
+    Before the process's first CUDA allocation there is nothing to reset, and torch
+    (2.11) refuses the call ("Invalid device argument"): skip it then."""
+    if not torch.cuda.is_initialized():
+        return
     for device in dict.fromkeys(d for d in slots if d.type == "cuda"):
         torch.cuda.reset_peak_memory_stats(device)
 
