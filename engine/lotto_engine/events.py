@@ -30,6 +30,8 @@ class JobStarted:
     epochs: int
     batches_per_epoch: int
     device: str = ""  # where it trains (several devices or job slots can be busy at once)
+    #: epochs already trained before an interruption (continued from a checkpoint); 0 = fresh
+    resumed_from: int = 0
 
 
 @dataclass(frozen=True)
