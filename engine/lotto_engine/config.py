@@ -330,6 +330,14 @@ class RunConfig(_Section):
         ),
     )
 
+    executor: Literal["local"] = Field(
+        "local",
+        description=(
+            "where jobs run: local (this process: one job at a time, or run.parallel slots "
+            "over GPUs or CPU threads); changes nothing in the numbers"
+        ),
+    )
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:

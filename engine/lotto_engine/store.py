@@ -4,6 +4,7 @@ Layout of a store folder (default ``./lotto-runs``)::
 
     lotto.db                       experiments, runs, epochs, layer_sparsity
     artifacts/<job key>/<name>.safetensors   theta0, dense, rewind, mask, final
+    checkpoints/<job key>.pt       a running job's state after its last finished epoch
     locks/experiment-<id>.lock     held while a runner works on that experiment
     space-reserve                  256 KiB given back on a full disk to record a run's end
 
@@ -11,8 +12,14 @@ Durability rules: a run row is written as ``running`` when a job starts, and eac
 epoch's metrics (and a pruned run's mask sparsity) are committed as they happen, so
 other processes can follow a run live; when it ends, its status, metrics, curve and
 per-layer sparsity are committed in ONE transaction. Artifacts are written to a temporary file, fsynced and renamed, before
-that commit. So ``kill -9`` at any moment loses at most the job in flight, and the
-next run marks that row ``cancelled`` and runs the job again.
+that commit. A running job's checkpoint is replaced atomically (temp file, rename)
+after every epoch. So ``kill -9`` at any moment loses at most the epoch in flight:
+the next run marks that row ``cancelled``, then continues the job in the same row
+from its checkpoint (or runs it again when it has none).
+
+Checkpoints are not fsynced: a process killed after the rename leaves a whole file
+in the page cache. Only a power cut can leave a broken one, which the next run names
+and then starts that job over.
 """
 
 from __future__ import annotations
@@ -30,10 +37,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import StoreError
+from .errors import StoreError, one_line
 from .files import writer_alive
 from .health import parse_flags
 from .records import EpochMetrics, ExperimentRecord, LayerSparsity, RunRecord, RunResult
+from .statuses import FINAL
 
 if TYPE_CHECKING:
     import torch
@@ -102,7 +110,6 @@ _RUN_COLUMNS = (
 #: Columns a schema-3 store added, with what an older store reads in their place.
 _V3_RUN_COLUMNS = {"flags": "NULL AS flags", "numerics": "NULL AS numerics"}
 #: Statuses a resume does not redo: done, and diverged (deterministic: it would diverge again).
-FINAL = ("done", "diverged")
 
 
 _T = TypeVar("_T")
@@ -372,6 +379,31 @@ class Store:
             return int(cur.lastrowid)  # type: ignore[arg-type]
 
     @_sql
+    def resume_run(self, experiment_id: int, job: Job, curve: Iterable[EpochMetrics]) -> int:
+        """Continue ``job`` from a checkpoint: its latest attempt here, when that was
+        interrupted (cancelled), runs again in the same row with ``curve`` as its epochs
+        so far; otherwise a new attempt starts with that curve. Returns the run id."""
+        with self._lock, self._conn:
+            row = self._conn.execute(
+                "SELECT id, status FROM runs WHERE experiment_id = ? AND job_key = ? ORDER BY attempt DESC LIMIT 1",
+                (experiment_id, job.key),
+            ).fetchone()
+        if row is not None and row[1] in ("cancelled", "running"):
+            run_id = int(row[0])
+            with self._lock, self._conn:
+                self._conn.execute(
+                    "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, pid = ? WHERE id = ?",
+                    (os.getpid(), run_id),
+                )
+                self._conn.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
+                self._write_epochs(run_id, curve)
+            return run_id
+        run_id = self.start_run(experiment_id, job)
+        with self._lock, self._conn:
+            self._write_epochs(run_id, curve)
+        return run_id
+
+    @_sql
     def finish_run(self, run_id: int, result: RunResult) -> None:
         """Commit a run's outcome, curve and per-layer sparsity in one transaction."""
         with self._lock, self._conn:
@@ -544,15 +576,18 @@ class Store:
         return adopted
 
     def remove_partial_artifacts(self, job_keys: Iterable[str]) -> int:
-        """Delete temp files left by killed processes while writing these jobs' artifacts."""
+        """Delete temp files left by killed processes while writing these jobs'
+        artifacts or checkpoints."""
         removed = 0
-        for key in job_keys:
-            for tmp in (self.root / "artifacts" / key).glob("*.tmp*"):
-                pid = tmp.suffix.removeprefix(".tmp")
-                if pid.isdigit() and writer_alive(int(pid)):
-                    continue  # another process is writing it right now
-                tmp.unlink(missing_ok=True)
-                removed += 1
+        keys = list(job_keys)
+        temps = [tmp for key in keys for tmp in (self.root / "artifacts" / key).glob("*.tmp*")]
+        temps += [tmp for key in keys for tmp in (self.root / "checkpoints").glob(f"{key}.pt.tmp*")]
+        for tmp in temps:
+            pid = tmp.suffix.removeprefix(".tmp")
+            if pid.isdigit() and writer_alive(int(pid)):
+                continue  # another process is writing it right now
+            tmp.unlink(missing_ok=True)
+            removed += 1
         return removed
 
     @_sql
@@ -635,7 +670,7 @@ class Store:
             tensors = load_file(str(path), device=str(device))
         except Exception as err:  # safetensors raises its own error type for a bad header
             raise StoreError(f"unreadable artifact {path}: {' '.join(str(err).split())[:200]}") from None
-        problem = _tensor_problem(tensors, like)
+        problem = tensor_problem(tensors, like)
         if problem:
             raise StoreError(f"bad artifact {path}: {problem}")
         return tensors
@@ -652,7 +687,51 @@ class Store:
         return None
 
 
-def _tensor_problem(tensors: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor] | None) -> str | None:
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_path(self, job_key: str) -> Path:
+        return self.root / "checkpoints" / f"{job_key}.pt"
+
+    def save_checkpoint(self, job_key: str, payload: Mapping[str, Any]) -> None:
+        """Replace a running job's checkpoint atomically (temp file, rename; see the
+        module doc for why no fsync). ``payload`` holds tensors and plain values."""
+        import torch
+
+        path = self.checkpoint_path(job_key)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(dict(payload), tmp)
+            os.replace(tmp, path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise StoreWriteError(f"cannot write {path}: {err.strerror or err}") from None
+
+    def load_checkpoint(self, job_key: str) -> Any | None:
+        """A job's checkpoint payload, or None when it has none. A file that does not
+        load raises a StoreError naming it. Loaded with ``weights_only``: a file can
+        hold tensors and plain values, never code."""
+        import torch
+
+        path = self.checkpoint_path(job_key)
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle, zip and torch raise many types for a broken file
+            raise StoreError(f"unreadable checkpoint {path}: {one_line(err)[:200]}") from None
+
+    def drop_checkpoint(self, job_key: str) -> None:
+        """Delete a job's checkpoint (its job ended, or starts over)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.checkpoint_path(job_key).unlink()
+
+    def has_checkpoint(self, job_key: str) -> bool:
+        return self.checkpoint_path(job_key).exists()
+
+
+def tensor_problem(tensors: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor] | None) -> str | None:
     """What is wrong with loaded tensors, or None: non-finite values, or a mismatch
     with the reference's names, shapes and dtypes."""
     import torch

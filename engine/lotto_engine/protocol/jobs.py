@@ -1,0 +1,236 @@
+"""The protocol: a dense job and a pruned job, each a function of its inputs.
+
+Per activation and seed (the write-up's protocol, generalised):
+
+1. **Dense**: build the net from the seed (theta0), train it for
+   ``train.dense_epochs``, keep theta0, the trained weights and, for
+   ``prune.rewind = "epoch:K"``, the weights after epoch K.
+2. **Pruned**, per method and sparsity, from its dense parent's tensors: score the
+   weights (magnitude: the trained dense weights; grasp and random: theta0), cut a
+   mask, start from the rewind point (theta0 or epoch K) times the mask, retrain for
+   ``train.pruned_epochs`` with the mask enforced, and measure test accuracy, mask
+   sparsity, stability D against the dense net, and the run's health.
+
+A job never touches the store or a scheduler: it takes a :class:`JobSpec`, the data
+(on the device it trains on), its parent's tensors and an optional checkpoint to
+continue from, reports through :class:`JobHooks`, stops when ``hooks.cancel`` is set,
+and returns a :class:`JobOutput` of plain records and CPU tensors. Seeds come from
+the job, never from execution order, so a job gives the same numbers wherever and
+whenever it runs (same device, precision and threads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from ..data import Dataset
+from ..data.batches import class_balanced_sample
+from ..health import diagnose
+from ..metrics import mask_sparsity, stability
+from ..models import build_model
+from ..pruning import compute_masks, prunable_names
+from ..records import LayerSparsity, RunResult
+from ..scores import METHODS
+from ..training import BatchCallback, CancelFlag, EpochCallback, LoopOptions, TrainOutcome, batches_per_epoch, evaluate, train
+from .checkpoint import JobCheckpoint
+from .spec import JobSpec
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class JobHooks:
+    """How a running job reports; every hook is optional and called from the job's thread."""
+
+    cancel: CancelFlag | None = None
+    #: (epochs, batches per epoch, epochs already trained before a resume)
+    on_start: Callable[[int, int, int], None] | None = None
+    #: a pruned job's mask is cut: (fraction removed, per-layer detail)
+    on_mask: Callable[[float, list[LayerSparsity]], None] | None = None
+    on_batch: BatchCallback | None = None
+    on_epoch: EpochCallback | None = None
+    #: after every epoch but the last: the state to continue from
+    on_checkpoint: Callable[[JobCheckpoint], None] | None = None
+
+
+@dataclass
+class JobOutput:
+    """What a job returns: its record and the tensors to keep (by artifact name, on CPU)."""
+
+    result: RunResult
+    artifacts: dict[str, Tensors] = field(default_factory=dict)
+    #: what the fast path could not do (e.g. a CUDA graph fell back), for the user
+    notes: list[str] = field(default_factory=list)
+
+
+def run_job(
+    spec: JobSpec,
+    data: Dataset,
+    *,
+    parent: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    resume: JobCheckpoint | None = None,
+    hooks: JobHooks | None = None,
+) -> JobOutput:
+    """Run one job: dense, or pruned from ``parent`` (its artifacts by name, see
+    :attr:`JobSpec.parent_artifacts`); continue from ``resume`` when given."""
+    hooks = hooks or JobHooks()
+    if spec.job.kind == "dense":
+        return run_dense(spec, data, resume=resume, hooks=hooks)
+    if parent is None:
+        raise ValueError(f"a pruned job needs its parent's tensors ({', '.join(spec.parent_artifacts)})")
+    return run_pruned(spec, data, parent, resume=resume, hooks=hooks)
+
+
+def run_dense(spec: JobSpec, data: Dataset, *, resume: JobCheckpoint | None = None, hooks: JobHooks | None = None) -> JobOutput:
+    """Train the dense net of ``spec.job`` from its seed."""
+    hooks = hooks or JobHooks()
+    job, rewind = spec.job, spec.prune.rewind_epoch
+    model = build_model(spec.model, data.input_shape, data.num_classes, job.activation, job.seed)
+    theta0 = {k: v.clone() for k, v in model.state_dict().items()}
+    model.to(data.train.x.device)
+    outcome = _train(spec, data, model, resume, hooks, masks=None, snapshot_epochs=() if rewind is None else (rewind,))
+    names = prunable_names(model, exclude_classifier=spec.prune.exclude_classifier)
+    params = dict(model.named_parameters())
+    _, layers = mask_sparsity({n: torch.ones_like(params[n], dtype=torch.bool) for n in names})
+    result = _result(spec, outcome, model, data, actual_sparsity=0.0, layers=layers)
+    artifacts: dict[str, Tensors] = {}
+    if outcome.status == "done":
+        artifacts["theta0"] = theta0
+        if rewind is not None:
+            artifacts["rewind"] = outcome.snapshots[rewind]
+        artifacts["dense"] = _cpu(model)
+    return JobOutput(result, artifacts, outcome.notes)
+
+
+def run_pruned(
+    spec: JobSpec,
+    data: Dataset,
+    parent: Mapping[str, Mapping[str, torch.Tensor]],
+    *,
+    resume: JobCheckpoint | None = None,
+    hooks: JobHooks | None = None,
+) -> JobOutput:
+    """Prune the parent's net by ``spec.job.method`` and retrain the ticket."""
+    hooks = hooks or JobHooks()
+    job, prune = spec.job, spec.prune
+    missing = [name for name in spec.parent_artifacts if name not in parent]
+    if missing:
+        raise ValueError(f"its parent's tensors lack {', '.join(missing)}")
+    device = data.train.x.device
+    model = build_model(spec.model, data.input_shape, data.num_classes, job.activation, job.seed)
+    theta0, dense = parent["theta0"], parent["dense"]
+    if resume is not None and resume.masks is not None:
+        masks = {n: m.to(device) for n, m in resume.masks.items()}  # the mask cut before the interruption
+    else:
+        scorer = METHODS.get(job.method)
+        model.load_state_dict(dense if scorer.scores_at == "trained" else theta0)
+        model.to(device)
+        score_data = None
+        if scorer.needs_gradients:
+            x, y = class_balanced_sample(data.train.x, data.train.y, prune.score_samples, job.seed)
+            step = spec.train.eval_batch_size
+            score_data = [(x[i : i + step], y[i : i + step]) for i in range(0, len(y), step)]
+        masks = compute_masks(
+            model, job.method, job.sparsity,
+            data=score_data, scope=prune.scope, tie_mode=prune.tie_mode,
+            exclude_classifier=prune.exclude_classifier, seed=job.seed,
+        )
+    actual, layers = mask_sparsity(masks)
+    if hooks.on_mask is not None:
+        hooks.on_mask(actual, layers)
+    model.load_state_dict(theta0 if prune.rewind_epoch is None else parent["rewind"])
+    model.to(device)
+    outcome = _train(spec, data, model, resume, hooks, masks=masks)
+    result = _result(spec, outcome, model, data, actual_sparsity=actual, layers=layers)
+    artifacts: dict[str, Tensors] = {}
+    if outcome.status == "done":
+        final = _cpu(model)
+        result.stability = stability({n: dense[n] for n in masks}, {n: final[n] for n in masks})
+        artifacts["mask"] = {n: m.to("cpu") for n, m in masks.items()}
+        artifacts["final"] = final
+    return JobOutput(result, artifacts, outcome.notes)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _train(
+    spec: JobSpec,
+    data: Dataset,
+    model: torch.nn.Module,
+    resume: JobCheckpoint | None,
+    hooks: JobHooks,
+    *,
+    masks: Mapping[str, torch.Tensor] | None,
+    snapshot_epochs: tuple[int, ...] = (),
+) -> TrainOutcome:
+    """The one training call of both jobs: the spec's loop, the hooks, the resume point."""
+    epochs = spec.epochs
+    if hooks.on_start is not None:
+        hooks.on_start(epochs, batches_per_epoch(len(data.train), spec.train.batch_size), 0 if resume is None else resume.epoch)
+    on_checkpoint = None
+    if hooks.on_checkpoint is not None:
+        report, key = hooks.on_checkpoint, spec.job.key
+        kept = None if masks is None else {n: m.to("cpu") for n, m in masks.items()}
+        on_checkpoint = lambda state: report(JobCheckpoint(key, state, kept))  # noqa: E731
+    loop = LoopOptions(
+        epochs=epochs,
+        seed=spec.job.seed,
+        masks=masks,
+        augment=spec.data.augment,
+        padding=spec.data.crop_padding,
+        snapshot_epochs=snapshot_epochs,
+        cancel=hooks.cancel,
+        on_batch=hooks.on_batch,
+        on_epoch=hooks.on_epoch,
+        on_checkpoint=on_checkpoint,
+        resume=None if resume is None else resume.train,
+    )
+    return train(model, data.train, data.val, spec.train, spec.fast, loop)
+
+
+def _result(
+    spec: JobSpec,
+    outcome: TrainOutcome,
+    model: torch.nn.Module,
+    data: Dataset,
+    *,
+    actual_sparsity: float,
+    layers: list[LayerSparsity],
+) -> RunResult:
+    """The run's record: curve, accuracies, test accuracy when done, health, numerics."""
+    curve = outcome.curve
+    result = RunResult(status=outcome.status, curve=list(curve), actual_sparsity=actual_sparsity, layers=layers)
+    if curve:
+        result.val_acc = curve[-1].val_acc
+        result.best_val_acc = max(m.val_acc for m in curve)
+    if outcome.status == "done":
+        _, result.test_acc = evaluate(model, data.test, spec.train.eval_batch_size, precision=spec.fast.precision)
+    elif outcome.status == "diverged":
+        result.error = "loss became NaN or infinite"
+    elif outcome.status == "cancelled":
+        result.error = "cancelled"
+    result.flags = diagnose(
+        num_classes=data.num_classes,
+        curve=result.curve,
+        layers=result.layers,
+        val=None if result.val_acc is None else (result.val_acc, len(data.val)),
+        test=None if result.test_acc is None else (result.test_acc, len(data.test)),
+    )
+    result.numerics = _numerics(data.train.x.device, spec.fast.precision)
+    return result
+
+
+def _numerics(device: torch.device, precision: str) -> dict[str, object]:
+    """The settings that changed this run's numbers without being inputs of its job."""
+    name = str(device)
+    if device.type == "cuda":
+        name = f"{device} ({torch.cuda.get_device_name(device)})"
+    return {"device": name, "precision": precision, "threads": torch.get_num_threads()}
+
+
+def _cpu(model: torch.nn.Module) -> Tensors:
+    return {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()}
