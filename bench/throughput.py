@@ -45,7 +45,7 @@ from lotto_engine.devices import fast_path
 from lotto_engine.files import write_text_atomic
 from lotto_engine.models import build_model
 from lotto_engine.pruning import compute_masks, prunable_names
-from lotto_engine.training import evaluate, train
+from lotto_engine.training import LoopOptions, evaluate, train
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -158,19 +158,18 @@ def engine_throughput(cfg, split, val, fast, args, parallel):  # type: ignore[no
         model = build_model(cfg.model, (3, 32, 32), 10, "relu", seed)
         all_masks.append(compute_masks(model, "magnitude", args.sparsity))
         models.append(model.to(device))
-    common = dict(augment=args.augment, padding=4, precision=fast.precision, channels_last=fast.channels_last,
-                  compile=fast.compile, cuda_graphs=fast.cuda_graphs)
     barrier = threading.Barrier(parallel + 1)
     outcomes = [None] * parallel
     errors: list[BaseException] = []
 
     def job(i: int) -> None:
         try:
-            train(models[i], split, val, cfg.train, epochs=1, seed=i, masks=all_masks[i], **common)
+            warm_up = LoopOptions(epochs=1, seed=i, masks=all_masks[i], augment=args.augment, padding=4)
+            train(models[i], split, val, cfg.train, fast, warm_up)
             sync(device)
             barrier.wait()  # everyone warm: start the clock
-            outcomes[i] = train(models[i], split, val, cfg.train, epochs=args.epochs, seed=i,
-                                masks=all_masks[i], **common)
+            timed = LoopOptions(epochs=args.epochs, seed=i, masks=all_masks[i], augment=args.augment, padding=4)
+            outcomes[i] = train(models[i], split, val, cfg.train, fast, timed)
             sync(device)
             barrier.wait()
         except threading.BrokenBarrierError:

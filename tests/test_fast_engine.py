@@ -21,7 +21,7 @@ from lotto_engine.pruning import compute_masks
 from lotto_engine.runner import Runner
 from lotto_engine.step import CaptureUnsupported, GraphedSgdStep, StepCache, graphed_step
 from lotto_engine.store import Store
-from lotto_engine.training import TrainOutcome, lr_at, run_epochs, train
+from lotto_engine.training import LoopOptions, TrainOutcome, _run_epochs, lr_at, train
 
 from conftest import LEARNS, TINY
 
@@ -54,15 +54,15 @@ def curve(outcome: TrainOutcome) -> list[tuple[float, float, float, float]]:
 def test_the_graph_step_trains_like_the_plain_path_and_keeps_masked_weights_zero(digits, extra):
     cfg = load_config(preset="demo", overrides=[*LEARNS, *extra])
     plain_model, masks = masked_model(cfg, digits, sparsity=0.5)
-    plain = train(plain_model, digits.train, digits.val, cfg.train, epochs=4, seed=1, masks=masks,
-                  snapshot_epochs=(1,))
+    plain = train(plain_model, digits.train, digits.val, cfg.train,
+                  loop=LoopOptions(epochs=4, seed=1, masks=masks, snapshot_epochs=(1,)))
 
     model, masks = masked_model(cfg, digits, sparsity=0.5)
     step = step_for(model, masks, cfg, digits)
     seen = []
     fast = TrainOutcome("done")
-    run_epochs(step, model, digits.train, digits.val, cfg.train, fast, epochs=4, seed=1, snapshot_epochs=(1,),
-               on_epoch=lambda m: seen.append(float(step.lr)))
+    _run_epochs(step, model, digits.train, digits.val, cfg.train, fast,
+                LoopOptions(epochs=4, seed=1, snapshot_epochs=(1,), on_epoch=lambda m: seen.append(float(step.lr))))
 
     # this setup learns (chance is 0.1), so the comparison means something
     assert plain.curve[-1].val_acc > 0.5 and fast.curve[-1].val_acc > 0.5
@@ -95,10 +95,11 @@ def test_across_epochs_the_graph_step_keeps_its_state_like_the_plain_path(digits
     cfg = load_config(preset="demo", overrides=[*LEARNS, *extra])
     short = Split(digits.train.x[:192], digits.train.y[:192])
     plain_model, masks = masked_model(cfg, digits, sparsity=0.5)
-    plain = train(plain_model, short, digits.val, cfg.train, epochs=3, seed=1, masks=masks)
+    plain = train(plain_model, short, digits.val, cfg.train, loop=LoopOptions(epochs=3, seed=1, masks=masks))
     model, masks = masked_model(cfg, digits, sparsity=0.5)
     fast = TrainOutcome("done")
-    run_epochs(step_for(model, masks, cfg, digits), model, short, digits.val, cfg.train, fast, epochs=3, seed=1)
+    _run_epochs(step_for(model, masks, cfg, digits), model, short, digits.val, cfg.train, fast,
+                LoopOptions(epochs=3, seed=1))
     for a, b in zip(plain.curve, fast.curve, strict=True):
         assert (b.train_loss, b.val_loss) == pytest.approx((a.train_loss, a.val_loss), rel=1e-3), a.epoch
     params = dict(model.named_parameters())
@@ -112,7 +113,7 @@ def test_a_cached_step_loaded_with_a_new_run_trains_exactly_like_a_fresh_step(di
 
     model, masks = masked_model(cfg, digits, "tanh")
     used = step_for(model, masks, cfg, digits)
-    run_epochs(used, model, digits.train, digits.val, cfg.train, TrainOutcome("done"), epochs=1, seed=0)
+    _run_epochs(used, model, digits.train, digits.val, cfg.train, TrainOutcome("done"), LoopOptions(epochs=1, seed=0))
     cache.checkin(used)
 
     other, other_masks = masked_model(cfg, digits, "tanh", sparsity=0.5)
@@ -129,7 +130,8 @@ def test_a_cached_step_loaded_with_a_new_run_trains_exactly_like_a_fresh_step(di
     results = []
     for step, target in ((again, other), (fresh, fresh_model)):
         out = TrainOutcome("done")
-        run_epochs(step, target, digits.train, digits.val, cfg.train, out, epochs=2, seed=3, augment=True, padding=1)
+        _run_epochs(step, target, digits.train, digits.val, cfg.train, out,
+                    LoopOptions(epochs=2, seed=3, augment=True, padding=1))
         results.append((curve(out), [p.detach().clone() for p in target.parameters()]))
     assert results[0][0] == results[1][0]
     assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
@@ -178,8 +180,8 @@ def test_train_with_cuda_graphs_replays_full_batches_and_reuses_the_step_across_
     def run(sparsity, graphs, step_cache):
         model, masks = masked_model(cfg, digits, sparsity=sparsity)
         # one epoch: eager and replayed steps agree to rounding before differences compound
-        out = train(model, digits.train, digits.val, cfg.train, epochs=1, seed=5, masks=masks,
-                    cuda_graphs=graphs, step_cache=step_cache)
+        out = train(model, digits.train, digits.val, cfg.train, devices.FastPath(cuda_graphs=graphs),
+                    LoopOptions(epochs=1, seed=5, masks=masks, step_cache=step_cache))
         assert out.notes == []
         params = dict(model.named_parameters())  # the trained weights came back to the model
         assert all(bool((params[n].detach()[~m] == 0).all()) for n, m in masks.items())
@@ -205,12 +207,12 @@ def test_a_failed_capture_trains_the_same_step_uncaptured_with_a_note_and_adam_t
     cfg = load_config(preset="demo", overrides=TINY)
     model, masks = masked_model(cfg, digits)
     uncaptured = TrainOutcome("done")
-    run_epochs(step_for(model, masks, cfg, digits), model, digits.train, digits.val, cfg.train, uncaptured,
-               epochs=1, seed=0)
+    _run_epochs(step_for(model, masks, cfg, digits), model, digits.train, digits.val, cfg.train, uncaptured,
+                LoopOptions(epochs=1, seed=0))
 
     model, masks = masked_model(cfg, digits)  # here, off CUDA, capture itself is what fails
-    out = train(model, digits.train, digits.val, cfg.train, epochs=1, seed=0, masks=masks, cuda_graphs=True,
-                step_cache=StepCache())
+    out = train(model, digits.train, digits.val, cfg.train, devices.FastPath(cuda_graphs=True),
+                LoopOptions(epochs=1, seed=0, masks=masks, step_cache=StepCache()))
     assert out.notes == ["CUDA graphs need a CUDA device, not cpu; the same step runs uncaptured"]
     assert curve(out) == curve(uncaptured)
 
@@ -223,19 +225,20 @@ def test_a_failed_capture_trains_the_same_step_uncaptured_with_a_note_and_adam_t
     cache = StepCache()
     for _ in range(2):  # a key that failed once is not captured again
         model, masks = masked_model(cfg, digits)
-        out = train(model, digits.train, digits.val, cfg.train, epochs=1, seed=0, masks=masks, cuda_graphs=True,
-                    step_cache=cache)
+        out = train(model, digits.train, digits.val, cfg.train, devices.FastPath(cuda_graphs=True),
+                    LoopOptions(epochs=1, seed=0, masks=masks, step_cache=cache))
         assert out.notes == ["CUDA graph capture failed: simulated; the same step runs uncaptured"]
         assert curve(out) == curve(uncaptured)
     assert len(calls) == 1
 
     adam = load_config(preset="demo", overrides=[*TINY, 'train.optimizer="adam"'])
     model, masks = masked_model(adam, digits)
-    out = train(model, digits.train, digits.val, adam.train, epochs=1, seed=0, masks=masks, cuda_graphs=True,
-                step_cache=StepCache())
+    out = train(model, digits.train, digits.val, adam.train, devices.FastPath(cuda_graphs=True),
+                LoopOptions(epochs=1, seed=0, masks=masks, step_cache=StepCache()))
     assert out.notes == ["CUDA graphs cover SGD only, not adam; training eagerly"]
     model, masks = masked_model(adam, digits)
-    assert curve(out) == curve(train(model, digits.train, digits.val, adam.train, epochs=1, seed=0, masks=masks))
+    assert curve(out) == curve(train(model, digits.train, digits.val, adam.train,
+                                     loop=LoopOptions(epochs=1, seed=0, masks=masks)))
 
 
 def test_a_step_cache_of_size_zero_keeps_nothing(digits):
@@ -426,10 +429,11 @@ def test_on_cuda_the_captured_step_matches_the_uncaptured_one_and_eager_training
     data = load_dataset(cfg.data, cuda)
     cache = StepCache()
 
-    def run(**options):
+    def run(cuda_graphs=False, step_cache=None):
         model, masks = masked_model(cfg, digits, sparsity=0.5)
         model.to(cuda)
-        out = train(model, data.train, data.val, cfg.train, epochs=3, seed=1, masks=masks, **fast, **options)
+        out = train(model, data.train, data.val, cfg.train, devices.FastPath(**fast, cuda_graphs=cuda_graphs),
+                    LoopOptions(epochs=3, seed=1, masks=masks, step_cache=step_cache))
         params = dict(model.named_parameters())
         assert all(bool((params[n].detach()[~m.to(cuda)] == 0).all()) for n, m in masks.items())
         return out

@@ -11,11 +11,12 @@ import torch
 
 from lotto_engine.config import load_config
 from lotto_engine.data import Split
+from lotto_engine.devices import FastPath
 from lotto_engine.models import build_model
 from lotto_engine.pruning import compute_masks
 from lotto_engine.runner import Runner
 from lotto_engine.store import Store
-from lotto_engine.training import lr_at, train
+from lotto_engine.training import LoopOptions, lr_at, train
 
 from conftest import LEARNS, tiny_config
 
@@ -35,8 +36,8 @@ def test_masked_weights_are_exactly_zero_before_the_first_step_and_after_every_s
             if bool((params[name].detach()[~mask] != 0).any()):
                 violations.append((epoch, batch, name))
 
-    outcome = train(model, digits.train, digits.val, cfg.train, epochs=2, seed=0, masks=masks,
-                    on_batch=check, snapshot_epochs=(0,))
+    outcome = train(model, digits.train, digits.val, cfg.train,
+                    loop=LoopOptions(epochs=2, seed=0, masks=masks, on_batch=check, snapshot_epochs=(0,)))
     assert outcome.status == "done"
     start = outcome.snapshots[0]
     assert all(bool((start[n][~m] == 0).all()) for n, m in masks.items())
@@ -82,7 +83,7 @@ def test_rewind_to_epoch_k_starts_the_pruned_net_from_the_dense_weights_after_k_
         dense_key = next(r.job_key for r in store.runs(summary.experiment_id) if r.method == "dense")
         rewind = store.load_tensors(dense_key, "rewind")
     model = build_model(cfg.model, digits.input_shape, digits.num_classes, "relu", 0)
-    train(model, digits.train, digits.val, cfg.train, epochs=1, seed=0)
+    train(model, digits.train, digits.val, cfg.train, loop=LoopOptions(epochs=1, seed=0))
     assert all(torch.equal(rewind[k], v) for k, v in model.state_dict().items())
 
 
@@ -154,7 +155,7 @@ def masked_run(cfg, digits, split, *, epochs: int, seed: int = 0, **options):
     masks = compute_masks(model, "magnitude", 0.5)
     # train() zeroes the masked weights first: the update starts from there
     start = {n: p.detach() * masks[n] if n in masks else p.detach().clone() for n, p in model.named_parameters()}
-    out = train(model, split, digits.val, cfg.train, epochs=epochs, seed=seed, masks=masks, **options)
+    out = train(model, split, digits.val, cfg.train, FastPath(**options), LoopOptions(epochs=epochs, seed=seed, masks=masks))
     params = dict(model.named_parameters())
     assert all(bool((params[n].detach()[~m] == 0).all()) for n, m in masks.items()), options
     return out, torch.cat([(p.detach() - start[n]).flatten() for n, p in params.items()])
@@ -243,7 +244,7 @@ def test_every_registered_activation_trains_both_models(digits, activation):
     for name in ("shallow-cnn", "lenet-300-100"):
         cfg = tiny_config(f'model.name="{name}"')
         model = build_model(cfg.model, digits.input_shape, digits.num_classes, activation, 0)
-        out = train(model, digits.train, digits.val, cfg.train, epochs=1, seed=0)
+        out = train(model, digits.train, digits.val, cfg.train, loop=LoopOptions(epochs=1, seed=0))
         assert out.status == "done" and math.isfinite(out.curve[0].train_loss)
     from lotto_engine.pruning import prunable_names
 

@@ -79,11 +79,14 @@ def configure(threads: int, deterministic: bool) -> int:
 
 @dataclass(frozen=True)
 class FastPath:
-    """Execution options of the training loop, resolved for one device."""
+    """Execution options of the training loop, resolved for one device.
 
-    precision: str  # "fp32" | "bf16"
-    channels_last: bool
-    compile: bool
+    The defaults are the plain path (``FastPath()``): fp32, contiguous layout, no
+    compilation, no graphs, what ``auto`` resolves to on a CPU."""
+
+    precision: str = "fp32"  # "fp32" | "bf16"
+    channels_last: bool = False
+    compile: bool = False
     cuda_graphs: bool = False
 
 

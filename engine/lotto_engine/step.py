@@ -1,6 +1,23 @@
-"""The SGD training step as one replayable unit over static tensors (CUDA graphs).
+"""The training step: one optimisation step over a batch, behind one contract.
 
-Why: on a GPU this small net's step is ~100 short kernels, so launch overhead, not
+:class:`TrainStep` is what the epoch loop of :func:`lotto_engine.training.train`
+needs from a step: set the learning rate and reset metrics per epoch, step on a
+batch, read the epoch's (loss, correct) with one host sync, copy the trained
+weights into the model (:meth:`~TrainStep.sync_to`), and hand out and take back its
+optimizer state (:meth:`~TrainStep.state`, :meth:`~TrainStep.load_state`) so a run
+interrupted after an epoch continues bit for bit from a checkpoint. Two steps
+implement it:
+
+- :class:`EagerStep`: ``torch.optim`` (foreach) on the model itself, with optional
+  bf16 autocast, channels_last and ``torch.compile``;
+- :class:`GraphedSgdStep`: SGD as one replayable unit over static tensors, captured
+  as a CUDA graph where it can be.
+
+Both keep the state as plain CPU data keyed by parameter name
+(``{"optimizer": "sgd" | "adam", "params": {name: {"momentum_buffer": tensor, ...}}}``),
+so an SGD state of one step loads into the other.
+
+Why the graphed step: on a GPU this small net's step is ~100 short kernels, so launch overhead, not
 arithmetic, sets the pace. A CUDA graph replays the whole step (forward, backward,
 SGD with momentum and weight decay, mask enforcement, metric accumulation) with one
 launch. A graph binds memory addresses, so everything the step reads or writes is
@@ -8,7 +25,7 @@ static and owned here: the input batch buffers, the parameters, the momentum
 buffers, the masks, the learning rate (a 0-d tensor updated in place, so schedules
 work without re-capture) and the loss/accuracy accumulators.
 
-The step is plain PyTorch: with ``capture=False`` (any device) it runs eagerly on
+The graphed step is plain PyTorch: with ``capture=False`` (any device) it runs eagerly on
 the same static tensors, which is how its logic is tested on CPU. Captured steps are
 cached per architecture and training settings (:class:`StepCache`) and reused by
 later runs: a new run copies its weights and mask into the cached tensors.
@@ -16,6 +33,11 @@ later runs: a new run copies its weights and mask into the cached tensors.
 Numerics: the update is ``p -= lr * buf`` computed as a product then a sum, where
 ``torch.optim.SGD`` fuses it (one rounding); runs agree with the eager path to
 float rounding, not bit for bit (see the tests for the tolerance).
+
+A mask, when given, is enforced exactly by both steps: masked weights are zeroed
+before the first step (by ``train``), their gradients are zeroed before every update
+(so momentum and Adam state stay zero) and the weights are zeroed again after every
+update (so weight decay or any optimizer quirk cannot revive them).
 """
 
 from __future__ import annotations
@@ -24,15 +46,174 @@ import copy
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import TrainConfig
+from .devices import FastPath
+
 WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuDNN and allocator warm-up)
 # One capture at a time per process: torch.cuda.graph empties the allocator cache on
 # entry, which asserts that no other capture is underway (on any device).
 _CAPTURE_LOCK = threading.Lock()
+
+
+@runtime_checkable
+class TrainStep(Protocol):
+    """One optimisation step over a batch, with per-epoch metrics, the weights it trains,
+    and its own state for checkpoints."""
+
+    def start_epoch(self, lr: float) -> None:
+        """Use ``lr`` from now on and reset the epoch's metrics."""
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One update on the batch ``(x, y)``."""
+
+    def metrics(self) -> tuple[float, int]:
+        """(summed loss, correct predictions) this epoch (one host sync)."""
+
+    def sync_to(self, model: nn.Module) -> None:
+        """Copy the trained weights into ``model`` (a no-op for a step that trains it)."""
+
+    def state(self) -> dict[str, Any]:
+        """A CPU copy of the optimizer state as plain data (tensors, ints, floats, strs,
+        lists, dicts), keyed by parameter name."""
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state` (copied, never aliased), so training continues bit for bit."""
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(
+            params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay,
+            foreach=True,
+        )
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
+    )
+
+
+def _cpu_state(per_param: Mapping[str, Mapping[str, Any]], optimizer: str) -> dict[str, Any]:
+    """The common state format: CPU copies of each parameter's optimizer tensors."""
+    return {
+        "optimizer": optimizer,
+        "params": {
+            name: {key: value.detach().to("cpu", copy=True) if isinstance(value, torch.Tensor) else value
+                   for key, value in values.items()}
+            for name, values in per_param.items()
+        },
+    }
+
+
+def _checked_state(
+    state: Mapping[str, Any], optimizer: str, shapes: Mapping[str, torch.Size]
+) -> dict[str, dict[str, Any]]:
+    """The per-parameter part of ``state``, checked against this step (ValueError, one line)."""
+    if not isinstance(state, Mapping) or not isinstance(state.get("params"), Mapping):
+        raise ValueError("step state: expected a dict with 'optimizer' and 'params'")
+    if state.get("optimizer") != optimizer:
+        raise ValueError(f"step state of optimizer {state.get('optimizer')!r} given to a {optimizer} step")
+    params = state["params"]
+    unknown = sorted(set(params) - set(shapes))
+    if unknown:
+        raise ValueError(f"step state for unknown parameters: {', '.join(map(str, unknown))}")
+    for name, values in params.items():
+        if not isinstance(values, Mapping):
+            raise ValueError(f"step state of {name}: expected a dict, not {type(values).__name__}")
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor) and key != "step" and value.shape != shapes[name]:
+                raise ValueError(
+                    f"step state of {name}: {key} has shape {tuple(value.shape)}, the parameter {tuple(shapes[name])}"
+                )
+    return {name: dict(values) for name, values in params.items()}
+
+
+class EagerStep:
+    """The plain training step: ``torch.optim`` (foreach), optional autocast,
+    channels_last and ``torch.compile`` (from ``fast``; ``cuda_graphs`` is not its
+    business), the mask enforced around every update. It trains ``model`` itself."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        masks: Mapping[str, torch.Tensor],
+        fast: FastPath = FastPath(),
+    ) -> None:
+        params = dict(model.named_parameters())
+        self.names = list(params)  # the optimizer's parameter order (model.parameters())
+        self.kind = cfg.optimizer
+        self.masked = [params[name] for name in masks]
+        self.masks = [m.to(params[name].device, params[name].dtype) for name, m in masks.items()]
+        self.optimizer = make_optimizer(model, cfg)
+        self.device = next(iter(params.values())).device
+        self.channels_last = fast.channels_last
+        if fast.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(model) if fast.compile else model
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=fast.precision == "bf16")
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        model.train()
+
+    def start_epoch(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast:
+            logits = self.forward(x)
+            loss = F.cross_entropy(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            if self.masked:
+                torch._foreach_mul_([p.grad for p in self.masked], self.masks)
+            self.optimizer.step()
+            if self.masked:
+                torch._foreach_mul_(self.masked, self.masks)
+            self.loss_sum += loss.detach() * y.shape[0]
+            self.correct += (logits.argmax(1) == y).sum()
+
+    def metrics(self) -> tuple[float, int]:
+        """(summed loss, correct predictions) this epoch (one host sync)."""
+        return float(self.loss_sum.item()), int(self.correct.item())
+
+    def sync_to(self, model: nn.Module) -> None:
+        """The step trains ``model`` itself: nothing to copy."""
+
+    def state(self) -> dict[str, Any]:
+        """``torch.optim``'s per-parameter state (SGD momentum buffers; Adam moments and
+        step counts) by parameter name. A parameter not stepped yet has none."""
+        groups = self.optimizer.param_groups
+        params = [p for group in groups for p in group["params"]]
+        per_param = {name: self.optimizer.state[p] for name, p in zip(self.names, params, strict=True)
+                     if self.optimizer.state.get(p)}
+        return _cpu_state(per_param, self.kind)
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state` through ``torch.optim``'s own loader (which puts each
+        tensor on its parameter's device, Adam's step counts staying on the CPU); the
+        tensors are cloned first so training never writes into ``state``."""
+        own = self.optimizer.state_dict()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        shapes = {name: p.shape for name, p in zip(self.names, params, strict=True)}
+        loaded = _checked_state(state, self.kind, shapes)
+        index = {name: i for i, name in enumerate(self.names)}
+        own["state"] = {
+            index[name]: {key: v.clone() if isinstance(v, torch.Tensor) else v for key, v in values.items()}
+            for name, values in loaded.items()
+        }
+        self.optimizer.load_state_dict(own)
 
 
 class CaptureUnsupported(Exception):
@@ -75,8 +256,8 @@ class GraphedSgdStep:
     """SGD (momentum, L2 weight decay, no dampening) on static tensors; see the module doc.
 
     ``model`` becomes this step's own: its parameters are the static weights. Use
-    :meth:`load` to start a run from another model's weights and :meth:`store_into`
-    to copy the trained weights back.
+    :meth:`load` to start a run from another model's weights, :meth:`load_state` to
+    continue one from a checkpoint, and :meth:`sync_to` to copy the trained weights back.
     """
 
     def __init__(self, model: nn.Module, key: StepKey) -> None:
@@ -84,6 +265,7 @@ class GraphedSgdStep:
         self.key = key
         params = dict(model.named_parameters())
         self.device = next(iter(params.values())).device
+        self.names = list(params)
         self.params = list(params.values())
         position = {name: i for i, name in enumerate(params)}
         self.masked_at = [position[name] for name in key.masked]
@@ -122,11 +304,29 @@ class GraphedSgdStep:
             buf.zero_()
 
     @torch.no_grad()
-    def store_into(self, model: nn.Module) -> None:
+    def sync_to(self, model: nn.Module) -> None:
         """Copy this step's weights (and buffers) into ``model``."""
         target = model.state_dict()
         for name, value in self.model.state_dict().items():
             target[name].copy_(value)
+
+    def state(self) -> dict[str, Any]:
+        """The momentum buffers by parameter name (the same format as an SGD
+        :class:`EagerStep`; all zeros while momentum is 0)."""
+        return _cpu_state({name: {"momentum_buffer": buf} for name, buf in zip(self.names, self.bufs)}, "sgd")
+
+    @torch.no_grad()
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Copy the momentum buffers of :meth:`state` into the static ones (in place: a
+        captured graph keeps reading them). A parameter without one starts from zero,
+        as ``torch.optim.SGD`` does on its first step."""
+        loaded = _checked_state(state, "sgd", {name: p.shape for name, p in zip(self.names, self.params)})
+        for name, buf in zip(self.names, self.bufs):
+            value = loaded.get(name, {}).get("momentum_buffer")
+            if value is None:
+                buf.zero_()
+            else:
+                buf.copy_(value)
 
     @torch.no_grad()
     def start_epoch(self, lr: float) -> None:

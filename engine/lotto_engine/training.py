@@ -1,11 +1,28 @@
-"""One training run: epochs over whole-tensor batches, with an optional enforced mask.
+"""One training run as one chain: ``train(model, train, val, cfg, fast, loop)``.
+
+- ``cfg`` (:class:`~lotto_engine.config.TrainConfig`) says what is trained: optimizer,
+  learning rate and schedule, batch sizes.
+- ``fast`` (:class:`~lotto_engine.devices.FastPath`) says how a step executes:
+  precision, layout, compilation, CUDA graphs. ``FastPath()`` is the plain path.
+- ``loop`` (:class:`LoopOptions`) says how the run loops: epochs, seed, mask,
+  augmentation, snapshots, cancellation, callbacks, checkpoints and a resume point.
+
+:func:`train` picks the step (:mod:`lotto_engine.step`): a
+:class:`~lotto_engine.step.GraphedSgdStep` when CUDA graphs are asked for and cover
+the setup, else an :class:`~lotto_engine.step.EagerStep`. Both implement the
+:class:`~lotto_engine.step.TrainStep` protocol, the only thing the epoch loop knows.
 
 The data already sits normalised on the training device (:mod:`lotto_engine.data`),
 so a batch is an index slice of a seeded permutation. Loss and accuracy accumulate
 on the device and are read once per epoch: no host sync per step.
 
-One step object runs each batch: :class:`EagerStep` (``torch.optim``) or, on CUDA
-with graphs on, a captured :class:`~lotto_engine.step.GraphedSgdStep`.
+Checkpoints: after every finished epoch but the last, ``loop.on_checkpoint`` gets a
+:class:`TrainState`, everything the run needs to go on as plain CPU data (weights,
+the step's optimizer state, the data-order generator's state, the curve and the
+snapshots so far). ``LoopOptions(resume=state)`` continues from it, and the rest of
+the run is bit for bit the run that was never interrupted: the data order and
+augmentation come only from the seed and that one generator, the optimizer state is
+restored exactly, and the learning-rate schedule counts absolute epochs.
 
 A mask, when given, is enforced exactly: masked weights are zeroed before the first
 step, their gradients are zeroed before every optimizer step (so momentum and Adam
@@ -16,11 +33,10 @@ or any optimizer quirk cannot revive them).
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +45,18 @@ from torch import nn
 from .config import TrainConfig
 from .data import Split
 from .data.batches import epoch_batches
+from .devices import FastPath
 from .records import EpochMetrics
-from .step import STEPS, GraphedSgdStep, StepCache, graphed_step, sgd_step_supported
+from .step import STEPS, EagerStep, GraphedSgdStep, StepCache, TrainStep, graphed_step, sgd_step_supported
 
 BatchCallback = Callable[[int, int, int], None]  # (epoch, batch, batches)
 EpochCallback = Callable[[EpochMetrics], None]
+
+
+class CancelFlag(Protocol):
+    """What cancels a run: a ``threading.Event`` or anything with ``is_set()``."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass
@@ -47,6 +70,150 @@ class TrainOutcome:
     notes: list[str] = field(default_factory=list)
 
 
+PAYLOAD_VERSION = 1
+_PAYLOAD_KEYS = ("version", "epoch", "weights", "step", "generator", "curve", "snapshots")
+_METRIC_FIELDS = tuple(f.name for f in fields(EpochMetrics))
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run after a finished epoch, as plain CPU data."""
+
+    epoch: int  # epochs finished
+    weights: dict[str, torch.Tensor]  # model.state_dict(), CPU copies
+    step: dict[str, Any]  # TrainStep.state()
+    generator: torch.Tensor  # the data-order torch.Generator's get_state() (uint8, CPU)
+    curve: list[EpochMetrics]  # the curve so far
+    snapshots: dict[int, dict[str, torch.Tensor]]  # weight snapshots taken so far (snapshot_epochs)
+
+    def to_payload(self) -> dict[str, Any]:
+        """Plain data only (tensors, lists, dicts, ints, floats, strs, None), so a file
+        of it loads with ``torch.load(..., weights_only=True)``: no code is unpickled."""
+        return {
+            "version": PAYLOAD_VERSION,
+            "epoch": self.epoch,
+            "weights": dict(self.weights),
+            "step": self.step,
+            "generator": self.generator,
+            "curve": [asdict(m) for m in self.curve],
+            "snapshots": {epoch: dict(weights) for epoch, weights in self.snapshots.items()},
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> TrainState:
+        """The state :meth:`to_payload` wrote; ``ValueError`` (one line) when the payload
+        is malformed: not a dict, a key missing, a value of the wrong type, a curve
+        that does not count the epochs finished."""
+        if not isinstance(payload, Mapping):
+            raise ValueError(f"train state: expected a dict, not {type(payload).__name__}")
+        for key in _PAYLOAD_KEYS:
+            if key not in payload:
+                raise ValueError(f"train state: missing key {key!r}")
+        if payload["version"] != PAYLOAD_VERSION:
+            raise ValueError(f"train state: version {payload['version']!r} is not {PAYLOAD_VERSION}")
+        epoch = payload["epoch"]
+        if not _is_int(epoch) or epoch < 0:
+            raise ValueError(f"train state: 'epoch' must be an int >= 0, not {_describe(epoch)}")
+        weights = _tensors(payload["weights"], "weights")
+        step = payload["step"]
+        if not isinstance(step, Mapping):
+            raise ValueError(f"train state: 'step' must be a dict, not {_describe(step)}")
+        _check_plain(step, "step")
+        generator = payload["generator"]
+        if not isinstance(generator, torch.Tensor) or generator.dtype != torch.uint8 or generator.dim() != 1:
+            raise ValueError(f"train state: 'generator' must be a 1-d uint8 tensor, not {_describe(generator)}")
+        curve = _curve(payload["curve"])
+        if [m.epoch for m in curve] != list(range(1, epoch + 1)):
+            raise ValueError(f"train state: the curve has epochs {[m.epoch for m in curve]}, not 1..{epoch}")
+        raw = payload["snapshots"]
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"train state: 'snapshots' must be a dict, not {_describe(raw)}")
+        snapshots = {}
+        for key, value in raw.items():
+            if not _is_int(key) or not 0 <= key <= epoch:
+                raise ValueError(f"train state: snapshot epoch {key!r} is not an int in 0..{epoch}")
+            snapshots[key] = _tensors(value, f"snapshots[{key}]")
+        return cls(epoch, weights, dict(step), generator, curve, snapshots)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dim()}-d {str(value.dtype).removeprefix('torch.')} tensor"
+    return type(value).__name__
+
+
+def _tensors(value: object, where: str) -> dict[str, torch.Tensor]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"train state: {where!r} must be a dict of tensors, not {_describe(value)}")
+    for name, tensor in value.items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"train state: {where!r} must map names to tensors ({name!r}: {_describe(tensor)})")
+    return dict(value)
+
+
+def _check_plain(value: object, where: str) -> None:
+    """Only the data a step's state may hold (what weights_only loading allows)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise ValueError(f"train state: {where} has a key of type {type(key).__name__}")
+            _check_plain(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif value is not None and not isinstance(value, (torch.Tensor, int, float, str)):
+        raise ValueError(f"train state: {where} holds a {type(value).__name__}")
+
+
+def _curve(value: object) -> list[EpochMetrics]:
+    if not isinstance(value, list):
+        raise ValueError(f"train state: 'curve' must be a list, not {_describe(value)}")
+    curve = []
+    for i, point in enumerate(value):
+        if not isinstance(point, Mapping) or set(point) != set(_METRIC_FIELDS):
+            raise ValueError(f"train state: curve[{i}] must be a dict of {', '.join(_METRIC_FIELDS)}")
+        if not _is_int(point["epoch"]):
+            raise ValueError(f"train state: curve[{i}].epoch must be an int, not {_describe(point['epoch'])}")
+        numbers = {}
+        for name in _METRIC_FIELDS[1:]:
+            number = point[name]
+            if _is_int(number) or isinstance(number, float):
+                numbers[name] = float(number)
+            else:
+                raise ValueError(f"train state: curve[{i}].{name} must be a number, not {_describe(number)}")
+        curve.append(EpochMetrics(epoch=point["epoch"], **numbers))
+    return curve
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """How one training run loops: everything train() needs beyond the model, data,
+    config and fast path. The one place the loop's options are spelled."""
+
+    epochs: int
+    seed: int  # data order and augmentation
+    masks: Mapping[str, torch.Tensor] | None = None
+    augment: bool = False
+    padding: int = 4
+    #: epochs after which a CPU copy of the weights is kept (0 = before the first step)
+    snapshot_epochs: tuple[int, ...] = ()
+    #: checked before every batch; a set flag ends the run as ``cancelled``
+    cancel: CancelFlag | None = None
+    on_batch: BatchCallback | None = None  # (epoch 1-based, batch 1-based, batches)
+    on_epoch: EpochCallback | None = None  # (EpochMetrics) after each epoch's validation
+    #: after on_epoch, for every epoch that ends with a finite loss and is not the
+    #: last, with a CPU TrainState; not called (and nothing copied) when None
+    on_checkpoint: Callable[[TrainState], None] | None = None
+    #: continue from it: weights, step state, data order, curve and snapshots;
+    #: epochs resume.epoch+1..epochs run
+    resume: TrainState | None = None
+    step_cache: StepCache | None = STEPS
+
+
 def lr_at(cfg: TrainConfig, epoch: int, epochs: int) -> float:
     """Learning rate of 0-based ``epoch`` out of ``epochs`` under ``cfg.lr_schedule``."""
     if cfg.lr_schedule == "cosine":
@@ -54,18 +221,6 @@ def lr_at(cfg: TrainConfig, epoch: int, epochs: int) -> float:
     if cfg.lr_schedule == "step":
         return cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step_epochs)
     return cfg.lr
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = list(model.parameters())
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(
-            params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay,
-            foreach=True,
-        )
-    return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
-    )
 
 
 def batches_per_epoch(n: int, batch_size: int) -> int:
@@ -92,116 +247,59 @@ def evaluate(model: nn.Module, split: Split, batch_size: int, *, precision: str 
     return loss_sum.item() / n, correct.item() / n
 
 
-class EagerStep:
-    """The plain training step: ``torch.optim`` (foreach), optional autocast,
-    channels_last and ``torch.compile``, the mask enforced around every update."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        cfg: TrainConfig,
-        masks: Mapping[str, torch.Tensor],
-        *,
-        precision: str = "fp32",
-        channels_last: bool = False,
-        compile: bool = False,
-    ) -> None:
-        params = dict(model.named_parameters())
-        self.masked = [params[name] for name in masks]
-        self.masks = [m.to(params[name].device, params[name].dtype) for name, m in masks.items()]
-        self.optimizer = make_optimizer(model, cfg)
-        self.device = next(iter(params.values())).device
-        self.channels_last = channels_last
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(model) if compile else model
-        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-        self.loss_sum = torch.zeros((), device=self.device)
-        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
-        model.train()
-
-    def start_epoch(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.loss_sum = torch.zeros((), device=self.device)
-        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with self.autocast:
-            logits = self.forward(x)
-            loss = F.cross_entropy(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        with torch.no_grad():
-            if self.masked:
-                torch._foreach_mul_([p.grad for p in self.masked], self.masks)
-            self.optimizer.step()
-            if self.masked:
-                torch._foreach_mul_(self.masked, self.masks)
-            self.loss_sum += loss.detach() * y.shape[0]
-            self.correct += (logits.argmax(1) == y).sum()
-
-    def metrics(self) -> tuple[float, int]:
-        """(summed loss, correct predictions) this epoch (one host sync)."""
-        return float(self.loss_sum.item()), int(self.correct.item())
-
-    def store_into(self, model: nn.Module) -> None:
-        """The step trains ``model`` itself: nothing to copy."""
-
-
 def train(
     model: nn.Module,
     train_split: Split,
     val_split: Split,
     cfg: TrainConfig,
-    *,
-    epochs: int,
-    seed: int,
-    masks: Mapping[str, torch.Tensor] | None = None,
-    augment: bool = False,
-    padding: int = 4,
-    cancel: threading.Event | None = None,
-    on_batch: BatchCallback | None = None,
-    on_epoch: EpochCallback | None = None,
-    snapshot_epochs: tuple[int, ...] = (),
-    precision: str = "fp32",
-    channels_last: bool = False,
-    compile: bool = False,
-    cuda_graphs: bool = False,
-    step_cache: StepCache | None = STEPS,
+    fast: FastPath = FastPath(),
+    loop: LoopOptions | None = None,
 ) -> TrainOutcome:
-    """Train ``model`` in place for ``epochs``; data order and augmentation from ``seed``.
+    """Train ``model`` in place for ``loop.epochs``; data order and augmentation from ``loop.seed``.
 
-    ``snapshot_epochs`` lists epochs after which a CPU copy of the weights is kept
-    (0 = before the first step). Stops early as ``diverged`` on a non-finite loss and
-    as ``cancelled`` when ``cancel`` is set (checked before every batch).
+    ``loop`` is required (it has no sensible default; ``None`` is a ``TypeError``).
+    Stops early as ``diverged`` on a non-finite loss and as ``cancelled`` when
+    ``loop.cancel`` is set (checked before every batch).
 
-    Fast-path options (:func:`lotto_engine.devices.fast_path` resolves them):
+    Fast path (:func:`lotto_engine.devices.fast_path` resolves it):
     ``precision="bf16"`` runs forward and loss under bf16 autocast with fp32 master
     weights; ``channels_last`` trains conv nets in NHWC; ``compile`` wraps the model
     in ``torch.compile`` for the training steps; ``cuda_graphs`` replays each full
     batch's whole step as one CUDA graph (:mod:`lotto_engine.step`; SGD only, reused
-    across runs through ``step_cache``). If capture fails the same step runs
+    across runs through ``loop.step_cache``). If capture fails the same step runs
     uncaptured; with Adam or ``compile`` the run trains eagerly. ``outcome.notes``
     says which and why.
+
+    With ``loop.resume`` the model first gets the resume's weights (then the mask is
+    applied, as for any start), the step its optimizer state and the data order its
+    generator state; the outcome starts from the resume's curve and snapshots and
+    epochs ``resume.epoch + 1 .. loop.epochs`` run. A resume with nothing left to do
+    (``resume.epoch >= loop.epochs``) trains nothing: the model gets the resume's
+    weights and the outcome is ``done`` with the resume's curve and snapshots.
     """
+    if loop is None:
+        raise TypeError("train() needs loop=LoopOptions(epochs=..., seed=...)")
     outcome = TrainOutcome(status="done")
-    masks = dict(masks or {})
+    masks = dict(loop.masks or {})
     params = dict(model.named_parameters())
+    if loop.resume is not None:
+        model.load_state_dict(loop.resume.weights)
     if masks:
         with torch.no_grad():
             torch._foreach_mul_(
                 [params[n] for n in masks], [m.to(params[n].device, params[n].dtype) for n, m in masks.items()]
             )
-    if 0 in snapshot_epochs:
+    if loop.resume is not None and loop.resume.epoch >= loop.epochs:
+        outcome.curve = list(loop.resume.curve)
+        outcome.snapshots = dict(loop.resume.snapshots)
+        return outcome
+    if loop.resume is None and 0 in loop.snapshot_epochs:
         outcome.snapshots[0] = _cpu_copy(model)
 
-    step: EagerStep | GraphedSgdStep | None = None
-    if cuda_graphs:
-        why = sgd_step_supported(cfg.optimizer, precision)
-        if why is None and compile:
+    step: TrainStep | None = None
+    if fast.cuda_graphs:
+        why = sgd_step_supported(cfg.optimizer, fast.precision)
+        if why is None and fast.compile:
             why = "CUDA graphs and run.compile do not combine"
         if why is not None:
             outcome.notes.append(f"{why}; training eagerly")
@@ -212,66 +310,67 @@ def train(
                 model, {n: m.to(params[n].device) for n, m in masks.items()},
                 batch_size=cfg.batch_size, input_shape=tuple(train_split.x.shape[1:]),
                 momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                precision=precision, channels_last=channels_last, cache=step_cache,
+                precision=fast.precision, channels_last=fast.channels_last, cache=loop.step_cache,
             )
             if why is not None:
                 outcome.notes.append(f"{why}; the same step runs uncaptured")
     if step is None:
-        step = EagerStep(model, cfg, masks, precision=precision, channels_last=channels_last, compile=compile)
+        step = EagerStep(model, cfg, masks, fast)
     try:
-        run_epochs(
-            step, model, train_split, val_split, cfg, outcome, epochs=epochs, seed=seed, augment=augment,
-            padding=padding, cancel=cancel, on_batch=on_batch, on_epoch=on_epoch,
-            snapshot_epochs=snapshot_epochs, precision=precision,
-        )
+        _run_epochs(step, model, train_split, val_split, cfg, outcome, loop, precision=fast.precision)
     finally:
-        step.store_into(model)
-        if isinstance(step, GraphedSgdStep) and step.graph is not None and step_cache is not None:
-            step_cache.checkin(step)
+        step.sync_to(model)
+        if isinstance(step, GraphedSgdStep) and step.graph is not None and loop.step_cache is not None:
+            loop.step_cache.checkin(step)
     return outcome
 
 
-def run_epochs(
-    step: EagerStep | GraphedSgdStep,
+def _run_epochs(
+    step: TrainStep,
     model: nn.Module,
     train_split: Split,
     val_split: Split,
     cfg: TrainConfig,
     outcome: TrainOutcome,
+    loop: LoopOptions,
     *,
-    epochs: int,
-    seed: int,
-    augment: bool = False,
-    padding: int = 4,
-    cancel: threading.Event | None = None,
-    on_batch: BatchCallback | None = None,
-    on_epoch: EpochCallback | None = None,
-    snapshot_epochs: tuple[int, ...] = (),
     precision: str = "fp32",
 ) -> None:
     """The epoch loop of :func:`train` with a given ``step``: batches, per-epoch
-    metrics and validation of ``model`` (the step's weights copied into it first).
-    Sets ``outcome.status`` when it stops early."""
-    generator = torch.Generator().manual_seed(seed)
+    metrics, validation of ``model`` (the step's weights synced into it first),
+    snapshots and checkpoints. Sets ``outcome.status`` when it stops early.
+
+    With ``loop.resume`` it restores what the loop carries from epoch to epoch (the
+    step's state, the generator, the curve and snapshots) and starts after its epoch;
+    the model's weights are the caller's business (``train`` loads them before it
+    builds the step)."""
+    generator = torch.Generator().manual_seed(loop.seed)
+    first = 0
+    if loop.resume is not None:
+        step.load_state(loop.resume.step)
+        generator.set_state(loop.resume.generator)
+        outcome.curve.extend(loop.resume.curve)
+        outcome.snapshots.update(loop.resume.snapshots)
+        first = loop.resume.epoch
     n_batches = batches_per_epoch(len(train_split), cfg.batch_size)
-    for epoch in range(epochs):
+    for epoch in range(first, loop.epochs):
         started = time.perf_counter()
-        lr = lr_at(cfg, epoch, epochs)
+        lr = lr_at(cfg, epoch, loop.epochs)
         step.start_epoch(lr)
         batches = epoch_batches(
-            train_split.x, train_split.y, cfg.batch_size, generator, augment=augment, padding=padding
+            train_split.x, train_split.y, cfg.batch_size, generator, augment=loop.augment, padding=loop.padding
         )
         for i, (x, y) in enumerate(batches):
-            if cancel is not None and cancel.is_set():
+            if loop.cancel is not None and loop.cancel.is_set():
                 outcome.status = "cancelled"
                 return
             step(x, y)
-            if on_batch is not None:
-                on_batch(epoch + 1, i + 1, n_batches)
+            if loop.on_batch is not None:
+                loop.on_batch(epoch + 1, i + 1, n_batches)
         n = len(train_split)
         loss_sum, correct = step.metrics()
         train_loss = loss_sum / n
-        step.store_into(model)
+        step.sync_to(model)
         val_loss, val_acc = evaluate(model, val_split, cfg.eval_batch_size, precision=precision)
         metrics = EpochMetrics(
             epoch=epoch + 1,
@@ -283,13 +382,22 @@ def run_epochs(
             seconds=time.perf_counter() - started,
         )
         outcome.curve.append(metrics)
-        if on_epoch is not None:
-            on_epoch(metrics)
+        if loop.on_epoch is not None:
+            loop.on_epoch(metrics)
         if not math.isfinite(train_loss):
             outcome.status = "diverged"
             return
-        if epoch + 1 in snapshot_epochs:
+        if epoch + 1 in loop.snapshot_epochs:
             outcome.snapshots[epoch + 1] = _cpu_copy(model)
+        if loop.on_checkpoint is not None and epoch + 1 < loop.epochs:
+            loop.on_checkpoint(TrainState(
+                epoch=epoch + 1,
+                weights=_cpu_copy(model),
+                step=step.state(),
+                generator=generator.get_state(),
+                curve=list(outcome.curve),
+                snapshots=dict(outcome.snapshots),
+            ))
 
 
 def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
