@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
+import io
 import json
 import os
 import sqlite3
@@ -699,9 +700,12 @@ class Store:
 
         path = self.checkpoint_path(job_key)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        buffer = io.BytesIO()  # serialise first: torch.save reports a full disk as a RuntimeError
+        torch.save(dict(payload), buffer)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(dict(payload), tmp)
+            with open(tmp, "wb") as fh:
+                fh.write(buffer.getbuffer())
             os.replace(tmp, path)
         except OSError as err:
             with contextlib.suppress(OSError):
