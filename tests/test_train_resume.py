@@ -289,3 +289,46 @@ def test_both_steps_keep_sgd_state_in_one_format_and_refuse_another_optimizers(d
     for step in (eager, graphed):
         with pytest.raises(ValueError, match="optimizer 'adam' given to a sgd step"):
             step.load_state(adam_step.state())
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@CUDA
+def test_on_cuda_a_captured_run_resumed_from_a_checkpoint_trains_like_the_uninterrupted_one(digits, tmp_path):
+    """The real graph: the resumed run gets the cached step back and its momentum
+    buffers restored in place, where the graph reads them. Training replays bit for
+    bit; validation is held to rounding, as in test_fast_engine.py (the same weights
+    may be evaluated with other cuDNN kernels while a cached graph holds memory)."""
+    from lotto_engine.data import load_dataset
+
+    cuda = torch.device("cuda")
+    cfg = load_config(preset="demo", overrides=[*LEARNS, "train.batch_size=32"])
+    data = load_dataset(cfg.data, cuda)
+    cache = StepCache()
+
+    def run(**options):
+        model, masks = fresh(cfg, digits, True)
+        model.to(cuda)
+        out = train(model, data.train, data.val, cfg.train, FastPath(cuda_graphs=True),
+                    LoopOptions(epochs=EPOCHS, seed=1, masks=masks, step_cache=cache, **options))
+        assert out.notes == []  # captured
+        return out, model
+
+    whole, model = run()
+    expected = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    cancel, saved = _Flag(), []
+
+    def checkpoint(state: TrainState) -> None:
+        torch.save(state.to_payload(), tmp_path / "state.pt")
+        saved.append(state.epoch)
+        cancel.set()
+
+    cut, _ = run(cancel=cancel, on_checkpoint=checkpoint)
+    assert cut.status == "cancelled" and saved == [1]
+    state = TrainState.from_payload(torch.load(tmp_path / "state.pt", weights_only=True))
+    resumed, model = run(resume=state)
+    assert [astuple(m)[:3] + (m.lr,) for m in resumed.curve] == [astuple(m)[:3] + (m.lr,) for m in whole.curve]
+    for a, b in zip(resumed.curve, whole.curve, strict=True):
+        assert (a.val_loss, a.val_acc) == pytest.approx((b.val_loss, b.val_acc), rel=1e-5)
+    assert all(torch.equal(model.state_dict()[k].cpu(), v) for k, v in expected.items())
