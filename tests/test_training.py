@@ -155,7 +155,8 @@ def masked_run(cfg, digits, split, *, epochs: int, seed: int = 0, **options):
     masks = compute_masks(model, "magnitude", 0.5)
     # train() zeroes the masked weights first: the update starts from there
     start = {n: p.detach() * masks[n] if n in masks else p.detach().clone() for n, p in model.named_parameters()}
-    out = train(model, split, digits.val, cfg.train, FastPath(**options), LoopOptions(epochs=epochs, seed=seed, masks=masks))
+    out = train(model, split, digits.val, cfg.train, FastPath(**options),
+                LoopOptions(epochs=epochs, seed=seed, masks=masks))
     params = dict(model.named_parameters())
     assert all(bool((params[n].detach()[~m] == 0).all()) for n, m in masks.items()), options
     return out, torch.cat([(p.detach() - start[n]).flatten() for n, p in params.items()])

@@ -15,20 +15,22 @@ implement it:
 
 Both keep the state as plain CPU data keyed by parameter name
 (``{"optimizer": "sgd" | "adam", "params": {name: {"momentum_buffer": tensor, ...}}}``),
-so an SGD state of one step loads into the other.
+so an SGD state of one step loads into the other (a run continued on the other step
+then agrees with the original to float rounding, as the two steps do).
 
-Why the graphed step: on a GPU this small net's step is ~100 short kernels, so launch overhead, not
-arithmetic, sets the pace. A CUDA graph replays the whole step (forward, backward,
-SGD with momentum and weight decay, mask enforcement, metric accumulation) with one
-launch. A graph binds memory addresses, so everything the step reads or writes is
-static and owned here: the input batch buffers, the parameters, the momentum
-buffers, the masks, the learning rate (a 0-d tensor updated in place, so schedules
-work without re-capture) and the loss/accuracy accumulators.
+Why the graphed step: on a GPU this small net's step is ~100 short kernels, so
+launch overhead, not arithmetic, sets the pace. A CUDA graph replays the whole step
+(forward, backward, SGD with momentum and weight decay, mask enforcement, metric
+accumulation) with one launch. A graph binds memory addresses, so everything the
+step reads or writes is static and owned here: the input batch buffers, the
+parameters, the momentum buffers, the masks, the learning rate (a 0-d tensor updated
+in place, so schedules work without re-capture) and the loss/accuracy accumulators.
 
-The graphed step is plain PyTorch: with ``capture=False`` (any device) it runs eagerly on
-the same static tensors, which is how its logic is tested on CPU. Captured steps are
-cached per architecture and training settings (:class:`StepCache`) and reused by
-later runs: a new run copies its weights and mask into the cached tensors.
+The graphed step is plain PyTorch: with ``capture=False`` (any device) it runs
+eagerly on the same static tensors, which is how its logic is tested on CPU.
+Captured steps are cached per architecture and training settings
+(:class:`StepCache`) and reused by later runs: a new run copies its weights and mask
+into the cached tensors (and, when it resumes, its momentum buffers).
 
 Numerics: the update is ``p -= lr * buf`` computed as a product then a sum, where
 ``torch.optim.SGD`` fuses it (one rounding); runs agree with the eager path to
@@ -87,6 +89,8 @@ class TrainStep(Protocol):
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimizer of :class:`EagerStep` (foreach: one kernel per op
+    over all parameters, not one per tensor)."""
     params = list(model.parameters())
     if cfg.optimizer == "adam":
         return torch.optim.Adam(
