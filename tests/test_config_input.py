@@ -205,11 +205,22 @@ def test_one_line_escapes_controls_truncates_and_names_an_empty_error():
     )
 
 
-def test_the_runner_stores_a_failed_jobs_error_as_one_line():
-    from lotto_engine.runner import _one_line, _ParentMissing
+def test_the_runner_stores_a_failed_jobs_error_as_one_line(tmp_path, monkeypatch):
+    from conftest import tiny_config
+    from lotto_engine.executors import local
+    from lotto_engine.runner import PARENT_FAILED, Runner
+    from lotto_engine.store import Store
 
-    assert _one_line(RuntimeError(TORCH_MESSAGE)) == "RuntimeError: " + one_line(RuntimeError(TORCH_MESSAGE))
-    assert _one_line(_ParentMissing("its dense run did not finish")) == "its dense run did not finish"
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(TORCH_MESSAGE)
+
+    monkeypatch.setattr(local, "run_job", broken)  # the dense job raises torch's long error
+    with Store(tmp_path / "runs") as store:
+        summary = Runner(tiny_config(), store).run()
+        errors = [r.error for r in store.runs(summary.experiment_id)]
+    # the job's error with its type; its pruned job's without one
+    assert errors == ["RuntimeError: " + one_line(RuntimeError(TORCH_MESSAGE)), PARENT_FAILED]
+    assert PARENT_FAILED == "its dense run did not finish"
 
 
 def test_an_internal_error_is_one_short_line_without_the_backtrace(capsys, monkeypatch):
