@@ -87,6 +87,25 @@ def test_jobs_wait_for_their_parents_along_chains_and_fail_with_them():
     assert graph.failed == {"b", "c"} and graph.waiting == []
 
 
+def test_the_runner_hands_ready_siblings_to_the_executor_together(tmp_path, monkeypatch):
+    from lotto_engine.executors import LocalExecutor
+    from lotto_engine.runner import grid
+
+    groups = []
+
+    class Recording(LocalExecutor):
+        def submit(self, group):
+            groups.append([(task.spec.job.kind, task.spec.job.method) for task in group])
+            super().submit(group)
+
+    monkeypatch.setattr(grid, "make_executor", lambda name, **kw: Recording(**kw))
+    config = tiny_config('grid.methods=["magnitude","random"]', "run.parallel=3")
+    with Store(tmp_path / "runs") as store:
+        assert Runner(config, store).run().ok
+    # the dense job alone; then its two pruned jobs, ready at once, as one group
+    assert groups == [[("dense", "dense")], [("pruned", "magnitude"), ("pruned", "random")]]
+
+
 # ---------------------------------------------------------------------- anywhere
 
 

@@ -14,6 +14,7 @@ identical to an uninterrupted run. An explicit rerun starts over.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -259,14 +260,18 @@ class Runner:
         running: dict[str, _Running] = {}
         try:
             while True:
+                ready: list[Task] = []
                 while not self.cancel.is_set() and len(running) < executor.capacity:
                     job = graph.ready()
                     if job is None:
                         break
-                    task = self._prepare(experiment_id, job, graph, resuming=resuming)
-                    if task is not None:
-                        running[job.key] = task[1]
-                        executor.submit([task[0]])
+                    prepared = self._prepare(experiment_id, job, graph, resuming=resuming)
+                    if prepared is not None:
+                        ready.append(prepared[0])
+                        running[job.key] = prepared[1]
+                # siblings (one parent) go together: an executor may train them in one step
+                for _, group in itertools.groupby(ready, key=lambda task: task.spec.job.parent):
+                    executor.submit(list(group))
                 if not running:
                     if graph.waiting and not self.cancel.is_set():
                         raise RuntimeError(f"{len(graph.waiting)} jobs wait for parents that never run")
