@@ -11,7 +11,7 @@ step() { local limit=$1 name=$2; shift 2; echo "=== $name"; local t0=$(date +%s.
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
   echo "rc=$rc wall=$(python3 -c "print(round($(date +%s.%N)-$t0,1))")s"; tail -n 6 "$OUT/$name.log"; }
 nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
-step 150 cuda_tests python3 -m pytest -q -p no:cacheprovider -k "cuda" tests/test_fast_engine.py tests/test_training.py
+step 200 cuda_tests python3 -m pytest -q -p no:cacheprovider -k "cuda" tests/test_fast_engine.py tests/test_training.py tests/test_train_resume.py tests/test_job_resume.py
 step 60 lockstep python3 bench/lockstep.py --device cuda --models 7 --repeats 20 --out "$OUT/lockstep.json"
 step 80 tp_fp32 python3 bench/throughput.py --device cuda --images 20000 --epochs 2 --workers 8 --out "$OUT/tp_fp32.json"
 step 80 tp_bf16 python3 bench/throughput.py --device cuda --images 20000 --epochs 2 --workers 8 --set 'run.precision="bf16"' --set 'run.channels_last="on"' --out "$OUT/tp_bf16.json"

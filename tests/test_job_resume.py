@@ -263,3 +263,21 @@ def test_kill_9_mid_job_loses_at_most_one_epoch_and_the_job_ends_as_if_never_kil
         assert numbers(store, experiment.id) == expected
     assert same_tensors(artifacts(store_dir), expected_tensors)
     assert list((store_dir / "checkpoints").glob("*")) == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_cuda_a_cancelled_job_continues_and_ends_as_if_never_stopped(tmp_path):
+    # the CUDA defaults: bf16 autocast, channels_last, the captured SGD step
+    extra = ('run.device="cuda:0"',)
+    expected, expected_tensors = uninterrupted(tmp_path, *extra)
+    config = tiny_config(*LONG, *extra)
+    with Store(tmp_path / "runs") as store:
+        cancel = threading.Event()
+        Runner(config, store, cancel=cancel, on_event=_cancel_after(2, "dense", cancel, [])).run()
+        seen = []
+        summary = Runner(config, store, on_event=seen.append).run()
+        assert summary.ok
+        assert [e.resumed_from for e in seen if isinstance(e, JobStarted)] == [2, 0]
+        assert not [e for e in seen if isinstance(e, Notice)]  # every capture worked
+        assert numbers(store, summary.experiment_id) == expected
+    assert same_tensors(artifacts(tmp_path / "runs"), expected_tensors)
