@@ -25,7 +25,7 @@ from rich.text import Text
 
 from .cli import EXIT_FAILED_RUNS, EXIT_INTERRUPTED, EXIT_OK
 from .commands import EXIT_OUTPUT_CLOSED, config_from_options, discard_stdout, print_error, read_data_before_the_store
-from .formatting import grid_counts, health_style, health_text, mixed_numerics, peak_memory, printable
+from .formatting import STATUS_STYLE, grid_counts, health_style, health_text, mixed_numerics, peak_memory, printable
 
 def _flagged(result: Any) -> str:
     """`` flagged !chance,collapse`` after a finished job that did not really train."""
@@ -139,7 +139,7 @@ class RichReporter:
         elif isinstance(event, ev.JobFinished):
             self._drop(event.job.key)
             self._advance()
-            style = {"done": "green", "diverged": "magenta", "cancelled": "yellow"}.get(event.result.status, "red")
+            style = STATUS_STYLE.get(event.result.status, "red")
             line = Text(_fmt_result(event.job, event.result), style=style)
             if event.result.flags:  # the words say it; the style only underlines them
                 line.append("  ").append(_flagged(event.result).strip(), style=health_style(event.result.flags))

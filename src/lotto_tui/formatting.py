@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from lotto_engine.errors import escape_controls
 from lotto_engine.health import FLAGS
 from lotto_engine.results import Cell
+from lotto_engine.statuses import RERUNNABLE
 
 #: Rich styles by status, in the 16 named ANSI colours (no true colour assumed).
 STATUS_STYLE = {
@@ -134,7 +135,7 @@ def ordered_cells(cells: Sequence[Cell]) -> list[Cell]:
 def cell_status(cell: Cell) -> tuple[str, str]:
     """(text, Rich style) of a results row's status: problems first."""
     style = next(
-        (STATUS_STYLE[s] for s in ("failed", "diverged", "cancelled", "running") if s in cell.statuses), "green"
+        (STATUS_STYLE[s] for s in (*RERUNNABLE, "running") if s in cell.statuses), "green"
     )
     return ",".join(cell.statuses), style
 

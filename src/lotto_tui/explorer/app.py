@@ -35,6 +35,7 @@ from lotto_engine.events import (
 )
 from lotto_engine.monitor import GridProgress, experiment_plan, grid_progress
 from lotto_engine.plan import Plan, build_plan
+from lotto_engine.statuses import RERUNNABLE
 from lotto_engine.store import DB_NAME, Store
 
 from ..commands import read_data_before_the_store
@@ -439,7 +440,7 @@ class ExplorerApp(App[int]):
 
     def action_rerun_failed(self) -> None:
         progress = self.last_progress
-        if progress is None or not any(r.status in ("failed", "diverged", "cancelled") for r in progress.rows):
+        if progress is None or not any(r.status in RERUNNABLE for r in progress.rows):
             self.notify("No failed, diverged or cancelled jobs to rerun", timeout=3)
             return
         self._start("failed")

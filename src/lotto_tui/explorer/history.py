@@ -11,6 +11,8 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Label, Static
 from textual_plotext import PlotextPlot
 
+from lotto_engine.statuses import RERUNNABLE
+
 from .keys import HISTORY_KEYS, bindings
 from .results_panel import draw_accuracy, fill_results_table
 from .views import ExperimentSummary, ResultsData
@@ -82,7 +84,7 @@ class HistoryPanel(Widget):
         for name in columns:
             table.add_column(name, key=name or "mark")
         for exp in rows:
-            problems = sum(exp.counts.get(s, 0) for s in ("failed", "diverged", "cancelled"))
+            problems = sum(exp.counts.get(s, 0) for s in RERUNNABLE)  # what f reruns
             values = {
                 "": "*" if exp.id in self.marked else ("›" if exp.id == current else ""),
                 "id": str(exp.id), "name": exp.name or "-", "dataset": exp.dataset, "model": exp.model,

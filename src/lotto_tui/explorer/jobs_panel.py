@@ -10,7 +10,8 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import DataTable, Label, ProgressBar, RichLog, Static
 
-from lotto_engine.monitor import PROBLEMS, GridProgress, JobRow
+from lotto_engine.monitor import GridProgress, JobRow
+from lotto_engine.statuses import FINAL, ORDER, PROBLEMS
 
 from ..formatting import STATUS_STYLE, duration, health_style, health_text, pct
 
@@ -43,7 +44,7 @@ def row_cells(row: JobRow, *, seeds: bool = True, wrap: bool = True) -> tuple[Te
     status = row.status + (REUSED_MARK if row.reused else "")
     method = "dense" if job.kind == "dense" else job.method
     target = "-" if job.kind == "dense" else f"{job.sparsity:g}"
-    health: Text | str = health_cell(row.flags, wrap=wrap, checked=row.checked) if row.status in ("done", "diverged") else "-"
+    health: Text | str = health_cell(row.flags, wrap=wrap, checked=row.checked) if row.status in FINAL else "-"
     values: dict[str, Text | str] = {
         "activation": job.activation, "method": method, "target": target, "seed": str(job.seed),
         "status": Text(status, style=style), "epoch": f"{row.epoch}/{row.epochs}", "val %": pct(row.val_acc),
@@ -113,8 +114,7 @@ class JobsPanel(Widget):
     def show(self, progress: GridProgress, *, device: str, title: str) -> None:
         """Bring the summary, the grid bar and the table up to date."""
         counts = progress.counts
-        parts = [f"{counts[s]} {s}" for s in ("done", "running", "failed", "diverged", "cancelled", "pending")
-                 if counts.get(s)]
+        parts = [f"{counts[s]} {s}" for s in ORDER if counts.get(s)]
         self.query_one("#jobs-summary", Static).update(
             f"{title} · {len(progress.rows)} jobs · {', '.join(parts) or 'nothing yet'} · {device}"
         )

@@ -12,7 +12,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Label, Select, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
-from lotto_engine.monitor import PROBLEMS
+from lotto_engine.statuses import PROBLEMS
 
 from .. import charts
 from ..formatting import RESULT_COLUMNS, cell_status, cell_values, num, ordered_cells, pct
