@@ -301,20 +301,20 @@ def _summary_line(summary: Any, store: str, seconds: float) -> str:
 
 
 def _report(console: Console, store: Any, experiment_id: int, *, color: bool) -> None:
-    from lotto_engine.results import numerics_in, summarize
+    from lotto_engine.views.results import load_results
 
-    from .report import chart_texts, results_table
+    from .report import REPORT_CURVE, chart_texts, results_table
 
-    runs = store.runs(experiment_id)
-    cells = summarize(runs)
-    if not cells:
+    # finished results only (the grid is over), and only the curve the charts show
+    data = load_results(store, experiment_id, metrics=(REPORT_CURVE,), include_running=False, masks=False)
+    if not data.cells:
         return
-    note = mixed_numerics(numerics_in(runs))
+    note = mixed_numerics(data.numerics)
     if note:
         console.print(Text.assemble(("note:", "yellow" if color else ""), f" {note}"), soft_wrap=True)
-    console.print(results_table(cells, title=f"Experiment {experiment_id}", width=console.width))
+    console.print(results_table(data.cells, title=f"Experiment {experiment_id}", width=console.width))
     width = max(60, min(console.width, 120))
-    for text in chart_texts(store, experiment_id, width=width, color=color):
+    for text in chart_texts(data, width=width, color=color):
         # plotext output carries its own colour codes (or none): print it verbatim.
         console.file.write(text + "\n\n")
     console.file.flush()

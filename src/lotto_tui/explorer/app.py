@@ -3,7 +3,7 @@
 Data flows one way. The form yields a config; the engine's runner executes its plan
 in a Textual thread worker and emits typed events; the events arrive here as
 messages and only mark the views stale; a timer redraws stale views from the store
-(:mod:`lotto_engine.monitor`, :mod:`lotto_engine.results`) a few times a second.
+(the read models of :mod:`lotto_engine.views`) a few times a second.
 A ``--batch`` process writing the same store is picked up the same way, by polling
 SQLite's ``data_version``: that is follow mode.
 """
@@ -33,10 +33,12 @@ from lotto_engine.events import (
     JobStarted,
     Notice,
 )
-from lotto_engine.monitor import GridProgress, experiment_plan, grid_progress
 from lotto_engine.plan import Plan, build_plan
 from lotto_engine.statuses import RERUNNABLE
 from lotto_engine.store import DB_NAME, Store
+from lotto_engine.views.experiments import experiment_summaries
+from lotto_engine.views.progress import GridProgress, experiment_plan, grid_progress
+from lotto_engine.views.results import load_results
 
 from ..commands import read_data_before_the_store
 from ..formatting import duration, grid_counts, health_text, num, pct, peak_memory
@@ -47,7 +49,6 @@ from .jobs_panel import JobsPanel, more_running
 from .keys import APP_KEYS, CONFIG_KEYS, bindings, display
 from .messages import EngineEvent, EngineReady, RunEnded
 from .results_panel import ResultsPanel
-from .views import load_history, load_results
 
 PANELS = ("config", "jobs", "results", "history")
 #: The widget each panel focuses when it is shown (keyboard first: arrows work at once).
@@ -273,7 +274,7 @@ class ExplorerApp(App[int]):
             self.results.show(load_results(reader, self.experiment_id))
         if panel == "history" and "history" in self._stale:
             self._stale.discard("history")
-            self.history.show(load_history(reader), self.experiment_id)
+            self.history.show(experiment_summaries(reader)[::-1], self.experiment_id)  # newest first
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.tabbed_content.id != "panels":

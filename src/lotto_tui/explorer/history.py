@@ -11,11 +11,11 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Label, Static
 from textual_plotext import PlotextPlot
 
-from lotto_engine.statuses import RERUNNABLE
+from lotto_engine.views.experiments import ExperimentSummary
+from lotto_engine.views.results import ResultsData
 
 from .keys import HISTORY_KEYS, bindings
 from .results_panel import draw_accuracy, fill_results_table
-from .views import ExperimentSummary, ResultsData
 
 HISTORY_COLUMNS = ("", "id", "name", "dataset", "model", "grid", "done", "problems", "flagged", "created")
 #: Below this panel width the model column goes and dates lose their year, so a row
@@ -75,6 +75,7 @@ class HistoryPanel(Widget):
         return self.query_one("#history-table", DataTable)
 
     def show(self, rows: list[ExperimentSummary], current: int | None) -> None:
+        """``rows`` newest first; ``current``: the experiment the other panels show."""
         self._rows, self._current = rows, current
         table = self.table
         cursor = table.cursor_row
@@ -84,13 +85,14 @@ class HistoryPanel(Widget):
         for name in columns:
             table.add_column(name, key=name or "mark")
         for exp in rows:
-            problems = sum(exp.counts.get(s, 0) for s in RERUNNABLE)  # what f reruns
+            created = exp.created_at.replace("T", " ")[:16]  # minutes are enough here
+            problems = exp.to_rerun
             values = {
                 "": "*" if exp.id in self.marked else ("›" if exp.id == current else ""),
                 "id": str(exp.id), "name": exp.name or "-", "dataset": exp.dataset, "model": exp.model,
-                "grid": exp.grid, "done": f"{exp.counts.get('done', 0)}/{exp.jobs or '?'}",
+                "grid": exp.grid, "done": f"{exp.done}/{exp.jobs or '?'}",
                 "problems": str(problems) if problems else "-", "flagged": flagged_text(exp),
-                "created": exp.created_at if wide else exp.created_at[5:],
+                "created": created if wide else created[5:],
             }
             table.add_row(*(values[c] for c in columns), key=str(exp.id))
         if rows:

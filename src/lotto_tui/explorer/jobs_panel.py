@@ -1,5 +1,5 @@
 """The jobs panel: the plan as a table, the grid's and the running job's progress
-bars, and an event log. It shows a :class:`lotto_engine.monitor.GridProgress` and
+bars, and an event log. It shows a :class:`lotto_engine.views.progress.GridProgress` and
 live batch progress; it computes nothing."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import DataTable, Label, ProgressBar, RichLog, Static
 
-from lotto_engine.monitor import GridProgress, JobRow
 from lotto_engine.statuses import FINAL, ORDER, PROBLEMS
+from lotto_engine.views.progress import GridProgress, JobRow
 
 from ..formatting import STATUS_STYLE, duration, health_style, health_text, pct
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .config import ExperimentConfig, validate
-from .errors import ConfigError
-from .plan import Job, Plan, build_plan
-from .records import ExperimentRecord
-from .store import Store
+from ..config import ExperimentConfig, validate
+from ..errors import ConfigError
+from ..plan import Job, Plan, build_plan
+from ..records import ExperimentRecord
+from ..store import Store
 
 
 @dataclass(frozen=True)
