@@ -177,5 +177,6 @@ class JobsPanel(Widget):
                 table.update_cell(key, name, value, update_width=True)  # columns grow as values do
             self._shown[key] = shown
 
-    def log(self, line: str) -> None:
+    def log(self, line: str | Text) -> None:
+        """Add a line to the event log: markup in a ``str`` is rendered; a ``Text`` is shown as it is."""
         self.query_one("#jobs-log", RichLog).write(line)
