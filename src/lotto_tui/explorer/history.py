@@ -43,14 +43,19 @@ class HistoryPanel(Widget):
     """
 
     class Open(Message):
+        """Open experiment ``experiment_id``: its config into the form, the panels onto it."""
+
         def __init__(self, experiment_id: int) -> None:
             super().__init__()
-            self.experiment_id = experiment_id
+            self.experiment_id: int = experiment_id
 
     class Compare(Message):
-        def __init__(self, left: int, right: int) -> None:
+        """Compare experiment ``left`` with ``right`` (None: the experiment the panels show)."""
+
+        def __init__(self, left: int, right: int | None) -> None:
             super().__init__()
-            self.left, self.right = left, right
+            self.left: int = left
+            self.right: int | None = right
 
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -133,7 +138,7 @@ class HistoryPanel(Widget):
             return
         exp = self.selected()
         if exp is not None:
-            self.post_message(self.Compare(exp, -1))  # -1: the open experiment
+            self.post_message(self.Compare(exp, None))  # against the open experiment
 
 
 class ComparePane(Vertical):
