@@ -154,7 +154,7 @@ def test_batch_and_explorer_show_the_same_numbers_for_the_same_events(tmp_path: 
     app = create_app(tiny_config(f"run.store='{tmp_path / 'store'}'"))
 
     async def scenario() -> list[str]:
-        async with app.run_test(size=(200, 40)) as pilot:
+        async with app.run_test(size=(200, 40)):
             await wait_until_async(lambda: app._engine_ready and app.plan is not None, timeout=60)
             log = app.query_one("#jobs-log", RichLog)
             log.wrap = False  # one event, one line (a headless app's console is 80 columns wide)

@@ -292,7 +292,7 @@ def _report(console: Console, store: Store, experiment_id: int, *, color: bool) 
         console.print(Text.assemble(("note:", "yellow" if color else ""), f" {note}"), soft_wrap=True)
     console.print(results_table(data.cells, title=f"Experiment {experiment_id}", width=console.width))
     width = max(60, min(console.width, 120))
-    for text in chart_texts(data, width=width, color=color):
+    for chart in chart_texts(data, width=width, color=color):
         # plotext output carries its own colour codes (or none): print it verbatim.
-        console.file.write(text + "\n\n")
+        console.file.write(chart + "\n\n")
     console.file.flush()
