@@ -14,7 +14,7 @@ from lotto_engine.export import export_experiment, to_csv, to_json
 from lotto_engine.health import FLAGS, chance_bound, diagnose
 from lotto_engine.metrics import mask_sparsity
 from lotto_engine.records import EpochMetrics, LayerSparsity, RunResult
-from lotto_engine.results import numerics_in, summarize
+from lotto_engine.views.results import numerics_in, summarize
 from lotto_engine.runner import Runner
 from lotto_engine.store import Store
 
@@ -222,10 +222,10 @@ def test_runs_of_an_older_release_show_as_unchecked_everywhere_never_ok(tmp_path
     assert " ok" not in table and "?" in table
 
     from lotto_tui.explorer.history import flagged_text
-    from lotto_tui.explorer.views import load_history
+    from lotto_engine.views.experiments import experiment_summaries
 
     with Store(store_dir, create=False) as reader:
-        (old, *_) = [exp for exp in load_history(reader) if exp.counts.get("done") == 4]
+        (old, *_) = [exp for exp in experiment_summaries(reader) if exp.counts.get("done") == 4]
     assert old.unchecked == 4 and flagged_text(old) == "?"
     assert main(["experiments", "--store", str(store_dir)]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]

@@ -9,10 +9,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from lotto_engine.events import EpochFinished, JobStarted
-from lotto_engine.monitor import experiment_plan, grid_progress
+from lotto_engine.views.progress import experiment_plan, grid_progress
 from lotto_engine.plan import build_plan
 from lotto_engine.records import EpochMetrics, RunResult
-from lotto_engine.results import mean_curves
+from lotto_engine.views.results import mean_curves
 from lotto_engine.runner import Runner
 from lotto_engine.store import Store
 

@@ -17,49 +17,37 @@ import signal
 import sys
 import threading
 import time
-from typing import IO, Any
+from collections.abc import Callable
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
+from lotto_engine import events as ev
+from lotto_engine.events import Event
+
+from . import event_text as text
 from .cli import EXIT_FAILED_RUNS, EXIT_INTERRUPTED, EXIT_OK
 from .commands import EXIT_OUTPUT_CLOSED, config_from_options, discard_stdout, print_error, read_data_before_the_store
-from .formatting import grid_counts, health_style, health_text, mixed_numerics, peak_memory, printable
+from .formatting import grid_counts, mixed_numerics, peak_memory, printable
 
-def _flagged(result: Any) -> str:
-    """`` flagged !chance,collapse`` after a finished job that did not really train."""
-    return f"  flagged {health_text(result.flags)}" if getattr(result, "flags", ()) else ""
-
-
-def _fmt_result(job: Any, result: Any) -> str:
-    """A finished job's line (without its health mark, see :func:`_flagged`)."""
-    parts = [f"{result.status:<9}", printable(job.label)]
-    if result.val_acc is not None:
-        parts.append(f"val_acc={result.val_acc:.4f}")
-    if result.test_acc is not None:
-        parts.append(f"test_acc={result.test_acc:.4f}")
-    if job.kind == "pruned" and result.actual_sparsity is not None:
-        parts.append(f"sparsity={result.actual_sparsity:.4f}")
-    if result.stability is not None:
-        parts.append(f"D={result.stability:.4f}")
-    parts.append(f"({result.wall_time:.1f}s)")
-    if result.error and result.status != "done":
-        parts.append(f"- {printable(result.error)}")
-    return "  ".join(parts)
-
-
-def _grid_line(event: Any) -> str:
-    reused = f" ({len(event.reused)} reused from earlier experiments)" if event.reused else ""
-    todo = len(event.jobs) - len(event.skipped)
-    return (
-        f"experiment {event.experiment_id}: {len(event.jobs)} jobs, {len(event.skipped)} already done"
-        f"{reused}, {todo} to run on {event.device}"
-    )
-
+if TYPE_CHECKING:
+    from lotto_engine.runner import GridSummary
+    from lotto_engine.store import Store
 
 class PlainReporter:
-    """One line per epoch and per finished job: for logs, pipes and nohup."""
+    """One line per epoch and per finished job: for logs, pipes and nohup. The texts
+    are :mod:`lotto_tui.event_text`'s, after a ``[k/n]`` counter."""
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
@@ -67,32 +55,25 @@ class PlainReporter:
         self.finished = 0
         self.index: dict[str, int] = {}  # job key -> its place in start order (run.parallel runs several)
 
-    def __call__(self, event: Any) -> None:
-        from lotto_engine import events as ev
-
+    def __call__(self, event: Event) -> None:
         if isinstance(event, ev.GridStarted):
             self.total = len(event.jobs) - len(event.skipped)
-            self._print(printable(_grid_line(event)))
+            self._print(text.grid_started(event).plain)
         elif isinstance(event, ev.JobStarted):
             self.index[event.job.key] = len(self.index) + 1
+            if event.resumed_from:  # a fresh start needs no line: its first epoch line says it
+                self._print(f"[{self.index[event.job.key]}/{self.total}] {text.job_started(event).plain}")
         elif isinstance(event, ev.EpochFinished):
-            m = event.metrics
             place = self.index.get(event.job.key, self.finished + 1)
-            self._print(
-                f"[{place}/{self.total}] {event.job.label} epoch {m.epoch}/{event.epochs} "
-                f"train_loss={m.train_loss:.4f} train_acc={m.train_acc:.4f} "
-                f"val_loss={m.val_loss:.4f} val_acc={m.val_acc:.4f} ({m.seconds:.2f}s)"
-            )
+            self._print(f"[{place}/{self.total}] {text.epoch_finished(event).plain}")
         elif isinstance(event, ev.JobFinished):
             self.finished += 1
-            self._print(f"[{self.finished}/{self.total}] {_fmt_result(event.job, event.result)}"
-                        f"{_flagged(event.result)}")
+            self._print(f"[{self.finished}/{self.total}] {text.job_finished(event).status_first().plain}")
         elif isinstance(event, ev.JobFailed):
             self.finished += 1
-            self._print(f"[{self.finished}/{self.total}] failed    {printable(event.job.label)}  "
-                        f"- {printable(event.error)}")
+            self._print(f"[{self.finished}/{self.total}] {text.job_failed(event).status_first().plain}")
         elif isinstance(event, ev.Notice):
-            self._print(f"note: {printable(event.message)}")
+            self._print(text.notice(event).plain)
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
@@ -102,9 +83,10 @@ class PlainReporter:
 
 
 class RichReporter:
-    """Live progress bars for the grid and each job in flight (several with run.parallel).
-    The bars start with the grid, and only when it has jobs to run: a finished grid
-    (every job already done) draws no empty ``0/0`` bar."""
+    """Live progress bars for the grid and each job in flight (several with run.parallel),
+    and :mod:`lotto_tui.event_text`'s lines, styled. The bars start with the grid, and
+    only when it has jobs to run: a finished grid (every job already done) draws no
+    empty ``0/0`` bar."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -117,38 +99,34 @@ class RichReporter:
             console=console,
             transient=False,
         )
-        self.grid: Any = None  # the grid's bar, once there are jobs to run
-        self.jobs: dict[str, Any] = {}  # job key -> its bar, while it runs
+        self.grid: TaskID | None = None  # the grid's bar, once there are jobs to run
+        self.jobs: dict[str, TaskID] = {}  # job key -> its bar, while it runs
 
-    def __call__(self, event: Any) -> None:
-        from lotto_engine import events as ev
-
+    def __call__(self, event: Event) -> None:
         if isinstance(event, ev.GridStarted):
             todo = len(event.jobs) - len(event.skipped)
-            self.console.print(Text(printable(_grid_line(event))))
+            self.console.print(text.grid_started(event))
             if todo > 0:
                 self.grid = self.progress.add_task(f"experiment {event.experiment_id}", total=todo)
                 self.progress.start()
         elif isinstance(event, ev.JobStarted):
+            if event.resumed_from:
+                self.console.print(text.job_started(event))
             total = event.epochs * event.batches_per_epoch
-            self.jobs[event.job.key] = self.progress.add_task(event.job.label, total=total)
+            self.jobs[event.job.key] = self.progress.add_task(
+                printable(event.job.label), total=total, completed=event.resumed_from * event.batches_per_epoch)
         elif isinstance(event, ev.BatchProgress) and event.job.key in self.jobs:
             self.progress.update(self.jobs[event.job.key], completed=(event.epoch - 1) * event.batches + event.batch)
         elif isinstance(event, ev.Notice):
-            self.console.print(Text.assemble(("note:", "yellow"), f" {printable(event.message)}"))
+            self.console.print(text.notice(event))
         elif isinstance(event, ev.JobFinished):
             self._drop(event.job.key)
             self._advance()
-            style = {"done": "green", "diverged": "magenta", "cancelled": "yellow"}.get(event.result.status, "red")
-            line = Text(_fmt_result(event.job, event.result), style=style)
-            if event.result.flags:  # the words say it; the style only underlines them
-                line.append("  ").append(_flagged(event.result).strip(), style=health_style(event.result.flags))
-            self.console.print(line)
+            self.console.print(text.job_finished(event).status_first())
         elif isinstance(event, ev.JobFailed):
             self._drop(event.job.key)
             self._advance()
-            self.console.print(Text.assemble(
-                ("failed", "bold red"), f"    {printable(event.job.label)}  - {printable(event.error)}"))
+            self.console.print(text.job_failed(event).status_first())
 
     def _advance(self) -> None:
         if self.grid is not None:
@@ -165,7 +143,7 @@ class RichReporter:
 class _Interrupts:
     """First Ctrl-C (or SIGTERM) sets the cancel flag; a second one stops at once."""
 
-    def __init__(self, cancel: threading.Event, notify: Any) -> None:
+    def __init__(self, cancel: threading.Event, notify: Callable[[str], None] | None) -> None:
         self.cancel = cancel
         self.notify = notify
         self.previous: dict[int, Any] = {}
@@ -175,8 +153,8 @@ class _Interrupts:
             self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.cancel.is_set():
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.cancel.is_set() or self.notify is None:
             raise KeyboardInterrupt
         self.cancel.set()
         self.notify("stopping: the job in flight ends at its next batch (Ctrl-C again to stop now)")
@@ -193,7 +171,7 @@ class _StopAtOnce(_Interrupts):
     def __init__(self) -> None:
         super().__init__(threading.Event(), notify=None)
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
 
@@ -202,12 +180,12 @@ class _OutputGuard:
     (BrokenPipeError), cancels the grid (the job in flight stops at its next batch and
     is recorded ``cancelled``) and discards any further output."""
 
-    def __init__(self, reporter: Any, cancel: threading.Event) -> None:
+    def __init__(self, reporter: PlainReporter | RichReporter, cancel: threading.Event) -> None:
         self.reporter = reporter
         self.cancel = cancel
         self.closed = False
 
-    def __call__(self, event: Any) -> None:
+    def __call__(self, event: Event) -> None:
         if self.closed:
             return
         try:
@@ -279,7 +257,7 @@ def batch_command(opts: argparse.Namespace) -> int:
     return EXIT_OK if summary.ok else EXIT_FAILED_RUNS
 
 
-def _close(reporter: Any, guard: _OutputGuard) -> None:
+def _close(reporter: PlainReporter | RichReporter, guard: _OutputGuard) -> None:
     """Stop the progress display; a reader gone by now is no error."""
     try:
         reporter.close()
@@ -292,7 +270,7 @@ def _output_closed(what: str) -> int:
     return EXIT_OUTPUT_CLOSED
 
 
-def _summary_line(summary: Any, store: str, seconds: float) -> str:
+def _summary_line(summary: GridSummary, store: str, seconds: float) -> str:
     """The grid's last line: job counts, flagged jobs by flag, wall time, store, memory."""
     counts = grid_counts(summary.counts, summary.flags, summary.flagged, summary.unchecked)
     memory = peak_memory(summary.peak_memory)
@@ -300,21 +278,21 @@ def _summary_line(summary: Any, store: str, seconds: float) -> str:
             + f" ({seconds:.1f}s); store {printable(store)}" + (f"; {memory}" if memory else ""))
 
 
-def _report(console: Console, store: Any, experiment_id: int, *, color: bool) -> None:
-    from lotto_engine.results import numerics_in, summarize
+def _report(console: Console, store: Store, experiment_id: int, *, color: bool) -> None:
+    from lotto_engine.views.results import load_results
 
-    from .report import chart_texts, results_table
+    from .report import REPORT_CURVE, chart_texts, results_table
 
-    runs = store.runs(experiment_id)
-    cells = summarize(runs)
-    if not cells:
+    # finished results only (the grid is over), and only the curve the charts show
+    data = load_results(store, experiment_id, metrics=(REPORT_CURVE,), include_running=False, masks=False)
+    if not data.cells:
         return
-    note = mixed_numerics(numerics_in(runs))
+    note = mixed_numerics(data.numerics)
     if note:
         console.print(Text.assemble(("note:", "yellow" if color else ""), f" {note}"), soft_wrap=True)
-    console.print(results_table(cells, title=f"Experiment {experiment_id}", width=console.width))
+    console.print(results_table(data.cells, title=f"Experiment {experiment_id}", width=console.width))
     width = max(60, min(console.width, 120))
-    for text in chart_texts(store, experiment_id, width=width, color=color):
+    for chart in chart_texts(data, width=width, color=color):
         # plotext output carries its own colour codes (or none): print it verbatim.
-        console.file.write(text + "\n\n")
+        console.file.write(chart + "\n\n")
     console.file.flush()

@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from lotto_engine.results import Cell
-
-CurveKey = tuple[str, str, float]  # (activation, method, target sparsity)
+from lotto_engine.views.results import Cell, CurveKey
 
 #: Colour says the activation, marker the method, so a 9-series chart stays readable
 #: without true colour (named ANSI colours only) and in monochrome (distinct markers).

@@ -7,14 +7,14 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .cli import EXIT_OK, EXIT_OUTPUT_CLOSED, EXIT_USAGE
 from .formatting import printable
 
 if TYPE_CHECKING:
     from lotto_engine.config import ExperimentConfig
-    from lotto_engine.records import ExperimentRecord, RunRecord
+    from lotto_engine.views.experiments import ExperimentSummary
 
 
 def print_error(message: str) -> None:
@@ -154,10 +154,11 @@ EXPERIMENT_COLUMNS = (("id", 4), ("created", 25), ("dataset", 13), ("grid", 9), 
 def experiments_command(opts: argparse.Namespace) -> int:
     from lotto_engine.errors import LottoError
     from lotto_engine.store import Store
+    from lotto_engine.views.experiments import experiment_summaries
 
     try:
         with Store(opts.store, create=False) as store:
-            rows = [experiment_row(exp, store.runs(exp.id)) for exp in store.experiments()]
+            rows = [experiment_row(summary) for summary in experiment_summaries(store)]
     except LottoError as err:
         print_error(str(err))
         return err.exit_code
@@ -168,38 +169,14 @@ def experiments_command(opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def experiment_row(exp: ExperimentRecord, runs: list[RunRecord]) -> list[str]:
+def experiment_row(exp: ExperimentSummary) -> list[str]:
     """One ``experiments`` row: done and flagged jobs against the jobs its plan holds
     (an interrupted grid has recorded only some of them). Every text is printable."""
-    cfg = exp.config
-    grid = cfg.get("grid", {})
-    shape = "x".join(str(len(grid.get(k, ()))) for k in ("activations", "methods", "sparsities", "seeds"))
-    done = sum(r.status == "done" for r in runs)
-    flagged = str(sum(1 for r in runs if r.flags))
-    if any(not r.checked for r in runs):  # made before health checks: some flags unknown
-        flagged += "+?"
+    flagged = str(exp.flagged) + ("+?" if exp.unchecked else "")  # +?: some flags unknown (older runs)
     return [
-        str(exp.id), printable(exp.created_at), printable(cfg.get("data", {}).get("dataset", "?")), shape,
-        f"{done}/{planned_jobs(cfg, len(runs))}", flagged, printable(exp.name),
+        str(exp.id), printable(exp.created_at), printable(exp.dataset), exp.grid,
+        f"{exp.done}/{exp.planned}", flagged, printable(exp.name),
     ]
-
-
-def planned_jobs(config: dict[str, Any], recorded: int) -> int:
-    """How many jobs the stored config plans (dense and pruned over every seed); from
-    the grid alone when the config no longer validates (written by another release)."""
-    from lotto_engine.config import ExperimentConfig
-    from lotto_engine.plan import build_plan
-    from pydantic import ValidationError
-
-    try:
-        return len(build_plan(ExperimentConfig.model_validate(config)))
-    except (ValidationError, ValueError, TypeError):
-        grid = config.get("grid", {})
-        try:
-            dense = len(grid["activations"]) * len(grid["seeds"])
-            return max(recorded, dense * (1 + len(grid["methods"]) * len(grid["sparsities"])))
-        except (KeyError, TypeError):
-            return recorded
 
 
 def _line(cells: list[str]) -> str:

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 
 from lotto_engine.errors import escape_controls
 from lotto_engine.health import FLAGS
-from lotto_engine.results import Cell
+from lotto_engine.statuses import RERUNNABLE
+from lotto_engine.views.results import Cell
 
 #: Rich styles by status, in the 16 named ANSI colours (no true colour assumed).
 STATUS_STYLE = {
@@ -121,20 +122,10 @@ def peak_memory(peaks: dict[str, int]) -> str:
     return f"peak memory {', '.join(parts)}" if parts else ""
 
 
-def ordered_cells(cells: Sequence[Cell]) -> list[Cell]:
-    """Grid order (as configured): activations, then dense, then methods by sparsity."""
-    act_rank = {a: i for i, a in enumerate(dict.fromkeys(c.activation for c in cells))}
-    method_rank = {m: i for i, m in enumerate(dict.fromkeys(c.method for c in cells if c.method != "dense"))}
-    return sorted(
-        cells,
-        key=lambda c: (act_rank[c.activation], c.method != "dense", method_rank.get(c.method, -1), c.target_sparsity),
-    )
-
-
 def cell_status(cell: Cell) -> tuple[str, str]:
     """(text, Rich style) of a results row's status: problems first."""
     style = next(
-        (STATUS_STYLE[s] for s in ("failed", "diverged", "cancelled", "running") if s in cell.statuses), "green"
+        (STATUS_STYLE[s] for s in (*RERUNNABLE, "running") if s in cell.statuses), "green"
     )
     return ",".join(cell.statuses), style
 

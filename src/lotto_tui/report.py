@@ -1,4 +1,5 @@
-"""The end-of-grid report: the results table and the four figure sets as text."""
+"""The end-of-grid report: the results table and the four figure sets as text, drawn
+from :class:`lotto_engine.views.results.ResultsData` (computes nothing)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from lotto_engine.results import Cell, mean_curves, summarize
-from lotto_engine.store import Store
+from lotto_engine.views.results import Cell, ResultsData, ordered_cells
 
 from . import charts
-from .formatting import RESULT_COLUMNS, cell_status, cell_values, health_style, health_text, ordered_cells, printable
+from .formatting import RESULT_COLUMNS, cell_status, cell_values, health_style, health_text, printable
 
 #: Columns of the narrow form: activation and method share one (it wraps between them).
 NARROW_COLUMNS = ("act method", "tgt", "act.sp", "val %", "best %", "test %", "D", "n", "status", "health")
@@ -96,21 +96,24 @@ def health(cell: Cell, *, wrap: bool = False) -> Text:
     return Text(text.replace(",", ",\n") if wrap else text, style=health_style(cell.flags, checked=checked))
 
 
-def chart_texts(store: Store, experiment_id: int, *, width: int, color: bool) -> list[str]:
-    """The four figure sets as plotext text blocks (training curves: one per activation)."""
+#: The curve metric the report's training-curve charts show.
+REPORT_CURVE = "train_acc"
+
+
+def chart_texts(data: ResultsData, *, width: int, color: bool) -> list[str]:
+    """The four figure sets as plotext text blocks (training curves of :data:`REPORT_CURVE`:
+    one chart per activation); none before some run finished."""
     import plotext as plt
 
-    runs = store.runs(experiment_id)
-    cells = summarize(runs)
-    if not any(c.done for c in cells):
+    if not data.any_done:
         return []
-    curves = mean_curves(runs, store.curve, "train_acc")
-    activations = list(dict.fromkeys(c.activation for c in cells))
+    cells = data.cells
+    curves = data.curves.get(REPORT_CURVE, {})
     figures = [
         lambda: charts.draw_accuracy(plt, cells),
         lambda: charts.draw_mask_sparsity(plt, cells),
         lambda: charts.draw_stability(plt, cells),
-    ] + [(lambda a=a: charts.draw_curves(plt, a, curves)) for a in activations]
+    ] + [(lambda a=a: charts.draw_curves(plt, a, curves)) for a in data.activations]
     texts = []
     for draw in figures:
         plt.clf()

@@ -3,7 +3,7 @@
 Data flows one way. The form yields a config; the engine's runner executes its plan
 in a Textual thread worker and emits typed events; the events arrive here as
 messages and only mark the views stale; a timer redraws stale views from the store
-(:mod:`lotto_engine.monitor`, :mod:`lotto_engine.results`) a few times a second.
+(the read models of :mod:`lotto_engine.views`) a few times a second.
 A ``--batch`` process writing the same store is picked up the same way, by polling
 SQLite's ``data_version``: that is follow mode.
 """
@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual.app import App, ComposeResult, SystemCommand
 from textual.driver import Driver
 from textual.screen import Screen
@@ -33,12 +34,16 @@ from lotto_engine.events import (
     JobStarted,
     Notice,
 )
-from lotto_engine.monitor import GridProgress, experiment_plan, grid_progress
 from lotto_engine.plan import Plan, build_plan
+from lotto_engine.statuses import RERUNNABLE
 from lotto_engine.store import DB_NAME, Store
+from lotto_engine.views.experiments import experiment_summaries
+from lotto_engine.views.progress import GridProgress, experiment_plan, grid_progress
+from lotto_engine.views.results import load_results
 
+from .. import event_text as text
 from ..commands import read_data_before_the_store
-from ..formatting import duration, grid_counts, health_text, num, pct, peak_memory
+from ..formatting import grid_counts
 from .config_form import ConfigForm
 from .help_screen import HelpScreen
 from .history import CompareScreen, HistoryPanel
@@ -46,7 +51,6 @@ from .jobs_panel import JobsPanel, more_running
 from .keys import APP_KEYS, CONFIG_KEYS, bindings, display
 from .messages import EngineEvent, EngineReady, RunEnded
 from .results_panel import ResultsPanel
-from .views import load_history, load_results
 
 PANELS = ("config", "jobs", "results", "history")
 #: The widget each panel focuses when it is shown (keyboard first: arrows work at once).
@@ -228,9 +232,7 @@ class ExplorerApp(App[int]):
         if batch is not None and self.running:
             done = batch.epoch - 1 + batch.batch / max(batch.batches, 1)
             self.jobs.show_job(
-                f"{batch.job.label} · epoch {batch.epoch}/{batch.epochs} · batch {batch.batch}/{batch.batches}"
-                f"{more_running(self.last_progress)}",
-                done, batch.epochs,
+                f"{text.batch_progress(batch).plain}{more_running(self.last_progress)}", done, batch.epochs
             )
 
     def _poll(self) -> None:
@@ -272,7 +274,7 @@ class ExplorerApp(App[int]):
             self.results.show(load_results(reader, self.experiment_id))
         if panel == "history" and "history" in self._stale:
             self._stale.discard("history")
-            self.history.show(load_history(reader), self.experiment_id)
+            self.history.show(experiment_summaries(reader)[::-1], self.experiment_id)  # newest first
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.tabbed_content.id != "panels":
@@ -360,32 +362,19 @@ class ExplorerApp(App[int]):
             if self.experiment_id != event.experiment_id:
                 self.experiment_id = event.experiment_id
             self.reader()
-            todo = len(event.jobs) - len(event.skipped)
-            reused = f", {len(event.reused)} reused from earlier experiments" if event.reused else ""
-            log(f"[b]experiment {event.experiment_id}[/]: {todo} to run, {len(event.skipped)} done{reused} "
-                f"· {event.device}")
+            log(text.grid_started(event))
         elif isinstance(event, JobStarted):
-            where = f" on {event.device}" if event.device and event.device != "cpu" else ""
-            log(f"▶ {event.job.label}{where}")
+            log(Text("▶ ").append_text(text.job_started(event)))
         elif isinstance(event, EpochFinished):
-            m = event.metrics
-            log(f"  {event.job.label} epoch {m.epoch}/{event.epochs} train {pct(m.train_acc)} val {pct(m.val_acc)}")
+            log(Text("  ").append_text(text.epoch_finished(event)))
         elif isinstance(event, JobFinished):
-            r = event.result
-            style = {"done": "green", "diverged": "bold magenta"}.get(r.status, "yellow")
-            extra = f" D {num(r.stability)}" if r.stability is not None else ""
-            health = f" [bold yellow]flagged {health_text(r.flags)}[/]" if r.flags else ""
-            log(f"[{style}]■ {event.job.label}: {r.status}[/] val {pct(r.val_acc)} test {pct(r.test_acc)}"
-                f"{extra} in {duration(r.wall_time)}{health}")
+            log(text.job_finished(event).label_first("■"))
         elif isinstance(event, JobFailed):
-            log(f"[bold red]✗ {event.job.label}: {event.error}[/]")
+            log(text.job_failed(event).label_first("✗"))
         elif isinstance(event, Notice):
-            log(f"[yellow]note:[/] {event.message}")
+            log(text.notice(event))
         elif isinstance(event, GridFinished):
-            counts = grid_counts(event.counts, event.flags, event.flagged, event.unchecked)
-            word = "cancelled" if event.cancelled else "finished"
-            memory = peak_memory(event.peak_memory)
-            log(f"[b]grid {word}[/] in {duration(event.wall_time)}: {counts}" + (f" · {memory}" if memory else ""))
+            log(text.grid_finished(event))
 
     def on_run_ended(self, message: RunEnded) -> None:
         self.running = False
@@ -393,7 +382,7 @@ class ExplorerApp(App[int]):
         self._mark_dirty()
         self.jobs.show_job("", 0, 1)
         if message.error:
-            self.jobs.log(f"[bold red]{message.error}[/]")
+            self.jobs.log(Text(message.error, style="bold red"))
             self.notify(message.error, title="Run stopped", severity="error", timeout=10)
         elif message.summary is not None:
             s = message.summary
@@ -439,7 +428,7 @@ class ExplorerApp(App[int]):
 
     def action_rerun_failed(self) -> None:
         progress = self.last_progress
-        if progress is None or not any(r.status in ("failed", "diverged", "cancelled") for r in progress.rows):
+        if progress is None or not any(r.status in RERUNNABLE for r in progress.rows):
             self.notify("No failed, diverged or cancelled jobs to rerun", timeout=3)
             return
         self._start("failed")
@@ -540,7 +529,7 @@ class ExplorerApp(App[int]):
 
     def on_history_panel_compare(self, message: HistoryPanel.Compare) -> None:
         reader = self.reader()
-        right = self.experiment_id if message.right == -1 else message.right
+        right = self.experiment_id if message.right is None else message.right
         if reader is None or right is None or right == message.left:
             self.notify("Mark two experiments with space (or open one and select another)", severity="warning")
             return

@@ -11,9 +11,11 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Label, Static
 from textual_plotext import PlotextPlot
 
+from lotto_engine.views.experiments import ExperimentSummary
+from lotto_engine.views.results import ResultsData
+
 from .keys import HISTORY_KEYS, bindings
 from .results_panel import draw_accuracy, fill_results_table
-from .views import ExperimentSummary, ResultsData
 
 HISTORY_COLUMNS = ("", "id", "name", "dataset", "model", "grid", "done", "problems", "flagged", "created")
 #: Below this panel width the model column goes and dates lose their year, so a row
@@ -41,14 +43,19 @@ class HistoryPanel(Widget):
     """
 
     class Open(Message):
+        """Open experiment ``experiment_id``: its config into the form, the panels onto it."""
+
         def __init__(self, experiment_id: int) -> None:
             super().__init__()
-            self.experiment_id = experiment_id
+            self.experiment_id: int = experiment_id
 
     class Compare(Message):
-        def __init__(self, left: int, right: int) -> None:
+        """Compare experiment ``left`` with ``right`` (None: the experiment the panels show)."""
+
+        def __init__(self, left: int, right: int | None) -> None:
             super().__init__()
-            self.left, self.right = left, right
+            self.left: int = left
+            self.right: int | None = right
 
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -73,6 +80,7 @@ class HistoryPanel(Widget):
         return self.query_one("#history-table", DataTable)
 
     def show(self, rows: list[ExperimentSummary], current: int | None) -> None:
+        """``rows`` newest first; ``current``: the experiment the other panels show."""
         self._rows, self._current = rows, current
         table = self.table
         cursor = table.cursor_row
@@ -82,13 +90,14 @@ class HistoryPanel(Widget):
         for name in columns:
             table.add_column(name, key=name or "mark")
         for exp in rows:
-            problems = sum(exp.counts.get(s, 0) for s in ("failed", "diverged", "cancelled"))
+            created = exp.created_at.replace("T", " ")[:16]  # minutes are enough here
+            problems = exp.to_rerun
             values = {
                 "": "*" if exp.id in self.marked else ("›" if exp.id == current else ""),
                 "id": str(exp.id), "name": exp.name or "-", "dataset": exp.dataset, "model": exp.model,
-                "grid": exp.grid, "done": f"{exp.counts.get('done', 0)}/{exp.jobs or '?'}",
+                "grid": exp.grid, "done": f"{exp.done}/{exp.jobs or '?'}",
                 "problems": str(problems) if problems else "-", "flagged": flagged_text(exp),
-                "created": exp.created_at if wide else exp.created_at[5:],
+                "created": created if wide else created[5:],
             }
             table.add_row(*(values[c] for c in columns), key=str(exp.id))
         if rows:
@@ -129,7 +138,7 @@ class HistoryPanel(Widget):
             return
         exp = self.selected()
         if exp is not None:
-            self.post_message(self.Compare(exp, -1))  # -1: the open experiment
+            self.post_message(self.Compare(exp, None))  # against the open experiment
 
 
 class ComparePane(Vertical):

@@ -1,5 +1,5 @@
 """The jobs panel: the plan as a table, the grid's and the running job's progress
-bars, and an event log. It shows a :class:`lotto_engine.monitor.GridProgress` and
+bars, and an event log. It shows a :class:`lotto_engine.views.progress.GridProgress` and
 live batch progress; it computes nothing."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import DataTable, Label, ProgressBar, RichLog, Static
 
-from lotto_engine.monitor import PROBLEMS, GridProgress, JobRow
+from lotto_engine.statuses import FINAL, ORDER, PROBLEMS
+from lotto_engine.views.progress import GridProgress, JobRow
 
 from ..formatting import STATUS_STYLE, duration, health_style, health_text, pct
 
@@ -43,7 +44,7 @@ def row_cells(row: JobRow, *, seeds: bool = True, wrap: bool = True) -> tuple[Te
     status = row.status + (REUSED_MARK if row.reused else "")
     method = "dense" if job.kind == "dense" else job.method
     target = "-" if job.kind == "dense" else f"{job.sparsity:g}"
-    health: Text | str = health_cell(row.flags, wrap=wrap, checked=row.checked) if row.status in ("done", "diverged") else "-"
+    health: Text | str = health_cell(row.flags, wrap=wrap, checked=row.checked) if row.status in FINAL else "-"
     values: dict[str, Text | str] = {
         "activation": job.activation, "method": method, "target": target, "seed": str(job.seed),
         "status": Text(status, style=style), "epoch": f"{row.epoch}/{row.epochs}", "val %": pct(row.val_acc),
@@ -113,8 +114,7 @@ class JobsPanel(Widget):
     def show(self, progress: GridProgress, *, device: str, title: str) -> None:
         """Bring the summary, the grid bar and the table up to date."""
         counts = progress.counts
-        parts = [f"{counts[s]} {s}" for s in ("done", "running", "failed", "diverged", "cancelled", "pending")
-                 if counts.get(s)]
+        parts = [f"{counts[s]} {s}" for s in ORDER if counts.get(s)]
         self.query_one("#jobs-summary", Static).update(
             f"{title} · {len(progress.rows)} jobs · {', '.join(parts) or 'nothing yet'} · {device}"
         )
@@ -177,5 +177,6 @@ class JobsPanel(Widget):
                 table.update_cell(key, name, value, update_width=True)  # columns grow as values do
             self._shown[key] = shown
 
-    def log(self, line: str) -> None:
+    def log(self, line: str | Text) -> None:
+        """Add a line to the event log: markup in a ``str`` is rendered; a ``Text`` is shown as it is."""
         self.query_one("#jobs-log", RichLog).write(line)

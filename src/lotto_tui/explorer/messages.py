@@ -1,28 +1,35 @@
-"""Messages from the engine worker thread to the UI (``post_message`` is thread-safe)."""
+"""Messages from the engine worker thread to the UI (``post_message`` is thread-safe).
+
+Every field is typed: the UI never has to guess what a message carries."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual.message import Message
+
+from lotto_engine.events import Event
+
+if TYPE_CHECKING:  # the runner imports torch: the app loads it in a worker, not at import
+    from lotto_engine.runner import GridSummary
 
 
 class EngineEvent(Message):
     """One typed event of :mod:`lotto_engine.events`, as the runner emitted it."""
 
-    def __init__(self, event: Any) -> None:
+    def __init__(self, event: Event) -> None:
         super().__init__()
-        self.event = event
+        self.event: Event = event
 
 
 class RunEnded(Message):
     """The worker stopped: ``summary`` when the runner returned, ``error`` (one line)
     when it raised."""
 
-    def __init__(self, summary: Any = None, error: str | None = None) -> None:
+    def __init__(self, summary: GridSummary | None = None, error: str | None = None) -> None:
         super().__init__()
-        self.summary = summary
-        self.error = error
+        self.summary: GridSummary | None = summary
+        self.error: str | None = error
 
 
 class EngineReady(Message):
@@ -31,4 +38,4 @@ class EngineReady(Message):
 
     def __init__(self, error: str | None = None) -> None:
         super().__init__()
-        self.error = error
+        self.error: str | None = error

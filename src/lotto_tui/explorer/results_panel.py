@@ -1,9 +1,10 @@
 """The results panel: the write-up's four figure sets as plotext charts, the mask
 sparsity table with per-layer detail, and the results table. Draws
-:class:`~lotto_tui.explorer.views.ResultsData`; computes nothing."""
+:class:`~lotto_engine.views.results.ResultsData`; computes nothing."""
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -12,12 +13,15 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Label, Select, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
-from lotto_engine.monitor import PROBLEMS
+from lotto_engine.statuses import PROBLEMS
+from lotto_engine.views.results import CURVE_METRICS, ResultsData, ordered_cells
 
 from .. import charts
-from ..formatting import RESULT_COLUMNS, cell_status, cell_values, num, ordered_cells, pct
+from ..formatting import RESULT_COLUMNS, cell_status, cell_values, num, numerics_setting, pct, printable
 from .jobs_panel import health_cell
-from .views import CURVE_METRICS, ResultsData
+
+#: How the curves tab names each of lotto_engine.views.results.CURVE_METRICS.
+CURVE_LABELS = {"train_acc": "train acc", "val_acc": "val acc", "train_loss": "train loss", "val_loss": "val loss"}
 
 RESULT_TABS = ("tab-accuracy", "tab-masks", "tab-stability", "tab-curves", "tab-table")
 
@@ -39,13 +43,8 @@ def numerics_note(numerics: list[dict]) -> str:
     precision, threads), which change results by more than rounding."""
     if len(numerics) < 2:
         return ""
-    return "[bold yellow]![/] mixed numerics: " + ", ".join(map(_setting, numerics)) + " (results can differ)"
-
-
-def _setting(numerics: dict) -> str:
-    threads = numerics.get("threads", "?")
-    unit = "thread" if threads == 1 else "threads"
-    return f"{numerics.get('device', '?')} {numerics.get('precision', '?')} {threads} {unit}"
+    settings = ", ".join(escape(printable(numerics_setting(n))) for n in numerics)
+    return f"[bold yellow]![/] mixed numerics: {settings} (results can differ)"
 
 
 def fill_results_table(table: DataTable, data: ResultsData, *, compact: bool = False, wide: bool = True) -> None:
@@ -120,7 +119,7 @@ class ResultsPanel(Widget):
                     yield Select([], prompt="-", id="curves-activation", compact=True)
                     yield Label("metric")
                     yield Select(
-                        [(label, name) for name, label in CURVE_METRICS],
+                        [(CURVE_LABELS.get(name, name), name) for name in CURVE_METRICS],
                         value="train_acc", allow_blank=False, id="curves-metric", compact=True,
                     )
                 yield PlotextPlot(id="curves-plot")
@@ -219,7 +218,7 @@ class ResultsPanel(Widget):
     def _draw_curves(self) -> None:
         activation = self.query_one("#curves-activation", Select).value
         metric = str(self.query_one("#curves-metric", Select).value)
-        label = dict(CURVE_METRICS).get(metric, metric)
+        label = CURVE_LABELS.get(metric, metric)
         curves = self.data.curves.get(metric, {})
         if not isinstance(activation, str):
             self._draw("#curves-plot", lambda plt: plt.title("Training curves - no runs yet"))

@@ -11,14 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .config import ExperimentConfig, validate
-from .errors import ConfigError
-from .plan import Job, Plan, build_plan
-from .records import ExperimentRecord
-from .store import Store
-
-#: Statuses shown as problems (failed and diverged jobs stand out in the views).
-PROBLEMS = ("failed", "diverged")
+from ..config import ExperimentConfig, validate
+from ..errors import ConfigError
+from ..plan import Job, Plan, build_plan
+from ..records import ExperimentRecord
+from ..store import Store
 
 
 @dataclass(frozen=True)
@@ -109,7 +106,8 @@ def grid_progress(
             val = _latest_val(store, run.id) if recorded else None  # type: ignore[arg-type]
         else:
             elapsed, eta, val = run.wall_time, None, run.val_acc
-            done_epochs += epochs if run.status in ("done", "diverged", "failed") else recorded
+            # a cancelled job resumes where it stopped; any other ended job trains no more
+            done_epochs += recorded if run.status == "cancelled" else epochs
         rows.append(
             JobRow(job, run.status, recorded, epochs, val, elapsed, eta, run.id, run.error,
                    run.reused_from is not None, run.flags, run.checked)
