@@ -65,11 +65,11 @@ def test_each_event_kind_has_its_text() -> None:
         "relu dense seed=0 epoch 2/8 train_loss=0.4012 train_acc=0.8790 val_loss=0.3561 val_acc=0.8944 (0.53s)")
     assert event_text.notice(e[4]).plain == "note: run.parallel asked for 4 jobs at once; 2 fit in 1.5 GiB"
     done = event_text.job_finished(e[5])
-    assert done.status_first().plain == "done       relu dense seed=0  val 95.67 test 95.06 in 3m05s flagged !chance"
-    assert done.label_first("■").plain == "■ relu dense seed=0: done val 95.67 test 95.06 in 3m05s flagged !chance"
+    assert done.status_first().plain == "done       relu dense seed=0  val_acc=0.9567  test_acc=0.9506  (185.2s)  flagged !chance"
+    assert done.label_first("■").plain == "■ relu dense seed=0: done val_acc=0.9567  test_acc=0.9506  (185.2s)  flagged !chance"
     assert event_text.job_started(e[6]).plain == "relu magnitude s=0.8 seed=0 on cuda:1 (resumed after epoch 3)"
     diverged = event_text.job_finished(e[7])
-    assert diverged.details.plain == "val 10.00 sparsity 0.8000 D 0.6200 in 2s - non-finite loss"
+    assert diverged.details.plain == "val_acc=0.1000  sparsity=0.8000  D=0.6200  (2.3s)  - non-finite loss"
     failed = event_text.job_failed(e[8])
     assert failed.status_first().plain == "failed     relu magnitude s=0.9 seed=0  - the dense job failed"
     assert failed.label_first("✗").plain == "✗ relu magnitude s=0.9 seed=0: failed - the dense job failed"
@@ -89,7 +89,7 @@ def test_styles_mark_the_status_and_the_health_flag_only() -> None:
     styled = {line.plain[s.start:s.end]: str(s.style) for s in line.spans}
     assert styled["done       relu dense seed=0"] == "green"
     assert styled["flagged !chance"] == "bold yellow reverse"
-    assert not any("95.67" in text for text in styled)  # the numbers are never only a colour
+    assert not any("0.9567" in text for text in styled)  # the numbers are never only a colour
 
 
 def test_the_plain_epoch_line_is_unchanged() -> None:
@@ -112,9 +112,9 @@ def test_plain_batch_says_a_job_resumed_and_nothing_for_a_fresh_start() -> None:
         reporter(event)
     lines = out.getvalue().splitlines()
     assert lines[3:] == [
-        "[1/3] done       relu dense seed=0  val 95.67 test 95.06 in 3m05s flagged !chance",
+        "[1/3] done       relu dense seed=0  val_acc=0.9567  test_acc=0.9506  (185.2s)  flagged !chance",
         "[2/3] relu magnitude s=0.8 seed=0 on cuda:1 (resumed after epoch 3)",
-        "[2/3] diverged   relu magnitude s=0.8 seed=0  val 10.00 sparsity 0.8000 D 0.6200 in 2s - non-finite loss",
+        "[2/3] diverged   relu magnitude s=0.8 seed=0  val_acc=0.1000  sparsity=0.8000  D=0.6200  (2.3s)  - non-finite loss",
         "[3/3] failed     relu magnitude s=0.9 seed=0  - the dense job failed",
     ]  # the dense job's fresh start printed no line of its own
 

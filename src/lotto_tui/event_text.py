@@ -12,10 +12,9 @@ How the numbers read:
 - an epoch (its losses and accuracies as the curve and the export hold them):
   ``train_loss=0.1234 train_acc=0.9567 val_loss=0.2345 val_acc=0.9444 (0.53s)``, the
   plain batch epoch line, which scripts parse;
-- a finished job (its results as the results and jobs tables show them):
-  accuracies in percent with two decimals, ``val 95.67 test 95.06``, mask sparsity and
-  stability D with four decimals, wall time as the jobs table's ``time`` column
-  (``42s``, ``3m05s``);
+- a finished job, as the epochs read: accuracies as fractions, mask sparsity and
+  stability D with four decimals, its wall time in seconds:
+  ``val_acc=0.9567  test_acc=0.9506  sparsity=0.8000  D=0.6200  (2.3s)``;
 - a grid: job counts and health flags as the batch's last line has them.
 """
 
@@ -37,7 +36,7 @@ from lotto_engine.events import (
 )
 from lotto_engine.records import RunResult
 
-from .formatting import STATUS_STYLE, duration, grid_counts, health_style, health_text, num, pct, peak_memory, printable
+from .formatting import STATUS_STYLE, duration, grid_counts, health_style, health_text, num, peak_memory, printable
 
 #: Width of the status column of :meth:`JobEnd.status_first` (the longest status fits).
 STATUS_WIDTH = 9
@@ -95,35 +94,36 @@ class JobEnd:
         return STATUS_STYLE.get(self.status, STATUS_STYLE["failed"])
 
     def status_first(self) -> Text:
-        """``done       relu dense seed=0  val 95.67 test 95.06 in 2s``"""
+        """``done       relu dense seed=0  val_acc=0.9567  test_acc=0.9506  (2.3s)``"""
         line = Text().append(f"{self.status:<{STATUS_WIDTH}}  {self.label}", style=self.style)
         return line.append("  ").append_text(self.details) if self.details else line
 
     def label_first(self, mark: str = "") -> Text:
-        """``■ relu dense seed=0: done val 95.67 test 95.06 in 2s`` (``mark`` in front)"""
+        """``■ relu dense seed=0: done val_acc=0.9567  test_acc=0.9506  (2.3s)`` (``mark`` in front)"""
         line = Text().append(f"{mark} {self.label}: {self.status}" if mark else f"{self.label}: {self.status}",
                              style=self.style)
         return line.append(" ").append_text(self.details) if self.details else line
 
 
 def result_details(job_kind: str, result: RunResult) -> Text:
-    """``val 95.67 test 95.06 sparsity 0.8000 D 0.6200 in 2s - error flagged !chance``:
-    what is known of a finished job, then why it stopped, then its health flags."""
+    """``val_acc=0.9567  test_acc=0.9506  sparsity=0.8000  D=0.6200  (2.3s)  - error  flagged !chance``:
+    what is known of a finished job, then why it stopped, then its health flags (the
+    batch's job line since the first release: scripts parse it)."""
     parts = []
     if result.val_acc is not None:
-        parts.append(f"val {pct(result.val_acc)}")
+        parts.append(f"val_acc={num(result.val_acc)}")
     if result.test_acc is not None:
-        parts.append(f"test {pct(result.test_acc)}")
+        parts.append(f"test_acc={num(result.test_acc)}")
     if job_kind == "pruned" and result.actual_sparsity is not None:
-        parts.append(f"sparsity {num(result.actual_sparsity)}")
+        parts.append(f"sparsity={num(result.actual_sparsity)}")
     if result.stability is not None:
-        parts.append(f"D {num(result.stability)}")
-    parts.append(f"in {duration(result.wall_time)}")
+        parts.append(f"D={num(result.stability)}")
+    parts.append(f"({result.wall_time:.1f}s)")
     if result.error and result.status != "done" and result.error != result.status:
         parts.append(f"- {printable(result.error)}")
-    details = Text(" ".join(parts))
+    details = Text("  ".join(parts))
     if result.flags:  # the words say it; the style only underlines them
-        details.append(" ").append(f"flagged {health_text(result.flags)}", style=health_style(result.flags))
+        details.append("  ").append(f"flagged {health_text(result.flags)}", style=health_style(result.flags))
     return details
 
 
