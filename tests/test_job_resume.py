@@ -23,7 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import LOTTO, TINY, tiny_args, tiny_config
+from conftest import LOTTO, tiny_args, tiny_config
 from lotto_engine import devices
 from lotto_engine.events import EpochFinished, JobStarted, Notice
 from lotto_engine.plan import build_plan
