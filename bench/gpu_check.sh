@@ -7,7 +7,10 @@ set -u
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/engine:$PWD/src PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
-step() { local limit=$1 name=$2; shift 2; echo "=== $name"; local t0=$(date +%s.%N)
+# STEPS="cuda_tests demo" runs only those steps (default: all)
+step() { local limit=$1 name=$2; shift 2
+  if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then return; fi
+  echo "=== $name"; local t0=$(date +%s.%N)
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
   echo "rc=$rc wall=$(python3 -c "print(round($(date +%s.%N)-$t0,1))")s"; tail -n 6 "$OUT/$name.log"; }
 nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
