@@ -1,16 +1,16 @@
 """The executor interface: where ready jobs run, and what comes back while they do.
 
 The runner hands an executor :class:`Task` groups (siblings that may train
-together; an executor may run them one by one) and reads :data:`Message` values
-back, in the runner's own thread: progress while a job trains, its checkpoints,
-and finally its :class:`Finished` outcome. Tasks and messages are plain, picklable
+together; an executor may run them one by one) and gets :data:`Message` values
+back through :meth:`Executor.wait`, always in the runner's own thread: progress
+while a job trains, its checkpoints, and finally its :class:`Finished` outcome. Tasks and messages are plain, picklable
 data (tensors on CPU), so a backend may run jobs in other processes or machines.
 The executor never writes the store: the runner does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -79,6 +79,8 @@ class Finished:
     output: JobOutput | None
     error: str | None = None  # one line, "Type: message"
     wall_time: float = 0.0
+    #: stopped by Ctrl-C before it could return an output (recorded cancelled, not failed)
+    cancelled: bool = False
 
 
 Message = Started | Masked | BatchDone | EpochDone | Checkpointed | Finished
@@ -91,13 +93,20 @@ class Executor(Protocol):
     capacity: int
 
     def submit(self, group: Sequence[Task]) -> None:
-        """Start ``group`` (siblings of one parent, or single jobs)."""
+        """Queue ``group`` (siblings of one parent, or single jobs) to run."""
 
-    def next_message(self, timeout: float) -> Message | None:
-        """The next message from any running task, or None after ``timeout`` seconds."""
+    def wait(self, on_message: Callable[[Message], None], timeout: float) -> None:
+        """Hand messages of running tasks to ``on_message`` in the calling thread, as
+        they come, for up to ``timeout`` seconds or until a task has finished. An
+        executor may run a task in the calling thread during this call (the local one
+        with one slot does). An exception raised by ``on_message`` propagates."""
+
+    @property
+    def busy(self) -> int:
+        """Tasks submitted whose Finished has not been handed over yet."""
 
     def cancel(self) -> None:
-        """Ask every running task to stop at its next batch (each still sends Finished)."""
+        """Ask every running task to stop at its next batch (each still finishes)."""
 
     def close(self) -> None:
         """Stop accepting tasks and release workers; call after the last Finished."""

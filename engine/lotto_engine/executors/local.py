@@ -1,13 +1,20 @@
-"""The local executor: jobs in this process, one per job slot.
+"""The local executor: jobs in this process.
 
-One worker thread per slot (a GPU, or a share of the CPU threads); a slot takes the
-next submitted task when free. With one slot jobs run one at a time in submission
-order, which is the sequential grid. Numbers do not depend on the slot count: each
-job seeds itself, and CPU slots share the threads set by the runner.
+With one job slot, a job runs in the thread that waits for it (the runner's), one
+after the other in submission order: the sequential grid, with nothing in between.
+On CPU this matters for speed: libgomp throttles its spin-waits once a process has
+more OpenMP threads than cores, so a 2-thread job trained from a second thread ran
+the `demo` grid 2.5x slower (measured; ``bench`` note in README).
+
+With several slots (a GPU each, or shares of the CPU threads), one worker thread per
+slot takes the next task when free, and :meth:`wait` hands their messages over.
+Numbers do not depend on the slot count: each job seeds itself, and CPU slots share
+the threads the runner set.
 """
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -22,10 +29,11 @@ from ..protocol import JobHooks, run_job
 from .base import BatchDone, Checkpointed, EpochDone, Finished, Masked, Message, Started, Task
 
 DataFor = Callable[[torch.device], Dataset]
+Deliver = Callable[[Message], None]
 
 
 class LocalExecutor:
-    """Runs tasks in worker threads over ``slots``; see the module doc."""
+    """Runs tasks in this process over ``slots``; see the module doc."""
 
     def __init__(
         self,
@@ -42,24 +50,45 @@ class LocalExecutor:
         self._threads = threads
         self._cancel = cancel
         self._interval = progress_interval
+        self._pending: collections.deque[Task] = collections.deque()  # one slot: run by wait()
         self._inbox: queue.Queue[Task | None] = queue.Queue()
         self._outbox: queue.Queue[Message] = queue.Queue()
+        self._in_workers = 0  # tasks handed to the workers whose Finished was not handed over
         self._workers = [
             threading.Thread(target=self._work, args=(d,), name=f"lotto-job-{i}", daemon=True)
             for i, d in enumerate(self.slots)
-        ]
+        ] if self.capacity > 1 else []
         for worker in self._workers:
             worker.start()
 
     def submit(self, group: Sequence[Task]) -> None:
         for task in group:
-            self._inbox.put(task)
+            if self._workers:
+                self._in_workers += 1
+                self._inbox.put(task)
+            else:
+                self._pending.append(task)
 
-    def next_message(self, timeout: float) -> Message | None:
-        try:
-            return self._outbox.get(timeout=timeout)
-        except queue.Empty:
-            return None
+    @property
+    def busy(self) -> int:
+        return self._in_workers + len(self._pending)
+
+    def wait(self, on_message: Deliver, timeout: float) -> None:
+        if not self._workers:
+            if self._pending:
+                self._run_here(self._pending.popleft(), on_message)
+            return
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                message = self._outbox.get(timeout=left)
+            except queue.Empty:
+                return
+            if isinstance(message, Finished):
+                self._in_workers -= 1
+                on_message(message)
+                return
+            on_message(message)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -76,7 +105,39 @@ class LocalExecutor:
                 except KeyboardInterrupt:
                     self._cancel.set()
 
-    # ------------------------------------------------------------------ workers
+    # ------------------------------------------------------------------ one slot
+
+    def _run_here(self, task: Task, on_message: Deliver) -> None:
+        """Run ``task`` in this thread, its messages delivered as they happen. An error
+        of ``on_message`` (the runner's) is not the job's: it propagates. Ctrl-C ends
+        the job as cancelled, then propagates."""
+        device = self.slots[0]
+        broken: list[BaseException] = []
+
+        def deliver(message: Message) -> None:
+            try:
+                on_message(message)
+            except BaseException as err:
+                broken.append(err)
+                raise
+
+        started = time.perf_counter()
+        try:
+            with devices.on_device(device):
+                output = run_job(task.spec, self._data_for(device), parent=task.parent, resume=task.resume,
+                                 hooks=self._hooks(task, device, deliver))
+        except KeyboardInterrupt:
+            if not broken:
+                on_message(Finished(task.key, None, "cancelled", time.perf_counter() - started, cancelled=True))
+            raise
+        except Exception as err:
+            if broken and err is broken[0]:
+                raise
+            on_message(Finished(task.key, None, f"{type(err).__name__}: {one_line(err)}", time.perf_counter() - started))
+            return
+        on_message(Finished(task.key, output, None, time.perf_counter() - started))
+
+    # ------------------------------------------------------------------ several slots
 
     def _work(self, device: torch.device) -> None:
         torch.set_num_threads(self._threads)  # per thread under OpenMP: set it where jobs run
@@ -88,13 +149,14 @@ class LocalExecutor:
         started = time.perf_counter()
         try:
             data = self._data_for(device)
-            output = run_job(task.spec, data, parent=task.parent, resume=task.resume, hooks=self._hooks(task, device))
+            output = run_job(task.spec, data, parent=task.parent, resume=task.resume,
+                             hooks=self._hooks(task, device, self._outbox.put))
         except Exception as err:  # the job raised: its error is recorded, the grid goes on
             return Finished(task.key, None, f"{type(err).__name__}: {one_line(err)}", time.perf_counter() - started)
         return Finished(task.key, output, None, time.perf_counter() - started)
 
-    def _hooks(self, task: Task, device: torch.device) -> JobHooks:
-        key, put, interval = task.key, self._outbox.put, self._interval
+    def _hooks(self, task: Task, device: torch.device, put: Deliver) -> JobHooks:
+        key, interval = task.key, self._interval
         last = [0.0]
 
         def on_batch(epoch: int, batch: int, batches: int) -> None:

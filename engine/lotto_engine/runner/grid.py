@@ -276,9 +276,7 @@ class Runner:
                     if graph.waiting and not self.cancel.is_set():
                         raise RuntimeError(f"{len(graph.waiting)} jobs wait for parents that never run")
                     return
-                message = executor.next_message(0.2)
-                if message is not None:
-                    self._handle(message, running, graph)
+                executor.wait(lambda message: self._handle(message, running, graph), 0.2)
         except BaseException:  # Ctrl-C, a store that cannot take results, a handler that raised
             self.cancel.set()
             self._drain(running, graph, executor)
@@ -288,16 +286,25 @@ class Runner:
         """After an error: wait for the cancelled jobs to stop and record their ends,
         best effort, even through more Ctrl-C presses (the store must not close
         under them)."""
-        while running:
-            try:
-                message = executor.next_message(0.2)
-            except KeyboardInterrupt:
-                continue
-            if isinstance(message, (Finished, Checkpointed)):
+
+        def record_end(message: Message) -> None:
+            if isinstance(message, (Finished, Checkpointed)) and message.key in running:
                 with contextlib.suppress(Exception):
                     self._handle(message, running, graph)
                 if isinstance(message, Finished):
                     running.pop(message.key, None)
+
+        while running and executor.busy:
+            try:
+                executor.wait(record_end, 0.2)
+            except KeyboardInterrupt:
+                continue
+            except Exception:  # the executor itself broke: nothing more will come
+                break
+        for entry in list(running.values()):  # stopped with no end handed over: never left "running"
+            with contextlib.suppress(Exception):
+                self._record(entry.run_id, RunResult(status="cancelled", error="cancelled"))
+        running.clear()
 
     def _prepare(self, experiment_id: int, job: Job, graph: JobGraph, *, resuming: bool) -> tuple[Task, _Running] | None:
         """Start ``job``'s run row and gather its inputs; record it failed (and return
@@ -373,6 +380,10 @@ class Runner:
 
     def _finish(self, job: Job, run_id: int, message: Finished, graph: JobGraph) -> None:
         """Record a job's end: artifacts first, then its row in one transaction."""
+        if message.output is None and message.cancelled:  # Ctrl-C inside the job: its checkpoint stays
+            self._record(run_id, RunResult(status="cancelled", error="cancelled", wall_time=message.wall_time))
+            graph.finish(job.key, ok=False)
+            return
         if message.output is None:
             error = message.error or "failed"
             self._record(run_id, RunResult(status="failed", error=error, wall_time=message.wall_time))
