@@ -273,6 +273,16 @@ def test_job_slots_spread_over_visible_gpus(monkeypatch):
     assert devices.describe_slots(gpu) == "cuda:0, cuda:1"
 
 
+def test_fp32_means_fp32_on_cuda_too(monkeypatch):
+    # torch's default lets cuDNN run fp32 convolutions as TF32: measured on an H200,
+    # that moved a run's validation loss by 1.5% after one epoch (bench/cuda_rounding.py)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    devices.configure(1, True)
+    assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cuda.matmul.allow_tf32 is False
+
+
 def test_peak_memory_reset_before_any_cuda_allocation_is_skipped_not_an_error(monkeypatch):
     # Seen on an H200 with torch 2.11: `lotto-tui --batch --device cuda` exited 70 with
     # "Invalid device argument", because the runner reset CUDA's peak-memory counters

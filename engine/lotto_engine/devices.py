@@ -61,7 +61,12 @@ def _threads_note(run: RunConfig) -> tuple[str, ...]:
 
 def configure(threads: int, deterministic: bool) -> int:
     """Set torch's CPU threads (0 = all cores this process may use; capped at those
-    cores, see :func:`threads_for`) and determinism.
+    cores, see :func:`threads_for`), determinism, and full fp32 on CUDA.
+
+    torch lets cuDNN run fp32 convolutions as TF32 (10-bit mantissa) by default. Then
+    "fp32" runs are not fp32: on an H200 the eager and the captured fp32 step drifted
+    1.5% apart in validation loss after one epoch with TF32, and 8e-7 without
+    (``bench/cuda_rounding.py``). fp32 means fp32 here; bf16 is the fast precision.
 
     Returns the thread count in force.
     """
@@ -74,6 +79,8 @@ def configure(threads: int, deterministic: bool) -> int:
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     return n
 
 
