@@ -469,6 +469,7 @@ def test_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path):
     assert dense["status"] == "diverged" and dense["test_acc"] is None
 
 
+@pytest.mark.slow
 def test_on_a_terminal_batch_shows_progress_bars_and_a_colour_table(tmp_path):
     code, screen = run_on_terminal(["--batch", *TINY, "--store", str(tmp_path / "store")], cwd=tmp_path)
     assert code == 0

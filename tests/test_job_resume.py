@@ -154,7 +154,7 @@ def _cancel_after(epoch: int, kind: str, cancel: threading.Event, seen: list):
     return on_event
 
 
-@pytest.mark.parametrize("kind", ["dense", "pruned"])
+@pytest.mark.parametrize("kind", ["dense", pytest.param("pruned", marks=pytest.mark.slow)])
 def test_a_cancelled_job_continues_in_its_run_row_and_ends_bit_for_bit_as_if_never_stopped(tmp_path, kind):
     expected, expected_tensors = uninterrupted(tmp_path)
     config = tiny_config(*LONG)
@@ -179,18 +179,42 @@ def test_a_cancelled_job_continues_in_its_run_row_and_ends_bit_for_bit_as_if_nev
     assert same_tensors(artifacts(tmp_path / "runs"), expected_tensors)
 
 
-def test_a_rerun_starts_over_instead_of_continuing(tmp_path):
+@pytest.mark.slow
+def test_a_rerun_starts_over_and_rerun_failed_continues_a_cancelled_job(tmp_path):
+    config = tiny_config(*LONG, 'grid.methods=["magnitude"]')
+    with Store(tmp_path / "runs") as store:
+        cancel = threading.Event()
+        first = Runner(config, store, cancel=cancel, on_event=_cancel_after(2, "dense", cancel, [])).run()
+        (dense,) = [r for r in store.runs(first.experiment_id) if r.kind == "dense"]
+        seen = []
+        summary = Runner(config, store, on_event=seen.append).rerun_failed()  # `f` in the explorer
+        assert summary.ok
+        assert [e.resumed_from for e in seen if isinstance(e, JobStarted)] == [2, 0]
+        assert [r.attempt for r in store.runs(summary.experiment_id)] == [1, 1]
+        seen = []
+        Runner(config, store, on_event=seen.append).rerun(dense.job_key)  # `s`: a new attempt, from scratch
+        assert [e.resumed_from for e in seen if isinstance(e, JobStarted)] == [0, 0]
+        assert [r.attempt for r in store.runs(summary.experiment_id)] == [2, 2]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(devices.available_cores() < 2, reason="needs 2 cores for a second thread count")
+def test_a_checkpoint_made_under_other_numerics_settings_is_not_continued(tmp_path):
     config = tiny_config(*LONG, 'grid.methods=["magnitude"]')
     with Store(tmp_path / "runs") as store:
         cancel = threading.Event()
         Runner(config, store, cancel=cancel, on_event=_cancel_after(2, "dense", cancel, [])).run()
         seen = []
-        summary = Runner(config, store, on_event=seen.append).rerun_failed()
+        summary = Runner(tiny_config(*LONG, 'grid.methods=["magnitude"]', "run.threads=2"), store,
+                         on_event=seen.append).run()
+        (note,) = [e.message for e in seen if isinstance(e, Notice) and "checkpoint" in e.message]
+        assert "1 thread(s)" in note and "2 thread(s)" in note and "starts over" in note
         assert summary.ok
-        assert [e.resumed_from for e in seen if isinstance(e, JobStarted)] == [0, 0]
-        assert [r.attempt for r in store.runs(summary.experiment_id)] == [2, 1]
+        (dense,) = [r for r in store.runs(summary.experiment_id) if r.kind == "dense"]
+        assert dense.numerics["threads"] == 2 and len(store.curve(dense.id)) == 8
 
 
+@pytest.mark.slow
 def test_a_corrupt_checkpoint_is_named_in_one_line_and_its_job_starts_over(tmp_path):
     expected, _ = uninterrupted(tmp_path)
     config = tiny_config(*LONG)

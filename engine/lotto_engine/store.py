@@ -18,8 +18,9 @@ the next run marks that row ``cancelled``, then continues the job in the same ro
 from its checkpoint (or runs it again when it has none).
 
 Checkpoints are not fsynced: a process killed after the rename leaves a whole file
-in the page cache. Only a power cut can leave a broken one, which the next run names
-and then starts that job over.
+in the page cache; a power cut can leave a broken one. A checkpoint that does not
+load, or does not fit the job's net, is named by the next run, which starts that job
+over (a file altered but still loadable is not detected: there is no checksum).
 """
 
 from __future__ import annotations
@@ -724,7 +725,7 @@ class Store:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # pickle, zip and torch raise many types for a broken file
-            raise StoreError(f"unreadable checkpoint {path}: {one_line(err)[:200]}") from None
+            raise StoreError(f"unreadable checkpoint {path}: {type(err).__name__}: {one_line(err)}") from None
 
     def drop_checkpoint(self, job_key: str) -> None:
         """Delete a job's checkpoint (its job ended, or starts over)."""

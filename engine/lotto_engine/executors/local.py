@@ -4,12 +4,13 @@ With one job slot, a job runs in the thread that waits for it (the runner's), on
 after the other in submission order: the sequential grid, with nothing in between.
 On CPU this matters for speed: libgomp throttles its spin-waits once a process has
 more OpenMP threads than cores, so a 2-thread job trained from a second thread ran
-the `demo` grid 2.5x slower (measured; ``bench`` note in README).
+the `demo` grid 2.5x slower (measured on the 2-core reference machine).
 
 With several slots (a GPU each, or shares of the CPU threads), one worker thread per
 slot takes the next task when free, and :meth:`wait` hands their messages over.
-Numbers do not depend on the slot count: each job seeds itself, and CPU slots share
-the threads the runner set.
+Each job seeds itself, so its numbers do not depend on which slot runs it or when;
+on CPU the slots share the threads (``run.threads / slots`` each), and the thread
+count, as always, changes the rounding.
 """
 
 from __future__ import annotations

@@ -26,13 +26,17 @@ class JobCheckpoint:
     job_key: str
     train: TrainState
     masks: dict[str, torch.Tensor] | None = None
+    #: the settings that made its numbers ({"device", "precision", "threads"}): a run
+    #: under other settings would not continue the same numbers
+    numerics: dict[str, Any] | None = None
 
     @property
     def epoch(self) -> int:
         return self.train.epoch
 
     def to_payload(self) -> dict[str, Any]:
-        return {"format": FORMAT, "job": self.job_key, "train": self.train.to_payload(), "masks": self.masks}
+        return {"format": FORMAT, "job": self.job_key, "train": self.train.to_payload(), "masks": self.masks,
+                "numerics": self.numerics}
 
     @classmethod
     def from_payload(cls, payload: Any, job_key: str) -> JobCheckpoint:
@@ -48,4 +52,8 @@ class JobCheckpoint:
             isinstance(masks, Mapping) and all(isinstance(m, torch.Tensor) and m.dtype == torch.bool for m in masks.values())
         ):
             raise ValueError("checkpoint masks are not boolean tensors")
-        return cls(job_key, TrainState.from_payload(payload.get("train")), None if masks is None else dict(masks))
+        numerics = payload.get("numerics")
+        if numerics is not None and not isinstance(numerics, Mapping):
+            raise ValueError("checkpoint numerics are not a dict")
+        return cls(job_key, TrainState.from_payload(payload.get("train")), None if masks is None else dict(masks),
+                   None if numerics is None else dict(numerics))

@@ -77,11 +77,22 @@ def run_job(
     """Run one job: dense, or pruned from ``parent`` (its artifacts by name, see
     :attr:`JobSpec.parent_artifacts`); continue from ``resume`` when given."""
     hooks = hooks or JobHooks()
+    note = None
+    if resume is not None and resume.numerics is not None:
+        now = _numerics(data.train.x.device, spec.fast.precision)
+        if resume.numerics != now:  # its numbers would not continue: start over
+            note = (f"{spec.job.label}: its checkpoint was made with {_words(resume.numerics)}, this run uses "
+                    f"{_words(now)}; the job starts over")
+            resume = None
     if spec.job.kind == "dense":
-        return run_dense(spec, data, resume=resume, hooks=hooks)
-    if parent is None:
+        output = run_dense(spec, data, resume=resume, hooks=hooks)
+    elif parent is None:
         raise ValueError(f"a pruned job needs its parent's tensors ({', '.join(spec.parent_artifacts)})")
-    return run_pruned(spec, data, parent, resume=resume, hooks=hooks)
+    else:
+        output = run_pruned(spec, data, parent, resume=resume, hooks=hooks)
+    if note is not None:
+        output.notes.insert(0, note)
+    return output
 
 
 def run_dense(spec: JobSpec, data: Dataset, *, resume: JobCheckpoint | None = None, hooks: JobHooks | None = None) -> JobOutput:
@@ -175,7 +186,8 @@ def _train(
     if hooks.on_checkpoint is not None:
         report, key = hooks.on_checkpoint, spec.job.key
         kept = None if masks is None else {n: m.to("cpu") for n, m in masks.items()}
-        on_checkpoint = lambda state: report(JobCheckpoint(key, state, kept))  # noqa: E731
+        numerics = _numerics(data.train.x.device, spec.fast.precision)
+        on_checkpoint = lambda state: report(JobCheckpoint(key, state, kept, numerics))  # noqa: E731
     loop = LoopOptions(
         epochs=epochs,
         seed=spec.job.seed,
@@ -230,6 +242,10 @@ def _numerics(device: torch.device, precision: str) -> dict[str, object]:
     if device.type == "cuda":
         name = f"{device} ({torch.cuda.get_device_name(device)})"
     return {"device": name, "precision": precision, "threads": torch.get_num_threads()}
+
+
+def _words(numerics: Mapping[str, object]) -> str:
+    return f"{numerics.get('device')} {numerics.get('precision')} {numerics.get('threads')} thread(s)"
 
 
 def _cpu(model: torch.nn.Module) -> Tensors:

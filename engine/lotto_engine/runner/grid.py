@@ -119,6 +119,8 @@ class Runner:
         self._data_lock = threading.Lock()
         self._noticed: set[str] = set()
         self._references: dict[str, dict[str, torch.Tensor]] = {}
+        #: cancelled jobs that rerun_failed continues from their checkpoints
+        self._continuable: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ public
 
@@ -179,11 +181,17 @@ class Runner:
 
     def rerun_failed(self) -> GridSummary:
         """Run again every job whose latest attempt failed, diverged or was cancelled
-        (with the dependents of such jobs); nothing runs when there are none."""
+        (with the dependents of such jobs); nothing runs when there are none. A
+        cancelled job continues from its checkpoint, as a resume would; the others
+        start over."""
         experiment = self.store.find_experiment(self.config, precision=self.fast.precision)
         latest = {} if experiment is None else self.store.latest_statuses(experiment.id)
         keys = [job.key for job in self.plan if latest.get(job.key) in RERUNNABLE]
-        return self.rerun(*keys)
+        self._continuable = frozenset(key for key in keys if latest.get(key) == "cancelled")
+        try:
+            return self.rerun(*keys)
+        finally:
+            self._continuable = frozenset()
 
     # ------------------------------------------------------------------ what to run
 
@@ -310,6 +318,7 @@ class Runner:
         """Start ``job``'s run row and gather its inputs; record it failed (and return
         None) when its parent did not finish or left no usable weights."""
         spec = JobSpec.of(job, self.config, self.fast)
+        resuming = resuming or job.key in self._continuable
         resume = self._checkpoint(job) if resuming else None
         if not resuming:
             self.store.drop_checkpoint(job.key)  # an explicit rerun starts over
