@@ -2,9 +2,9 @@
 
 With one job slot, a job runs in the thread that waits for it (the runner's), one
 after the other in submission order: the sequential grid, with nothing in between.
-On CPU this matters for speed: libgomp throttles its spin-waits once a process has
-more OpenMP threads than cores, so a 2-thread job trained from a second thread ran
-the `demo` grid 2.5x slower (measured on the 2-core reference machine).
+On CPU this matters for speed: a 2-thread job trained from a second thread ran the
+`demo` grid 2.5x slower on the 2-core reference machine (training in the main thread
+under ``OMP_WAIT_POLICY=PASSIVE`` was as slow: OpenMP's spin-waits, most likely).
 
 With several slots (a GPU each, or shares of the CPU threads), one worker thread per
 slot takes the next task when free, and :meth:`wait` hands their messages over.
