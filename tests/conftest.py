@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -231,3 +232,19 @@ async def wait_until_async(predicate: Callable[[], object], timeout: float, inte
 def wait_until_fixture() -> Callable[..., None]:
     """:func:`wait_until` as a fixture."""
     return wait_until
+
+
+def db_rows(db: Path, query: str, timeout: float = 0.5) -> list[tuple]:
+    """``query`` on a store's database through a separate read-only connection, as
+    another process would read it; [] while the file or its schema is not there yet
+    or the writer holds a lock longer than ``timeout`` (say, frozen with SIGSTOP)."""
+    if not db.exists():
+        return []
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=timeout)
+        try:
+            return con.execute(query).fetchall()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return []

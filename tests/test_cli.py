@@ -25,7 +25,7 @@ import pytest
 from lotto_engine.config import SECTIONS, load_config
 from lotto_tui.cli import main
 
-from conftest import run_on_terminal
+from conftest import db_rows, run_on_terminal
 
 LOTTO = Path(sys.executable).with_name("lotto-tui")
 REPO = Path(__file__).resolve().parents[1]
@@ -67,19 +67,6 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
-
-
-def _db_rows(db: Path, query: str) -> list[tuple]:
-    if not db.exists():
-        return []
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.5)
-        try:
-            return con.execute(query).fetchall()
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return []
 
 
 def _integrity(db: Path) -> str:
@@ -377,8 +364,8 @@ def test_missing_dataset_offline_is_one_line_and_store_stays_usable(tmp_path):
     assert_one_line_error(again, str(data_root))
     db = tmp_path / "runs" / "lotto.db"
     assert _integrity(db) == "ok"
-    assert _db_rows(db, "SELECT status FROM runs WHERE status = 'running'") == []
-    assert _db_rows(db, "SELECT id FROM experiments") == [(1,)]
+    assert db_rows(db, "SELECT status FROM runs WHERE status = 'running'") == []
+    assert db_rows(db, "SELECT id FROM experiments") == [(1,)]
     listed = lotto("experiments", "--store", "runs", cwd=tmp_path, timeout=30)
     assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2
 
@@ -422,7 +409,7 @@ def test_ctrl_c_cancels_cleanly_and_the_same_command_resumes(tmp_path):
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            if _db_rows(db, "SELECT id FROM runs WHERE status = 'running'"):
+            if db_rows(db, "SELECT id FROM runs WHERE status = 'running'"):
                 break
             time.sleep(0.03)
         assert proc.poll() is None, "the batch ended before a run was seen running"
@@ -435,19 +422,19 @@ def test_ctrl_c_cancels_cleanly_and_the_same_command_resumes(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert _integrity(db) == "ok"
-    rows = _db_rows(db, "SELECT status, error FROM runs ORDER BY id")
+    rows = db_rows(db, "SELECT status, error FROM runs ORDER BY id")
     assert ("cancelled", "cancelled") in rows, rows
     assert not [r for r in rows if r[0] == "running"]
 
     again = lotto(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    latest = _db_rows(
+    latest = db_rows(
         db,
         "SELECT job_key, status FROM runs r WHERE attempt = "
         "(SELECT MAX(attempt) FROM runs q WHERE q.job_key = r.job_key)",
     )
     assert len(latest) == 2 and all(status == "done" for _, status in latest)
-    assert len(_db_rows(db, "SELECT id FROM runs WHERE status = 'cancelled'")) == 1  # history kept
+    assert len(db_rows(db, "SELECT id FROM runs WHERE status = 'cancelled'")) == 1  # history kept
 
 
 @pytest.mark.slow
@@ -457,9 +444,9 @@ def test_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "diverged" in proc.stdout
     db = tmp_path / "runs" / "lotto.db"
-    rows = dict(_db_rows(db, "SELECT kind, status FROM runs"))
+    rows = dict(db_rows(db, "SELECT kind, status FROM runs"))
     assert rows == {"dense": "diverged", "pruned": "failed"}  # the pruned job was still attempted and recorded
-    (error,) = _db_rows(db, "SELECT error FROM runs WHERE kind = 'pruned'")[0]
+    (error,) = db_rows(db, "SELECT error FROM runs WHERE kind = 'pruned'")[0]
     assert "dense" in error
 
     export = lotto("export", "--store", "runs", "--format", "json", cwd=tmp_path, timeout=30)

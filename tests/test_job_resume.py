@@ -13,7 +13,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -23,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import LOTTO, tiny_args, tiny_config
+from conftest import LOTTO, db_rows, tiny_args, tiny_config
 from lotto_engine import devices
 from lotto_engine.events import EpochFinished, JobStarted, Notice
 from lotto_engine.plan import build_plan
@@ -235,17 +234,6 @@ def test_a_corrupt_checkpoint_is_named_in_one_line_and_its_job_starts_over(tmp_p
         assert numbers(store, summary.experiment_id) == expected
 
 
-def _stored(db: Path, sql: str) -> list[tuple]:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.05)
-        try:
-            return con.execute(sql).fetchall()
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return []
-
-
 @pytest.mark.slow
 def test_kill_9_mid_job_loses_at_most_one_epoch_and_the_job_ends_as_if_never_killed(tmp_path):
     expected, expected_tensors = uninterrupted(tmp_path)
@@ -259,8 +247,8 @@ def test_kill_9_mid_job_loses_at_most_one_epoch_and_the_job_ends_as_if_never_kil
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and proc.poll() is None:
             os.kill(proc.pid, signal.SIGSTOP)  # look at a frozen process: what we see is what it dies with
-            rows = _stored(db, "SELECT r.id, COUNT(e.epoch) FROM runs r LEFT JOIN epochs e ON e.run_id = r.id "
-                               "WHERE r.kind = 'dense' AND r.status = 'running' GROUP BY r.id")
+            rows = db_rows(db, "SELECT r.id, COUNT(e.epoch) FROM runs r LEFT JOIN epochs e ON e.run_id = r.id "
+                               "WHERE r.kind = 'dense' AND r.status = 'running' GROUP BY r.id", timeout=0.05)
             checkpoints = list((store_dir / "checkpoints").glob("*.pt"))
             if rows and rows[0][1] >= 2 and checkpoints:
                 os.kill(proc.pid, signal.SIGKILL)

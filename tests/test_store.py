@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import db_rows
 from lotto_engine.config import load_config
 from lotto_engine.errors import StoreError
 from lotto_engine.events import EpochFinished, GridFinished, GridStarted, JobStarted
@@ -299,18 +300,8 @@ def _env() -> dict[str, str]:
 
 
 def _statuses(db: Path) -> list[tuple[str, str]]:
-    """(job_key, status) of every run, read through a separate read-only connection."""
-    if not db.exists():
-        return []
-    try:
-        # short timeout: the writer may be frozen (SIGSTOP) while holding a lock
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.05)
-        try:
-            return con.execute("SELECT job_key, status FROM runs ORDER BY id").fetchall()
-        finally:
-            con.close()
-    except sqlite3.OperationalError:  # schema not there yet, or busy
-        return []
+    """(job_key, status) of every run; a short timeout: the writer may be frozen (SIGSTOP)."""
+    return db_rows(db, "SELECT job_key, status FROM runs ORDER BY id", timeout=0.05)
 
 
 @pytest.mark.slow
