@@ -41,6 +41,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+#: sanity checks of Frankle et al. 2021, run as variants of every pruned method
+VARIANTS = ("none", "shuffle", "reinit", "invert")
 DATASETS = ("digits", "cifar10", "fashion-mnist", "mnist")
 MODELS = ("shallow-cnn", "lenet-300-100")
 # Always used with fullmatch: ``$`` would also match before a trailing newline, and
@@ -51,7 +53,9 @@ _REWIND_RE = re.compile(r"init|epoch:([0-9]+)")
 
 #: Bump when a change to the engine changes results for the same inputs: it is part of
 #: every experiment identity and job key, so old and new results never mix.
-ENGINE_VERSION = 1
+#: 2: exact-mode ties break in a seeded random order (was: flat index); epoch:K rewinding
+#: continues the lr schedule and the data order from epoch K (was: from epoch 0).
+ENGINE_VERSION = 2
 MAX_SEED = 2**32 - 1
 MAX_THREADS = 512
 # Upper bounds that keep a typo (1e6 for 1e3, an extra zero) from running for days or
@@ -167,6 +171,25 @@ class GridConfig(_Section):
         [0.5, 0.8, 0.9], description="fractions of prunable weights removed, each in (0, 1)"
     )
     seeds: list[int] = Field([0], description="one dense net and its pruned runs per seed (0 to 2^32-1)")
+    variants: list[str] = Field(
+        ["none"],
+        description=(
+            "sanity checks run for every pruned method, any of: none (the method itself) | "
+            "shuffle (each layer's mask permuted) | reinit (the mask on freshly drawn weights) | "
+            "invert (the mask of the inverted score)"
+        ),
+    )
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must list at least one variant (\"none\" is the method itself)")
+        unknown = [name for name in v if name not in VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown variant {unknown[0]!r} (choose from {', '.join(VARIANTS)})")
+        _no_duplicates(v)
+        return v
 
     @field_validator("activations")
     @classmethod
@@ -248,7 +271,14 @@ class PruneConfig(_Section):
         10,
         ge=1,
         le=MAX_SCORE_SAMPLES,
-        description="grasp: class-balanced training images per class for the gradient",
+        description="grasp, grasp-hessian, snip: class-balanced training images per class for the gradient",
+    )
+    grasp_temperature: float = Field(
+        200.0, gt=0, le=1e6, description="grasp-hessian: the logits are divided by this temperature"
+    )
+    rounds: int = Field(100, ge=1, le=10_000, description="synflow: pruning rounds (density d^(t/T) after round t)")
+    fraction_per_level: float = Field(
+        0.2, gt=0, lt=1, description="imp: fraction of the remaining weights each level removes"
     )
     rewind: str = Field(
         "init", description='weights the mask is applied to: "init" (theta0) or "epoch:K"'

@@ -86,6 +86,10 @@ class RunRecord:
     numerics: dict | None = None  # {"device", "precision", "threads"} it ran with
     #: False for a run finished by a release before health checks: its flags are unknown
     checked: bool = True
+    #: sanity-check variant of a pruned run: "none", "shuffle", "reinit" or "invert"
+    variant: str = "none"
+    #: level of an iterative (imp) run, 1, 2, ...; None for dense and one-shot runs
+    level: int | None = None
 
 
 @dataclass(frozen=True)

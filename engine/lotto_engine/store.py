@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 DB_NAME = "lotto.db"
 #: Space held back for recording a run's end when the disk fills up.
 RESERVE_NAME, RESERVE_BYTES = "space-reserve", 256 * 1024
-SCHEMA_VERSION = 3  # 2: runs.reused_from; 3: runs.flags, runs.numerics, layer_sparsity units
+SCHEMA_VERSION = 4  # 2: runs.reused_from; 3: runs.flags, runs.numerics, layer_sparsity units; 4: runs.variant, runs.level
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -82,6 +82,8 @@ CREATE TABLE IF NOT EXISTS runs (
     reused_from INTEGER,
     flags TEXT,
     numerics TEXT,
+    variant TEXT NOT NULL DEFAULT 'none',
+    level INTEGER,
     pid INTEGER,
     started_at TEXT NOT NULL,
     finished_at TEXT
@@ -107,10 +109,15 @@ CREATE TABLE IF NOT EXISTS layer_sparsity (
 _RUN_COLUMNS = (
     "id, experiment_id, job_key, kind, activation, method, target_sparsity, seed, status, "
     "attempt, val_acc, best_val_acc, test_acc, actual_sparsity, stability, wall_time, error, "
-    "started_at, finished_at, reused_from, flags, numerics"
+    "started_at, finished_at, reused_from, flags, numerics, variant, level"
 )
-#: Columns a schema-3 store added, with what an older store reads in their place.
-_V3_RUN_COLUMNS = {"flags": "NULL AS flags", "numerics": "NULL AS numerics"}
+#: Columns schemas 3 and 4 added, with what an older store reads in their place.
+_V3_RUN_COLUMNS = {
+    "flags": "NULL AS flags",
+    "numerics": "NULL AS numerics",
+    "variant": "'none' AS variant",
+    "level": "NULL AS level",
+}
 #: Statuses a resume does not redo: done, and diverged (deterministic: it would diverge again).
 
 
@@ -225,6 +232,9 @@ class Store:
         if "flags" not in columns:  # schema 2 -> 3: older runs stay unchecked (flags NULL)
             self._conn.execute("ALTER TABLE runs ADD COLUMN flags TEXT")
             self._conn.execute("ALTER TABLE runs ADD COLUMN numerics TEXT")
+        if "variant" not in columns:  # schema 3 -> 4: older runs are one-shot, no variant
+            self._conn.execute("ALTER TABLE runs ADD COLUMN variant TEXT NOT NULL DEFAULT 'none'")
+            self._conn.execute("ALTER TABLE runs ADD COLUMN level INTEGER")
         layer_columns = {row[1] for row in self._conn.execute("PRAGMA table_info(layer_sparsity)")}
         if "units" not in layer_columns:
             self._conn.execute("ALTER TABLE layer_sparsity ADD COLUMN units INTEGER")
@@ -253,7 +263,7 @@ class Store:
         selected = _RUN_COLUMNS
         if "reused_from" not in columns:  # a schema-1 store: read it as if migrated
             selected = selected.replace("reused_from", "NULL AS reused_from")
-        for column, stand_in in _V3_RUN_COLUMNS.items():  # a schema-1/2 store
+        for column, stand_in in _V3_RUN_COLUMNS.items():  # a schema-1/2/3 store
             if column not in columns:
                 selected = selected.replace(f", {column}", f", {stand_in}")
         if selected != _RUN_COLUMNS:
@@ -374,9 +384,10 @@ class Store:
             ).fetchone()
             cur = self._conn.execute(
                 "INSERT INTO runs (experiment_id, job_key, kind, activation, method, target_sparsity, "
-                "seed, status, attempt, pid, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                "seed, status, attempt, variant, level, pid, started_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
                 (experiment_id, job.key, job.kind, job.activation, job.method, job.sparsity,
-                 job.seed, attempt, os.getpid(), _now()),
+                 job.seed, attempt, job.variant, job.level, os.getpid(), _now()),
             )
             return int(cur.lastrowid)  # type: ignore[arg-type]
 
@@ -556,10 +567,10 @@ class Store:
                 cur = self._conn.execute(
                     "INSERT INTO runs (experiment_id, job_key, kind, activation, method, target_sparsity, seed, "
                     "status, attempt, val_acc, best_val_acc, test_acc, actual_sparsity, stability, wall_time, "
-                    "error, reused_from, flags, numerics, pid, started_at, finished_at) "
+                    "error, reused_from, flags, numerics, variant, level, pid, started_at, finished_at) "
                     "SELECT ?, job_key, kind, activation, method, target_sparsity, seed, status, ?, val_acc, "
                     "best_val_acc, test_acc, actual_sparsity, stability, wall_time, error, id, flags, numerics, "
-                    "pid, started_at, finished_at FROM runs WHERE id = ?",
+                    "variant, level, pid, started_at, finished_at FROM runs WHERE id = ?",
                     (experiment_id, attempt, src[0]),
                 )
                 new = int(cur.lastrowid)  # type: ignore[arg-type]
@@ -758,8 +769,11 @@ def tensor_problem(tensors: Mapping[str, torch.Tensor], like: Mapping[str, torch
 def _run(row: tuple[Any, ...]) -> RunRecord:
     """A runs row (in _RUN_COLUMNS order) as a record: flags and numerics decoded. A
     finished run without flags (NULL) was made before health checks: unchecked."""
-    *head, flags, numerics = row
-    record = RunRecord(*head, flags=parse_flags(flags), numerics=None if numerics is None else json.loads(numerics))
+    *head, flags, numerics, variant, level = row
+    record = RunRecord(
+        *head, flags=parse_flags(flags), numerics=None if numerics is None else json.loads(numerics),
+        variant=variant, level=level,
+    )
     if flags is None and record.status in FINAL:
         record = dataclasses.replace(record, checked=False)
     return record

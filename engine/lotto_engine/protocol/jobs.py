@@ -4,12 +4,18 @@ Per activation and seed (the write-up's protocol, generalised):
 
 1. **Dense**: build the net from the seed (theta0), train it for
    ``train.dense_epochs``, keep theta0, the trained weights and, for
-   ``prune.rewind = "epoch:K"``, the weights after epoch K.
-2. **Pruned**, per method and sparsity, from its dense parent's tensors: score the
-   weights (magnitude: the trained dense weights; grasp and random: theta0), cut a
-   mask, start from the rewind point (theta0 or epoch K) times the mask, retrain for
-   ``train.pruned_epochs`` with the mask enforced, and measure test accuracy, mask
-   sparsity, stability D against the dense net, and the run's health.
+   ``prune.rewind = "epoch:K"``, the weights after epoch K with the data-order
+   generator's state at that point.
+2. **Pruned**, per method, sparsity and variant, from the dense net's tensors: score
+   the weights (magnitude and imp: the trained dense weights; the pruning-at-init
+   methods: theta0; an imp level after the first: the previous level's trained
+   weights, within its mask), cut a mask (inverted for ``invert``, each layer
+   permuted for ``shuffle``), start from the rewind point (theta0; or the weights
+   after epoch K with the lr schedule and data order going on from epoch K; for
+   ``reinit`` freshly drawn weights instead) times the mask, retrain for
+   ``train.pruned_epochs`` with the mask enforced (a fresh optimizer), and measure
+   test accuracy, mask sparsity, stability D against the dense net, and the run's
+   health.
 
 A job never touches the store or a scheduler: it takes a :class:`JobSpec`, the data
 (on the device it trains on), its parent's tensors and an optional checkpoint to
@@ -21,6 +27,7 @@ whenever it runs (same device, precision and threads).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -31,7 +38,7 @@ from ..data.batches import class_balanced_sample
 from ..health import diagnose
 from ..metrics import mask_sparsity, stability
 from ..models import build_model
-from ..pruning import compute_masks, prunable_names
+from ..pruning import Masks, compute_masks, prunable_names, shuffle_masks
 from ..records import LayerSparsity, RunResult
 from ..scores import METHODS
 from ..training import BatchCallback, CancelFlag, EpochCallback, LoopOptions, TrainOutcome, batches_per_epoch, evaluate, train
@@ -75,7 +82,7 @@ def run_job(
     hooks: JobHooks | None = None,
 ) -> JobOutput:
     """Run one job: dense, or pruned from ``parent`` (its artifacts by name, see
-    :attr:`JobSpec.parent_artifacts`); continue from ``resume`` when given."""
+    :attr:`JobSpec.inputs`); continue from ``resume`` when given."""
     hooks = hooks or JobHooks()
     note = None
     if resume is not None and resume.numerics is not None:
@@ -87,7 +94,7 @@ def run_job(
     if spec.job.kind == "dense":
         output = run_dense(spec, data, resume=resume, hooks=hooks)
     elif parent is None:
-        raise ValueError(f"a pruned job needs its parent's tensors ({', '.join(spec.parent_artifacts)})")
+        raise ValueError(f"a pruned job needs its parent's tensors ({', '.join(spec.inputs)})")
     else:
         output = run_pruned(spec, data, parent, resume=resume, hooks=hooks)
     if note is not None:
@@ -112,6 +119,7 @@ def run_dense(spec: JobSpec, data: Dataset, *, resume: JobCheckpoint | None = No
         artifacts["theta0"] = theta0
         if rewind is not None:
             artifacts["rewind"] = outcome.snapshots[rewind]
+            artifacts["rewind_order"] = {"generator": outcome.snapshot_orders[rewind]}
         artifacts["dense"] = _cpu(model)
     return JobOutput(result, artifacts, outcome.notes)
 
@@ -124,10 +132,11 @@ def run_pruned(
     resume: JobCheckpoint | None = None,
     hooks: JobHooks | None = None,
 ) -> JobOutput:
-    """Prune the parent's net by ``spec.job.method`` and retrain the ticket."""
+    """Cut the mask of ``spec.job`` (method, sparsity, variant, imp level) from its
+    inputs (:attr:`JobSpec.inputs`) and retrain the ticket."""
     hooks = hooks or JobHooks()
     job, prune = spec.job, spec.prune
-    missing = [name for name in spec.parent_artifacts if name not in parent]
+    missing = [name for name in spec.inputs if name not in parent]
     if missing:
         raise ValueError(f"its parent's tensors lack {', '.join(missing)}")
     device = data.train.x.device
@@ -136,25 +145,18 @@ def run_pruned(
     if resume is not None and resume.masks is not None:
         masks = {n: m.to(device) for n, m in resume.masks.items()}  # the mask cut before the interruption
     else:
-        scorer = METHODS.get(job.method)
-        model.load_state_dict(dense if scorer.scores_at == "trained" else theta0)
-        model.to(device)
-        score_data = None
-        if scorer.needs_gradients:
-            x, y = class_balanced_sample(data.train.x, data.train.y, prune.score_samples, job.seed)
-            step = spec.train.eval_batch_size
-            score_data = [(x[i : i + step], y[i : i + step]) for i in range(0, len(y), step)]
-        masks = compute_masks(
-            model, job.method, job.sparsity,
-            data=score_data, scope=prune.scope, tie_mode=prune.tie_mode,
-            exclude_classifier=prune.exclude_classifier, seed=job.seed,
-        )
+        masks = _cut_mask(spec, data, model, parent)
     actual, layers = mask_sparsity(masks)
     if hooks.on_mask is not None:
         hooks.on_mask(actual, layers)
-    model.load_state_dict(theta0 if prune.rewind_epoch is None else parent["rewind"])
+    rewind = prune.rewind_epoch
+    if job.variant == "reinit":  # the same mask on weights drawn from another seed
+        model = build_model(spec.model, data.input_shape, data.num_classes, job.activation, variant_seed(job.seed, "reinit"))
+    else:
+        model.load_state_dict(theta0 if rewind is None else parent["rewind"])
     model.to(device)
-    outcome = _train(spec, data, model, resume, hooks, masks=masks)
+    order = None if rewind is None else parent["rewind_order"]["generator"]
+    outcome = _train(spec, data, model, resume, hooks, masks=masks, schedule_offset=rewind or 0, data_order=order)
     result = _result(spec, outcome, model, data, actual_sparsity=actual, layers=layers)
     artifacts: dict[str, Tensors] = {}
     if outcome.status == "done":
@@ -163,6 +165,45 @@ def run_pruned(
         artifacts["mask"] = {n: m.to("cpu") for n, m in masks.items()}
         artifacts["final"] = final
     return JobOutput(result, artifacts, outcome.notes)
+
+
+def variant_seed(seed: int, variant: str) -> int:
+    """The seed a sanity-check variant draws from (the shuffle's permutations, the
+    reinit's weights): derived from the job's seed, never equal to it by design."""
+    digest = hashlib.sha256(f"lotto-tui:{variant}:{seed}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _cut_mask(spec: JobSpec, data: Dataset, model: torch.nn.Module, parent: Mapping[str, Mapping[str, torch.Tensor]]) -> Masks:
+    """The job's mask: its method's scores on the weights it scores (the dense net's
+    trained weights or theta0; for an imp level after the first, the previous level's
+    trained weights within its mask), inverted or shuffled for those variants.
+    ``model`` is left with the scored weights."""
+    job, prune = spec.job, spec.prune
+    device = data.train.x.device
+    scorer = METHODS.get(job.method)
+    within = None
+    if "parent_final" in parent:
+        model.load_state_dict(parent["parent_final"])
+        within = {n: m.to(device) for n, m in parent["parent_mask"].items()}
+    else:
+        model.load_state_dict(parent["dense"] if scorer.scores_at == "trained" else parent["theta0"])
+    model.to(device)
+    score_data = None
+    if scorer.needs_data:
+        x, y = class_balanced_sample(data.train.x, data.train.y, prune.score_samples, job.seed)
+        step = spec.train.eval_batch_size
+        score_data = [(x[i : i + step], y[i : i + step]) for i in range(0, len(y), step)]
+    masks = compute_masks(
+        model, job.method, job.sparsity,
+        data=score_data, scope=prune.scope, tie_mode=prune.tie_mode,
+        exclude_classifier=prune.exclude_classifier, seed=job.seed,
+        invert=job.variant == "invert", within=within, input_shape=data.input_shape,
+        temperature=prune.grasp_temperature, rounds=prune.rounds,
+    )
+    if job.variant == "shuffle":
+        masks = shuffle_masks(masks, variant_seed(job.seed, "shuffle"))
+    return masks
 
 
 # ---------------------------------------------------------------------- helpers
@@ -177,6 +218,8 @@ def _train(
     *,
     masks: Mapping[str, torch.Tensor] | None,
     snapshot_epochs: tuple[int, ...] = (),
+    schedule_offset: int = 0,
+    data_order: torch.Tensor | None = None,
 ) -> TrainOutcome:
     """The one training call of both jobs: the spec's loop, the hooks, the resume point."""
     epochs = spec.epochs
@@ -195,6 +238,8 @@ def _train(
         augment=spec.data.augment,
         padding=spec.data.crop_padding,
         snapshot_epochs=snapshot_epochs,
+        schedule_offset=schedule_offset,
+        data_order=data_order,
         cancel=hooks.cancel,
         on_batch=hooks.on_batch,
         on_epoch=hooks.on_epoch,

@@ -34,8 +34,24 @@ class JobSpec:
         return self.train.dense_epochs if self.job.kind == "dense" else self.train.pruned_epochs
 
     @property
-    def parent_artifacts(self) -> tuple[str, ...]:
-        """What this job reads from its parent's saved tensors (empty: no parent)."""
-        if self.job.parent is None:
-            return ()
-        return ("theta0", "dense") + (("rewind",) if self.prune.rewind_epoch is not None else ())
+    def inputs(self) -> dict[str, tuple[str, str]]:
+        """The saved tensors this job reads, by the name it reads them under:
+        ``name -> (job key, artifact name)``; empty for a dense job.
+
+        Every pruned job reads its dense net's ``theta0`` and trained ``dense``
+        weights (and with ``prune.rewind = "epoch:K"`` the ``rewind`` weights and the
+        ``rewind_order`` data-order state); an imp level after the first also reads
+        its parent level's ``mask`` and trained weights (as ``parent_mask`` and
+        ``parent_final``).
+        """
+        job = self.job
+        if job.kind == "dense" or job.dense is None:
+            return {}
+        out = {"theta0": (job.dense, "theta0"), "dense": (job.dense, "dense")}
+        if self.prune.rewind_epoch is not None:
+            out["rewind"] = (job.dense, "rewind")
+            out["rewind_order"] = (job.dense, "rewind_order")
+        if job.parent is not None and job.parent != job.dense:
+            out["parent_mask"] = (job.parent, "mask")
+            out["parent_final"] = (job.parent, "final")
+        return out

@@ -52,6 +52,11 @@ EventHandler = Callable[[Event], None]
 #: what a pruned job records when its parent did not finish, or left no weights
 PARENT_FAILED = "its dense run did not finish"
 PARENT_MISSING = "its dense run has not finished (no saved weights)"
+#: the same for an imp level whose previous level did not finish
+LEVEL_FAILED = "its previous imp level did not finish"
+LEVEL_MISSING = "its previous imp level has not finished (no saved weights)"
+#: saved tensors that are not a net's weights (no state dict to check them against)
+_NOT_WEIGHTS = frozenset({"mask", "rewind_order"})
 
 
 @dataclass(frozen=True)
@@ -199,9 +204,10 @@ class Runner:
         """What a resume runs: (jobs to run, keys adopted and skipped, diverged parents).
 
         Jobs never attempted here are first adopted from other experiments when they
-        finished there. Final jobs (done, diverged) are skipped. A pruned job of a
-        diverged dense run is recorded once as failed, then skipped. A done dense job
-        whose saved weights are gone runs again when a pending pruned job needs them.
+        finished there. Final jobs (done, diverged) are skipped. A job below a diverged
+        run (its dense net, or an earlier imp level) is recorded once as failed, then
+        skipped. A done job whose saved tensors are gone or bad runs again when a job to
+        run needs them.
         """
         latest = self.store.latest_statuses(experiment_id)
         adopted = self.store.adopt_runs(experiment_id, [job.key for job in self.plan if job.key not in latest])
@@ -209,16 +215,28 @@ class Runner:
         for job in self.plan:  # a checkpoint outlived its job's end (killed between the two writes)
             if latest.get(job.key) in FINAL:
                 self.store.drop_checkpoint(job.key)
-        diverged = {key for key, status in latest.items() if status == "diverged"}
-        todo = [
-            job for job in self.plan
-            if latest.get(job.key) not in FINAL and not (job.parent in diverged and job.key in latest)
-        ]
+        # jobs below a diverged run never run: each is recorded failed once, then skipped
+        dead = {key for key, status in latest.items() if status == "diverged"}
+        todo = []
+        for job in self.plan:  # parents come first
+            if latest.get(job.key) in FINAL:
+                continue
+            if job.parent in dead and job.key in latest:
+                dead.add(job.key)
+                continue
+            todo.append(job)
         keys = {job.key for job in todo}
-        needed = {job.parent for job in todo if job.parent and job.parent not in keys | diverged}
-        missing = {key for key in needed if not self._usable_parent_weights(key)}
+        # done jobs whose saved tensors a job to run needs but which are gone or bad
+        # run again (and so, in turn, may the jobs they read from)
+        missing: set[str] = set()
+        frontier = todo
+        while frontier:
+            sources = {src for job in frontier for src, _ in self._inputs(job).values()} - keys - dead - missing
+            again = {key for key in sources if not self._usable_weights(key, frontier)}
+            missing |= again
+            frontier = [job for job in self.plan if job.key in again]
         run = [job for job in self.plan if job.key in keys | missing]
-        return run, frozenset(adopted).difference(job.key for job in run), diverged
+        return run, frozenset(adopted).difference(job.key for job in run), dead
 
     def _dependents(self, key: str) -> list[str]:
         """Every job downstream of ``key`` (children, their children...)."""
@@ -230,25 +248,24 @@ class Runner:
             frontier = children
         return out
 
-    def _parent_names(self, job: Job) -> tuple[str, ...]:
-        return JobSpec.of(job, self.config, self.fast).parent_artifacts
+    def _inputs(self, job: Job) -> dict[str, tuple[str, str]]:
+        return JobSpec.of(job, self.config, self.fast).inputs
 
-    def _has_parent_weights(self, child: Job) -> bool:
-        """Whether the saved weights ``child`` needs from its parent exist."""
-        assert child.parent is not None
-        return all(self.store.has_tensors(child.parent, name) for name in self._parent_names(child))
+    def _has_inputs(self, job: Job) -> bool:
+        """Whether the saved tensors ``job`` reads exist."""
+        return all(self.store.has_tensors(key, name) for key, name in self._inputs(job).values())
 
-    def _usable_parent_weights(self, parent_key: str) -> bool:
-        """Whether the weights its children need exist and load clean; a bad file is
-        named in a note (its job then trains again)."""
-        child = next(job for job in self.plan if job.parent == parent_key)
-        if not self._has_parent_weights(child):
-            return False
-        reference = self._reference(child)
-        for name in self._parent_names(child):
-            problem = self.store.check_tensors(parent_key, name, like=None if name == "mask" else reference)
+    def _usable_weights(self, source: str, readers: list[Job]) -> bool:
+        """Whether the tensors ``readers`` need from job ``source`` exist and load
+        clean; a bad file is named in a note (its job then trains again)."""
+        wanted = {(name, job) for job in readers for key, name in self._inputs(job).values() if key == source}
+        for name, job in sorted(wanted, key=lambda item: item[0]):
+            if not self.store.has_tensors(source, name):
+                return False
+            like = None if name in _NOT_WEIGHTS else self._reference(job)
+            problem = self.store.check_tensors(source, name, like=like)
             if problem:
-                self._notice([f"{problem}; its dense job trains again"])
+                self._notice([f"{problem}; its job trains again"])
                 return False
         return True
 
@@ -329,14 +346,17 @@ class Runner:
         parent = None
         error = None
         if graph.parent_failed(job):
-            error = PARENT_FAILED
+            error = PARENT_FAILED if job.parent == job.dense else LEVEL_FAILED
         elif job.parent is not None:
-            if not self._has_parent_weights(job):
-                error = PARENT_MISSING
+            if not self._has_inputs(job):
+                error = PARENT_MISSING if job.parent == job.dense else LEVEL_MISSING
             else:
                 try:
                     reference = self._reference(job)
-                    parent = {name: self.store.load_tensors(job.parent, name, like=reference) for name in spec.parent_artifacts}
+                    parent = {
+                        local: self.store.load_tensors(key, name, like=None if name in _NOT_WEIGHTS else reference)
+                        for local, (key, name) in spec.inputs.items()
+                    }
                 except StoreError as err:
                     error = f"{type(err).__name__}: {one_line(err)}"
         if error is not None:
