@@ -124,9 +124,9 @@ def build_plan(config: ExperimentConfig, *, precision: str = "fp32") -> Plan:
                     parent = dense
                     for level, sparsity in enumerate(imp_levels(grid.sparsities, config.prune.fraction_per_level), 1):
                         step = pruned(method, sparsity, "none", parent, level)
+                        jobs.append(step)  # the chain goes on from the method's own level
                         if sparsity in grid.sparsities:
                             jobs += [pruned(method, sparsity, v, parent, level) for v in grid.variants if v != "none"]
-                        jobs.append(step)  # the chain goes on from the method's own level
                         parent = step
                     continue
                 for sparsity in grid.sparsities:

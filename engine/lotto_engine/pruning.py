@@ -58,6 +58,9 @@ def compute_masks(
     tie_mode: TieMode = "exact",
     exclude_classifier: bool = False,
     seed: int = 0,
+    invert: bool = False,
+    within: Mapping[str, torch.Tensor] | None = None,
+    **_shim: object,
 ) -> Masks:
     """Masks that remove ``sparsity`` of the prunable weights of ``model`` by ``method``.
 
@@ -78,6 +81,10 @@ def compute_masks(
             raise ValueError(f"{method} needs data to compute gradients")
         grads = loss_gradients(model, names, data)
     scores = scorer.fn(weights, grads, seed)
+    if invert:
+        scores = {n: -v for n, v in scores.items()}
+    if within is not None:
+        scores = {n: v.float().masked_fill(~within[n], float("-inf")) for n, v in scores.items()}
     return masks_from_scores(scores, sparsity, scope=scope, tie_mode=tie_mode)
 
 
@@ -151,3 +158,9 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     params = dict(model.named_parameters())
     for name, mask in masks.items():
         params[name].mul_(mask.to(params[name].dtype))
+
+
+def shuffle_masks(masks: Mapping[str, torch.Tensor], seed: int) -> Masks:
+    """TEMP shim."""
+    gen = torch.Generator().manual_seed(seed)
+    return {n: m.reshape(-1)[torch.randperm(m.numel(), generator=gen).to(m.device)].view_as(m) for n, m in masks.items()}

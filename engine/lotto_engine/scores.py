@@ -40,6 +40,12 @@ class Scorer:
     #: which weights the protocol scores: the trained dense net ("trained", as in the
     #: lottery ticket hypothesis) or the initial net theta0 ("init", pruning at init).
     scores_at: str = "init"
+    rounds: bool = False  # TEMP shim until the methods branch lands
+    chain: bool = False
+
+    @property
+    def needs_data(self) -> bool:
+        return self.needs_gradients
 
 
 METHODS: Registry[Scorer] = Registry("pruning method")
@@ -70,3 +76,4 @@ def _random(weights, grads, seed):  # type: ignore[no-untyped-def]
 METHODS.register("magnitude")(Scorer(_magnitude, scores_at="trained"))
 METHODS.register("grasp")(Scorer(_grasp, needs_gradients=True))
 METHODS.register("random")(Scorer(_random))
+METHODS.register("imp")(Scorer(_magnitude, scores_at="trained", chain=True))

@@ -66,6 +66,7 @@ class TrainOutcome:
     status: Literal["done", "diverged", "cancelled"]
     curve: list[EpochMetrics] = field(default_factory=list)
     snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    snapshot_orders: dict[int, torch.Tensor] = field(default_factory=dict)  # TEMP shim
     #: what the fast path could not do (e.g. why CUDA graphs fell back to eager)
     notes: list[str] = field(default_factory=list)
 
@@ -201,6 +202,8 @@ class LoopOptions:
     padding: int = 4
     #: epochs after which a CPU copy of the weights is kept (0 = before the first step)
     snapshot_epochs: tuple[int, ...] = ()
+    schedule_offset: int = 0  # TEMP shim
+    data_order: torch.Tensor | None = None  # TEMP shim
     #: checked before every batch; a set flag ends the run as ``cancelled``
     cancel: CancelFlag | None = None
     on_batch: BatchCallback | None = None  # (epoch 1-based, batch 1-based, batches)
