@@ -449,6 +449,27 @@ PRESETS: dict[str, dict[str, Any]] = {
             "batch_size": 64,
         },
     },
+    # What a reviewer asks next, offline: every pruning method (one-shot and imp), the
+    # three sanity checks of Frankle et al. 2021 and 3 seeds, on the demo's net and
+    # epochs (963 jobs; measured in README's Performance section).
+    "reviewer": {
+        "data": {"dataset": "digits"},
+        "model": {"width": 16, "hidden": 128},
+        "grid": {
+            "methods": ["magnitude", "grasp", "random", "snip", "grasp-hessian", "synflow", "magnitude-init", "imp"],
+            "variants": ["none", "shuffle", "reinit", "invert"],
+            "seeds": [0, 1, 2],
+        },
+        "train": {
+            "dense_epochs": 12,
+            "pruned_epochs": 8,
+            "optimizer": "sgd",
+            "lr": 0.05,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "batch_size": 64,
+        },
+    },
     # The write-up: CIFAR-10, ReLU/tanh/sigmoid x magnitude/GraSP x {0.5, 0.8, 0.9},
     # 50 dense and 20 pruned epochs. The write-up does not give its optimizer; these
     # are the defaults (SGD, lr 0.01, momentum 0.9, weight decay 5e-4, batch 128).
