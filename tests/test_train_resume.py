@@ -1,7 +1,7 @@
 """Checkpoints and resume: a run interrupted after an epoch and continued from the
 TrainState it checkpointed (through a file, as a job stores it) is bit for bit the run
-that was never interrupted: losses, accuracies, learning rates, snapshots and final
-weights. Everything here is real training on the digits (CPU, one thread)."""
+that was never interrupted: losses, accuracies, learning rates, snapshots with their
+data orders, and final weights. Everything here is real training on the digits (CPU, one thread)."""
 
 from __future__ import annotations
 
@@ -115,6 +115,8 @@ def test_a_run_resumed_from_a_saved_checkpoint_is_bit_for_bit_the_uninterrupted_
     assert sorted(resumed.snapshots) == sorted(whole.snapshots) == sorted(options.get("snapshot_epochs", ()))
     for epoch, weights in whole.snapshots.items():  # a rewind point taken before the interruption survives it
         assert all(torch.equal(resumed.snapshots[epoch][k], v) for k, v in weights.items())
+        assert torch.equal(resumed.snapshot_orders[epoch], whole.snapshot_orders[epoch])
+    assert sorted(resumed.snapshot_orders) == sorted(whole.snapshots)
     if masks:
         params = dict(model.named_parameters())
         assert all(bool((params[n].detach()[~m] == 0).all()) for n, m in masks.items())
@@ -166,8 +168,8 @@ def test_checkpoints_come_after_each_epoch_but_the_last_as_cpu_copies(digits):
                     ("checkpoint", 3), ("epoch", 4)]
     for state in states:
         assert [m.epoch for m in state.curve] == list(range(1, state.epoch + 1))
-        assert sorted(state.snapshots) == ([2] if state.epoch >= 2 else [])
-        tensors = [*state.weights.values(), state.generator]
+        assert sorted(state.snapshots) == sorted(state.snapshot_orders) == ([2] if state.epoch >= 2 else [])
+        tensors = [*state.weights.values(), state.generator, *state.snapshot_orders.values()]
         assert all(t.device.type == "cpu" for t in tensors)
     # copies, not views of the training weights: each epoch's state holds its own weights
     assert not torch.equal(states[0].weights["conv1.weight"], states[1].weights["conv1.weight"])
@@ -205,7 +207,8 @@ def test_a_resume_with_no_epochs_left_trains_nothing_and_returns_its_curve(digit
     out = train(model, digits.train, digits.val, cfg.train,
                 loop=LoopOptions(epochs=2, seed=0, resume=last, on_batch=lambda *a: batches.append(a)))
     assert out.status == "done" and batches == []
-    assert out.curve == last.curve and sorted(out.snapshots) == [1]
+    assert out.curve == last.curve and sorted(out.snapshots) == sorted(out.snapshot_orders) == [1]
+    assert torch.equal(out.snapshot_orders[1], last.snapshot_orders[1])
     assert all(torch.equal(model.state_dict()[k], v) for k, v in last.weights.items())
 
 
@@ -223,7 +226,8 @@ def payload(digits):
 def test_a_payload_round_trips_through_a_weights_only_file(payload, tmp_path):
     torch.save(payload, tmp_path / "state.pt")
     state = TrainState.from_payload(torch.load(tmp_path / "state.pt", weights_only=True))
-    assert state.epoch == 1 and sorted(state.snapshots) == [0]
+    assert state.epoch == 1 and sorted(state.snapshots) == sorted(state.snapshot_orders) == [0]
+    assert torch.equal(state.snapshot_orders[0], torch.Generator().manual_seed(0).get_state())
     assert _same(state.to_payload(), payload)
     assert state.step["optimizer"] == "sgd" and state.step["params"]  # momentum buffers by name
 
@@ -241,6 +245,10 @@ MALFORMED = {
     "missing generator": lambda p: _without(p, "generator"),
     "missing curve": lambda p: _without(p, "curve"),
     "missing snapshots": lambda p: _without(p, "snapshots"),
+    "missing snapshot_orders": lambda p: _without(p, "snapshot_orders"),
+    # version 1 had no snapshot orders; its late-rewound runs restarted the schedule at epoch 0
+    "version 1": lambda p: {**_without(p, "snapshot_orders"), "version": 1},
+    "version 3": lambda p: {**p, "version": 3},
     "epoch a str": lambda p: {**p, "epoch": "1"},
     "epoch a bool": lambda p: {**p, "epoch": True},
     "weights a list": lambda p: {**p, "weights": list(p["weights"].values())},
@@ -254,6 +262,13 @@ MALFORMED = {
     "curve too short": lambda p: {**p, "curve": []},
     "snapshot epoch a str": lambda p: {**p, "snapshots": {"0": p["snapshots"][0]}},
     "snapshot after the epoch": lambda p: {**p, "snapshots": {5: p["snapshots"][0]}},
+    "snapshot_orders a list": lambda p: {**p, "snapshot_orders": list(p["snapshot_orders"].values())},
+    "snapshot order of floats": lambda p: {**p, "snapshot_orders": {0: p["snapshot_orders"][0].float()}},
+    "snapshot order 2-d": lambda p: {**p, "snapshot_orders": {0: p["snapshot_orders"][0][None]}},
+    "snapshot order epoch a str": lambda p: {**p, "snapshot_orders": {"0": p["snapshot_orders"][0]}},
+    "snapshot order without its snapshot": lambda p: {**p, "snapshot_orders": {**p["snapshot_orders"],
+                                                                              1: p["snapshot_orders"][0]}},
+    "snapshot without its order": lambda p: {**p, "snapshot_orders": {}},
 }
 
 
@@ -262,6 +277,14 @@ def test_a_malformed_payload_is_a_one_line_value_error(payload, case):
     with pytest.raises(ValueError, match="^train state: ") as err:
         TrainState.from_payload(MALFORMED[case](payload))
     assert "\n" not in str(err.value)
+
+
+def test_a_version_1_payload_is_refused_by_its_version_not_a_missing_key(payload):
+    """A checkpoint written before snapshot orders: its job starts over (the runner's
+    note shows this line) rather than continuing a late-rewound run under new rules."""
+    old = {**_without(payload, "snapshot_orders"), "version": 1}
+    with pytest.raises(ValueError, match=r"^train state: version 1 \(written before snapshot data orders\) is not 2$"):
+        TrainState.from_payload(old)
 
 
 def test_both_steps_keep_sgd_state_in_one_format_and_refuse_another_optimizers(digits):

@@ -18,11 +18,27 @@ on the device and are read once per epoch: no host sync per step.
 
 Checkpoints: after every finished epoch but the last, ``loop.on_checkpoint`` gets a
 :class:`TrainState`, everything the run needs to go on as plain CPU data (weights,
-the step's optimizer state, the data-order generator's state, the curve and the
-snapshots so far). ``LoopOptions(resume=state)`` continues from it, and the rest of
-the run is bit for bit the run that was never interrupted: the data order and
-augmentation come only from the seed and that one generator, the optimizer state is
-restored exactly, and the learning-rate schedule counts absolute epochs.
+the step's optimizer state, the data-order generator's state, the curve, and the
+snapshots with their data orders so far). ``LoopOptions(resume=state)`` continues
+from it, and the rest of the run is bit for bit the run that was never interrupted:
+the data order and augmentation come only from that one generator (seeded from
+``loop.seed`` or set to ``loop.data_order``), the optimizer state is restored
+exactly, and the learning-rate schedule counts absolute epochs.
+
+Late rewinding (open_lth's ``rewind`` to a step after initialisation): a run can
+continue the schedule and the data order of another run after its epoch K, with
+fresh optimizer state (only the weights are kept at the rewind point, as open_lth
+does). The dense run asks for ``snapshot_epochs=(K,)`` and gets, besides the
+weights ``outcome.snapshots[K]``, the data-order generator's state at that point
+``outcome.snapshot_orders[K]``. The continuation loads those weights and runs with
+``LoopOptions(schedule_offset=K, data_order=snapshot_orders[K])``: its epoch e
+(0-based) uses the learning rate of absolute epoch K + e of a schedule
+K + ``loop.epochs`` long (cosine reaches 0 at the end of this run; step decays
+count absolute epochs), and its batches and augmentations are those the dense run
+would have drawn from epoch K + 1 on. With a stateless optimizer (SGD without
+momentum) such a continuation over the dense run's remaining epochs is bit for bit
+the dense run's epochs K + 1 .. E. Its curve still numbers its own epochs 1, 2, ...
+and a checkpoint of it counts its own epochs (``TrainState.epoch``).
 
 A mask, when given, is enforced exactly: masked weights are zeroed before the first
 step, their gradients are zeroed before every optimizer step (so momentum and Adam
@@ -66,13 +82,19 @@ class TrainOutcome:
     status: Literal["done", "diverged", "cancelled"]
     curve: list[EpochMetrics] = field(default_factory=list)
     snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
-    snapshot_orders: dict[int, torch.Tensor] = field(default_factory=dict)  # TEMP shim
+    #: for each snapshot epoch K, the data-order generator's state (``get_state()``,
+    #: uint8, CPU) at the end of epoch K (K = 0: before the first batch); with the
+    #: weights ``snapshots[K]`` it is where ``LoopOptions(data_order=...)`` continues
+    snapshot_orders: dict[int, torch.Tensor] = field(default_factory=dict)
     #: what the fast path could not do (e.g. why CUDA graphs fell back to eager)
     notes: list[str] = field(default_factory=list)
 
 
-PAYLOAD_VERSION = 1
-_PAYLOAD_KEYS = ("version", "epoch", "weights", "step", "generator", "curve", "snapshots")
+#: 2 added ``snapshot_orders``. A version 1 payload is refused: it has no data orders
+#: for its snapshots, and a late-rewound run it checkpointed restarted the schedule
+#: and data order at epoch 0, which a continuation now would not.
+PAYLOAD_VERSION = 2
+_PAYLOAD_KEYS = ("version", "epoch", "weights", "step", "generator", "curve", "snapshots", "snapshot_orders")
 _METRIC_FIELDS = tuple(f.name for f in fields(EpochMetrics))
 
 
@@ -86,6 +108,8 @@ class TrainState:
     generator: torch.Tensor  # the data-order torch.Generator's get_state() (uint8, CPU)
     curve: list[EpochMetrics]  # the curve so far
     snapshots: dict[int, dict[str, torch.Tensor]]  # weight snapshots taken so far (snapshot_epochs)
+    #: the data-order generator's state at each snapshot so far (same epochs as ``snapshots``)
+    snapshot_orders: dict[int, torch.Tensor]
 
     def to_payload(self) -> dict[str, Any]:
         """Plain data only (tensors, lists, dicts, ints, floats, strs, None), so a file
@@ -98,20 +122,25 @@ class TrainState:
             "generator": self.generator,
             "curve": [asdict(m) for m in self.curve],
             "snapshots": {epoch: dict(weights) for epoch, weights in self.snapshots.items()},
+            "snapshot_orders": dict(self.snapshot_orders),
         }
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> TrainState:
         """The state :meth:`to_payload` wrote; ``ValueError`` (one line) when the payload
-        is malformed: not a dict, a key missing, a value of the wrong type, a curve
-        that does not count the epochs finished."""
+        is malformed: not a dict, another version, a key missing, a value of the wrong
+        type, a curve that does not count the epochs finished, snapshot orders that are
+        not for the snapshots' epochs."""
         if not isinstance(payload, Mapping):
             raise ValueError(f"train state: expected a dict, not {type(payload).__name__}")
+        if "version" not in payload:
+            raise ValueError("train state: missing key 'version'")
+        if payload["version"] != PAYLOAD_VERSION:
+            older = " (written before snapshot data orders)" if payload["version"] == 1 else ""
+            raise ValueError(f"train state: version {payload['version']!r}{older} is not {PAYLOAD_VERSION}")
         for key in _PAYLOAD_KEYS:
             if key not in payload:
                 raise ValueError(f"train state: missing key {key!r}")
-        if payload["version"] != PAYLOAD_VERSION:
-            raise ValueError(f"train state: version {payload['version']!r} is not {PAYLOAD_VERSION}")
         epoch = payload["epoch"]
         if not _is_int(epoch) or epoch < 0:
             raise ValueError(f"train state: 'epoch' must be an int >= 0, not {_describe(epoch)}")
@@ -121,7 +150,7 @@ class TrainState:
             raise ValueError(f"train state: 'step' must be a dict, not {_describe(step)}")
         _check_plain(step, "step")
         generator = payload["generator"]
-        if not isinstance(generator, torch.Tensor) or generator.dtype != torch.uint8 or generator.dim() != 1:
+        if not _is_order(generator):
             raise ValueError(f"train state: 'generator' must be a 1-d uint8 tensor, not {_describe(generator)}")
         curve = _curve(payload["curve"])
         if [m.epoch for m in curve] != list(range(1, epoch + 1)):
@@ -134,11 +163,30 @@ class TrainState:
             if not _is_int(key) or not 0 <= key <= epoch:
                 raise ValueError(f"train state: snapshot epoch {key!r} is not an int in 0..{epoch}")
             snapshots[key] = _tensors(value, f"snapshots[{key}]")
-        return cls(epoch, weights, dict(step), generator, curve, snapshots)
+        raw = payload["snapshot_orders"]
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"train state: 'snapshot_orders' must be a dict, not {_describe(raw)}")
+        orders = {}
+        for key, value in raw.items():
+            if not _is_int(key) or key not in snapshots:
+                raise ValueError(f"train state: snapshot order {key!r} is not a snapshot's epoch {sorted(snapshots)}")
+            if not _is_order(value):
+                raise ValueError(
+                    f"train state: snapshot_orders[{key}] must be a 1-d uint8 tensor, not {_describe(value)}"
+                )
+            orders[key] = value
+        if sorted(orders) != sorted(snapshots):
+            raise ValueError(f"train state: snapshot orders for epochs {sorted(orders)}, snapshots {sorted(snapshots)}")
+        return cls(epoch, weights, dict(step), generator, curve, snapshots, orders)
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_order(value: object) -> bool:
+    """A generator state as ``torch.Generator.get_state()`` gives it: a 1-d uint8 tensor."""
+    return isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1
 
 
 def _describe(value: object) -> str:
@@ -193,17 +241,19 @@ def _curve(value: object) -> list[EpochMetrics]:
 @dataclass(frozen=True)
 class LoopOptions:
     """How one training run loops: everything train() needs beyond the model, data,
-    config and fast path. The one place the loop's options are spelled."""
+    config and fast path. The one place the loop's options are spelled.
 
-    epochs: int
-    seed: int  # data order and augmentation
+    ``schedule_offset`` and ``data_order`` continue another run after its epoch K
+    (late rewinding, see the module doc): ``schedule_offset=K`` and
+    ``data_order=outcome.snapshot_orders[K]`` of that run."""
+
+    epochs: int  # epochs of this run (numbered 1..epochs in its curve and checkpoints)
+    seed: int  # data order and augmentation (unless data_order is given)
     masks: Mapping[str, torch.Tensor] | None = None
     augment: bool = False
     padding: int = 4
     #: epochs after which a CPU copy of the weights is kept (0 = before the first step)
     snapshot_epochs: tuple[int, ...] = ()
-    schedule_offset: int = 0  # TEMP shim
-    data_order: torch.Tensor | None = None  # TEMP shim
     #: checked before every batch; a set flag ends the run as ``cancelled``
     cancel: CancelFlag | None = None
     on_batch: BatchCallback | None = None  # (epoch 1-based, batch 1-based, batches)
@@ -215,6 +265,13 @@ class LoopOptions:
     #: epochs resume.epoch+1..epochs run
     resume: TrainState | None = None
     step_cache: StepCache | None = STEPS
+    #: epochs of the lr schedule already run before this run: run epoch e (0-based)
+    #: uses ``lr_at(cfg, schedule_offset + e, schedule_offset + epochs)``
+    schedule_offset: int = 0
+    #: a data-order generator state (``torch.Generator.get_state()``: 1-d uint8, CPU,
+    #: e.g. ``outcome.snapshot_orders[K]``) to draw batches and augmentation from
+    #: instead of ``manual_seed(seed)``; ignored with ``resume`` (it carries the generator)
+    data_order: torch.Tensor | None = None
 
 
 def lr_at(cfg: TrainConfig, epoch: int, epochs: int) -> float:
@@ -258,9 +315,16 @@ def train(
     fast: FastPath = FastPath(),
     loop: LoopOptions | None = None,
 ) -> TrainOutcome:
-    """Train ``model`` in place for ``loop.epochs``; data order and augmentation from ``loop.seed``.
+    """Train ``model`` in place for ``loop.epochs``; data order and augmentation from ``loop.seed``
+    (or from the generator state ``loop.data_order``).
 
     ``loop`` is required (it has no sensible default; ``None`` is a ``TypeError``).
+    Epoch e (0-based) of this run trains at ``lr_at(cfg, loop.schedule_offset + e,
+    loop.schedule_offset + loop.epochs)``; ``EpochMetrics.lr`` records it and
+    ``EpochMetrics.epoch`` is the run's own e + 1. For every epoch K in
+    ``loop.snapshot_epochs`` the outcome holds the weights ``snapshots[K]`` and the
+    data-order generator state ``snapshot_orders[K]`` after epoch K (K = 0: before
+    the first batch), so a later run can continue from there (see the module doc).
     Stops early as ``diverged`` on a non-finite loss and as ``cancelled`` when
     ``loop.cancel`` is set (checked before every batch).
 
@@ -275,13 +339,18 @@ def train(
 
     With ``loop.resume`` the model first gets the resume's weights (then the mask is
     applied, as for any start), the step its optimizer state and the data order its
-    generator state; the outcome starts from the resume's curve and snapshots and
+    generator state (``loop.data_order`` is ignored); the outcome starts from the
+    resume's curve, snapshots and snapshot orders and
     epochs ``resume.epoch + 1 .. loop.epochs`` run. A resume with nothing left to do
     (``resume.epoch >= loop.epochs``) trains nothing: the model gets the resume's
-    weights and the outcome is ``done`` with the resume's curve and snapshots.
+    weights and the outcome is ``done`` with the resume's curve, snapshots and orders.
     """
     if loop is None:
         raise TypeError("train() needs loop=LoopOptions(epochs=..., seed=...)")
+    if not _is_int(loop.schedule_offset) or loop.schedule_offset < 0:
+        raise ValueError(f"loop.schedule_offset must be an int >= 0, not {loop.schedule_offset!r}")
+    if loop.data_order is not None and not (_is_order(loop.data_order) and loop.data_order.device.type == "cpu"):
+        raise ValueError(f"loop.data_order must be a 1-d uint8 CPU tensor, not {_describe(loop.data_order)}")
     outcome = TrainOutcome(status="done")
     masks = dict(loop.masks or {})
     params = dict(model.named_parameters())
@@ -295,6 +364,7 @@ def train(
     if loop.resume is not None and loop.resume.epoch >= loop.epochs:
         outcome.curve = list(loop.resume.curve)
         outcome.snapshots = dict(loop.resume.snapshots)
+        outcome.snapshot_orders = dict(loop.resume.snapshot_orders)
         return outcome
     if loop.resume is None and 0 in loop.snapshot_epochs:
         outcome.snapshots[0] = _cpu_copy(model)
@@ -344,9 +414,10 @@ def _run_epochs(
     snapshots and checkpoints. Sets ``outcome.status`` when it stops early.
 
     With ``loop.resume`` it restores what the loop carries from epoch to epoch (the
-    step's state, the generator, the curve and snapshots) and starts after its epoch;
-    the model's weights are the caller's business (``train`` loads them before it
-    builds the step)."""
+    step's state, the generator, the curve, snapshots and snapshot orders) and starts
+    after its epoch; the model's weights are the caller's business (``train`` loads
+    them before it builds the step). Otherwise the generator starts from
+    ``loop.data_order`` when given, else from ``loop.seed``."""
     generator = torch.Generator().manual_seed(loop.seed)
     first = 0
     if loop.resume is not None:
@@ -354,11 +425,17 @@ def _run_epochs(
         generator.set_state(loop.resume.generator)
         outcome.curve.extend(loop.resume.curve)
         outcome.snapshots.update(loop.resume.snapshots)
+        outcome.snapshot_orders.update(loop.resume.snapshot_orders)
         first = loop.resume.epoch
+    else:
+        if loop.data_order is not None:
+            generator.set_state(loop.data_order)
+        if 0 in loop.snapshot_epochs:
+            outcome.snapshot_orders[0] = generator.get_state()
     n_batches = batches_per_epoch(len(train_split), cfg.batch_size)
     for epoch in range(first, loop.epochs):
         started = time.perf_counter()
-        lr = lr_at(cfg, epoch, loop.epochs)
+        lr = lr_at(cfg, loop.schedule_offset + epoch, loop.schedule_offset + loop.epochs)
         step.start_epoch(lr)
         batches = epoch_batches(
             train_split.x, train_split.y, cfg.batch_size, generator, augment=loop.augment, padding=loop.padding
@@ -392,6 +469,7 @@ def _run_epochs(
             return
         if epoch + 1 in loop.snapshot_epochs:
             outcome.snapshots[epoch + 1] = _cpu_copy(model)
+            outcome.snapshot_orders[epoch + 1] = generator.get_state()
         if loop.on_checkpoint is not None and epoch + 1 < loop.epochs:
             loop.on_checkpoint(TrainState(
                 epoch=epoch + 1,
@@ -400,6 +478,7 @@ def _run_epochs(
                 generator=generator.get_state(),
                 curve=list(outcome.curve),
                 snapshots=dict(outcome.snapshots),
+                snapshot_orders=dict(outcome.snapshot_orders),
             ))
 
 
