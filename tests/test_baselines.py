@@ -41,7 +41,7 @@ def run(tmp_path: Path, *extra: str, name: str = "store", cancel_after: str | No
         runner = Runner(config, store, on_event=on_event, cancel=cancel)
         summary = runner.run()
         labels = {job.key: job.label for job in runner.plan}
-        runs = {labels[r.job_key]: r for r in store.runs(summary.experiment_id)}
+        runs = {labels[r.job_key]: r for r in store.runs(summary.experiment_id) if r.job_key in labels}
     return root, summary, runs, runner.plan
 
 
