@@ -70,11 +70,47 @@ def test_pruned_count_is_python_round_of_sparsity_times_n():
         assert removed == round(sparsity * n)
 
 
-def test_exact_mode_breaks_ties_by_flat_index():
-    scores = {"a.weight": torch.tensor([1.0, 0.0, 0.0]), "b.weight": torch.tensor([0.0, 2.0, 0.0])}
-    masks = masks_from_scores(scores, 0.5)  # remove round(3.0) = 3 of the four tied zeros
-    assert masks["a.weight"].tolist() == [True, False, False]
-    assert masks["b.weight"].tolist() == [False, True, True]
+def _tie_rule(scores: dict[str, torch.Tensor], k: int, seed: int) -> set[int]:
+    """The documented rule, written out: rank by (score, tie rank), weight perm[j] has rank j."""
+    flat = torch.cat([s.flatten() for s in scores.values()]).tolist()
+    perm = torch.randperm(len(flat), generator=torch.Generator().manual_seed(seed)).tolist()
+    rank = {i: j for j, i in enumerate(perm)}
+    return set(sorted(range(len(flat)), key=lambda i: (flat[i], rank[i]))[:k])
+
+
+def test_exact_mode_breaks_ties_by_a_seeded_random_order():
+    scores = {"a.weight": torch.tensor([1.0, 0.0, 0.0, 3.0]), "b.weight": torch.tensor([[0.0, 2.0], [0.0, 0.0]])}
+    seen = set()
+    for seed in range(12):
+        masks = masks_from_scores(scores, 0.5, seed=seed)  # remove 4 of the five tied zeros
+        removed = torch.cat([(~m).flatten() for m in masks.values()])
+        assert int(removed.sum()) == 4
+        assert set(removed.nonzero().flatten().tolist()) == _tie_rule(scores, 4, seed)
+        assert all(torch.equal(masks[n], masks_from_scores(scores, 0.5, seed=seed)[n]) for n in masks)
+        seen.add(tuple(removed.tolist()))
+    assert len(seen) > 1  # which zero survives depends on the seed, not on the layer order
+
+    # layerwise: one permutation per tensor, drawn in the mapping's order from one generator
+    masks = masks_from_scores(scores, 0.5, scope="layerwise", seed=5)
+    gen = torch.Generator().manual_seed(5)
+    for name, s in scores.items():
+        perm = torch.randperm(s.numel(), generator=gen).tolist()
+        flat = s.flatten().tolist()
+        k = round(0.5 * s.numel())
+        expected = sorted(range(len(flat)), key=lambda i: (flat[i], perm.index(i)))[:k]
+        assert sorted((~masks[name]).flatten().nonzero().flatten().tolist()) == sorted(expected), name
+
+
+@pytest.mark.parametrize("seed", [0, 1, 9])
+def test_tie_free_masks_do_not_depend_on_the_tie_seed(seed):
+    model = small_cnn(seed=3)
+    masks = compute_masks(model, "magnitude", 0.6, seed=seed)
+    reference = small_cnn(seed=3)
+    modules = dict(reference.named_modules())
+    targets = [(modules[n.rsplit(".", 1)[0]], "weight") for n in prunable_names(reference)]
+    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=0.6)
+    for name in prunable_names(reference):
+        assert torch.equal(masks[name], modules[name.rsplit(".", 1)[0]].weight_mask.bool()), name
 
 
 def test_threshold_mode_keeps_every_weight_tied_at_tau():
