@@ -16,7 +16,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-PRESET_NAMES = ("demo", "seed-paper")  # checked against lotto_engine.config.PRESETS in tests
+PRESET_NAMES = ("demo", "reviewer", "seed-paper")  # checked against lotto_engine.config.PRESETS in tests
 COMMANDS = ("config", "export", "experiments")
 
 EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
