@@ -281,7 +281,11 @@ class PruneConfig(_Section):
         0.2, gt=0, lt=1, description="imp: fraction of the remaining weights each level removes"
     )
     rewind: str = Field(
-        "init", description='weights the mask is applied to: "init" (theta0) or "epoch:K"'
+        "init",
+        description=(
+            'where pruned runs start: "init" (theta0) or "epoch:K" (the dense weights after '
+            "epoch K; the lr schedule and data order go on from epoch K)"
+        ),
     )
 
     @field_validator("rewind")
