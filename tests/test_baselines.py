@@ -257,3 +257,47 @@ def test_runs_made_under_the_previous_engine_version_are_never_reused(tmp_path, 
     assert summary.ok and runs.keys() == old.keys()
     # every job trained again, into its own new row
     assert all(r.reused_from is None and r.id not in {o.id for o in old.values()} for r in runs.values())
+
+
+# ------------------------------------------------------------------ presets and defaults
+
+
+def test_the_reviewer_preset_asks_for_every_method_variant_and_imp_level():
+    from lotto_engine.config import load_config
+
+    config = load_config(preset="reviewer")
+    jobs = build_plan(config).jobs
+    # per (activation, seed): 1 dense + 7 one-shot methods x 3 sparsities x 4 variants
+    # + 13 imp levels + 3 imp landings x 3 variants
+    assert len(jobs) == 9 * (1 + 7 * 3 * 4 + 13 + 3 * 3) == 963
+    assert {job.method for job in jobs} == {"dense", *config.grid.methods}
+    assert {job.variant for job in jobs} == {"none", "shuffle", "reinit", "invert"}
+    assert len({job.key for job in jobs}) == len(jobs)
+
+
+def test_compute_masks_defaults_are_the_configs():
+    import inspect
+
+    from lotto_engine.config import PruneConfig
+    from lotto_engine.pruning import compute_masks
+
+    defaults = inspect.signature(compute_masks).parameters
+    assert defaults["temperature"].default == PruneConfig().grasp_temperature == 200
+    assert defaults["rounds"].default == PruneConfig().rounds == 100
+
+
+def test_a_pruned_key_changes_only_with_what_its_method_reads():
+    from lotto_engine.plan import pruned_key
+
+    base = tiny_config()
+
+    def key(method, *extra):
+        return pruned_key(tiny_config(*extra), "parent", method, 0.5)
+
+    assert key("synflow") != key("synflow", "prune.rounds=10")
+    assert key("synflow") == key("synflow", "prune.grasp_temperature=50")
+    assert key("grasp-hessian") != key("grasp-hessian", "prune.grasp_temperature=50")
+    assert key("magnitude") == key("magnitude", "prune.rounds=10", "prune.score_samples=3")
+    assert key("snip") != key("snip", "prune.score_samples=3")
+    assert key("magnitude") != key("magnitude", 'prune.tie_mode="threshold"')
+    assert pruned_key(base, "p", "magnitude", 0.5, variant="shuffle") != pruned_key(base, "p", "magnitude", 0.5)
