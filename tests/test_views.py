@@ -78,8 +78,8 @@ def test_load_results_reads_live_or_finished_curves_and_masks_on_demand(tmp_path
     store, exp_id, _ = written(tmp_path)
     live = load_results(store, exp_id)
     assert set(live.curves) == set(CURVE_METRICS)
-    assert live.curves["train_acc"] == {("relu", "dense", 0.0): [(1, 0.5), (2, 0.6)],
-                                        ("relu", "magnitude", 0.5): [(1, 0.7)]}
+    assert live.curves["train_acc"] == {("relu", "dense", "none", 0.0): [(1, 0.5), (2, 0.6)],
+                                        ("relu", "magnitude", "none", 0.5): [(1, 0.7)]}
     assert [(run.target_sparsity, [layer.name for layer in layers]) for run, layers in live.masks] == [
         (0.5, ["fc.weight"])]
     assert [(c.method, c.target_sparsity, c.done, c.runs) for c in live.cells] == [
@@ -87,7 +87,7 @@ def test_load_results_reads_live_or_finished_curves_and_masks_on_demand(tmp_path
     assert live.any_done and live.activations == ["relu"]
 
     report = load_results(store, exp_id, metrics=("train_acc",), include_running=False, masks=False)
-    assert report.curves == {"train_acc": {("relu", "dense", 0.0): [(1, 0.5), (2, 0.6)]}}
+    assert report.curves == {"train_acc": {("relu", "dense", "none", 0.0): [(1, 0.5), (2, 0.6)]}}
     assert report.masks == [] and report.cells == live.cells and report.numerics == live.numerics
     assert load_results(None, exp_id).cells == [] and load_results(store, None).curves == {}
 
