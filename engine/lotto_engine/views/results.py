@@ -294,7 +294,8 @@ def load_results(
     curves = {metric: mean_curves(runs, curve_of, metric, include_running=include_running) for metric in metrics}
     cells = ordered_cells(summarize(runs), axes)
     grid = {c.key for c in cells if axes.on_grid(c)}
-    layers = [(run, store.layers(run.id)) for run in runs if run.kind == "pruned" and run_key(run) in grid] if masks else []
+    pruned = [run for run in runs if run.kind == "pruned" and run_key(run) in grid] if masks else []
+    layers = [(run, store.layers(run.id)) for run in pruned]
     return ResultsData(
         experiment_id,
         cells=[c for c in cells if c.key in grid],
