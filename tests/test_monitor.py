@@ -136,4 +136,4 @@ def test_live_curves_include_running_runs_only_when_asked(tmp_path):
     store.record_epoch(run, EpochMetrics(1, 1.0, 0.25, 1.0, 0.3, 0.1, 1.0))
     runs = store.runs(exp.id)
     assert mean_curves(runs, store.curve) == {}
-    assert mean_curves(runs, store.curve, include_running=True) == {("relu", "dense", 0.0): [(1, 0.25)]}
+    assert mean_curves(runs, store.curve, include_running=True) == {("relu", "dense", "none", 0.0): [(1, 0.25)]}

@@ -74,12 +74,27 @@ def test_a_config_that_no_longer_validates_is_counted_from_its_grid(tmp_path: Pa
     assert summary.counts == {"done": 1, "running": 1, "failed": 1}
 
 
+def test_a_grid_with_variants_says_so_and_counts_them_when_its_config_no_longer_validates(tmp_path: Path) -> None:
+    store, exp_id, _ = written(tmp_path)
+    store.close()
+    with sqlite3.connect(tmp_path / DB_NAME) as con:
+        (text,) = con.execute("SELECT config FROM experiments WHERE id = ?", (exp_id,)).fetchone()
+        config = json.loads(text)
+        config["train"]["lr"] = -1  # refused by today's validation
+        config["grid"]["variants"] = ["none", "shuffle"]
+        con.execute("UPDATE experiments SET config = ? WHERE id = ?", (json.dumps(config), exp_id))
+    with Store(tmp_path, create=False) as reader:
+        first, second = experiment_summaries(reader)
+    assert (first.grid, first.jobs, first.planned) == ("1x1x2x1x2v", None, 5)  # dense + 2 sparsities x 2 variants
+    assert second.grid == "1x1x1x1"  # variants ["none"]: the grid reads as before
+
+
 def test_load_results_reads_live_or_finished_curves_and_masks_on_demand(tmp_path: Path) -> None:
     store, exp_id, _ = written(tmp_path)
     live = load_results(store, exp_id)
     assert set(live.curves) == set(CURVE_METRICS)
-    assert live.curves["train_acc"] == {("relu", "dense", 0.0): [(1, 0.5), (2, 0.6)],
-                                        ("relu", "magnitude", 0.5): [(1, 0.7)]}
+    assert live.curves["train_acc"] == {("relu", "dense", "none", 0.0): [(1, 0.5), (2, 0.6)],
+                                        ("relu", "magnitude", "none", 0.5): [(1, 0.7)]}
     assert [(run.target_sparsity, [layer.name for layer in layers]) for run, layers in live.masks] == [
         (0.5, ["fc.weight"])]
     assert [(c.method, c.target_sparsity, c.done, c.runs) for c in live.cells] == [
@@ -87,7 +102,7 @@ def test_load_results_reads_live_or_finished_curves_and_masks_on_demand(tmp_path
     assert live.any_done and live.activations == ["relu"]
 
     report = load_results(store, exp_id, metrics=("train_acc",), include_running=False, masks=False)
-    assert report.curves == {"train_acc": {("relu", "dense", 0.0): [(1, 0.5), (2, 0.6)]}}
+    assert report.curves == {"train_acc": {("relu", "dense", "none", 0.0): [(1, 0.5), (2, 0.6)]}}
     assert report.masks == [] and report.cells == live.cells and report.numerics == live.numerics
     assert load_results(None, exp_id).cells == [] and load_results(store, None).curves == {}
 

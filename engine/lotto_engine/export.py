@@ -1,11 +1,13 @@
 """Export an experiment from the store as JSON or CSV.
 
-JSON: ``{"experiment": {...}, "runs": [...]}``; each run has its grid point, status,
-metrics (accuracies in [0, 1]; ``stability`` null for dense runs), its health
-``flags`` (see :mod:`lotto_engine.health`), the ``numerics`` it ran with (device,
-precision, threads), its per-epoch ``curve`` and per-layer ``layers`` (with the
-units each layer left without any incoming weight). CSV: one row per run, scalar
-columns only; ``flags`` joined with ``;``.
+JSON: ``{"experiment": {...}, "runs": [...]}``; each run has its grid point, with its
+``variant`` ("none" for the method itself) and its imp ``level`` (1, 2, ...; null for
+dense and one-shot runs: every imp level is a run, those between grid sparsities
+too), its status, metrics (accuracies in [0, 1]; ``stability`` null for dense runs),
+its health ``flags`` (see :mod:`lotto_engine.health`), the ``numerics`` it ran with
+(device, precision, threads), its per-epoch ``curve`` and per-layer ``layers`` (with
+the units each layer left without any incoming weight). CSV: one row per run, scalar
+columns only; ``flags`` joined with ``;``, ``level`` empty where null.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .files import write_text_atomic
 from .store import Store
 
 CSV_COLUMNS = (
-    "run_id", "experiment_id", "job_key", "activation", "method", "target_sparsity",
+    "run_id", "experiment_id", "job_key", "activation", "method", "variant", "level", "target_sparsity",
     "actual_sparsity", "seed", "status", "attempt", "val_acc", "best_val_acc", "test_acc",
     "stability", "flags", "wall_time", "epochs", "error", "reused_from",
     "device", "precision", "threads",
@@ -42,6 +44,8 @@ def export_experiment(store: Store, experiment_id: int | None = None, *, history
                 "job_key": run.job_key,
                 "activation": run.activation,
                 "method": run.method,
+                "variant": run.variant,
+                "level": run.level,
                 "target_sparsity": run.target_sparsity,
                 "actual_sparsity": run.actual_sparsity,
                 "seed": run.seed,

@@ -146,7 +146,8 @@ def discard_stdout() -> None:
             os.close(null)
 
 
-#: ``experiments`` columns: (header, width; 0 = the rest of the line).
+#: ``experiments`` columns: (header, least width; 0 = the rest of the line). A column
+#: grows to its longest cell (a grid with variants reads ``3x2x3x1x3v``).
 EXPERIMENT_COLUMNS = (("id", 4), ("created", 25), ("dataset", 13), ("grid", 9), ("done", 9),
                       ("flagged", 7), ("name", 0))
 
@@ -165,7 +166,10 @@ def experiments_command(opts: argparse.Namespace) -> int:
     if not rows:
         print("no experiments yet", file=sys.stderr)
     else:
-        return write_stdout("".join(_line(cells) + "\n" for cells in [[h for h, _ in EXPERIMENT_COLUMNS], *rows]))
+        widths = [max([width, *(len(row[i]) for row in rows)]) if width else 0
+                  for i, (_, width) in enumerate(EXPERIMENT_COLUMNS)]
+        lines = [[h for h, _ in EXPERIMENT_COLUMNS], *rows]
+        return write_stdout("".join(_line(cells, widths) + "\n" for cells in lines))
     return EXIT_OK
 
 
@@ -179,10 +183,10 @@ def experiment_row(exp: ExperimentSummary) -> list[str]:
     ]
 
 
-def _line(cells: list[str]) -> str:
-    """Cells padded to :data:`EXPERIMENT_COLUMNS` widths (numbers right-aligned)."""
+def _line(cells: list[str], widths: list[int]) -> str:
+    """Cells padded to ``widths`` (:data:`EXPERIMENT_COLUMNS` order; numbers right-aligned)."""
     parts = []
-    for (header, width), text in zip(EXPERIMENT_COLUMNS, cells):
+    for (header, _), width, text in zip(EXPERIMENT_COLUMNS, widths, cells):
         if not width:
             parts.append(text)
         elif header in ("id", "done", "flagged"):

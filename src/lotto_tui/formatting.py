@@ -131,10 +131,34 @@ def cell_status(cell: Cell) -> tuple[str, str]:
 
 
 def cell_values(cell: Cell) -> tuple[str, ...]:
-    """A results row as text, in RESULT_COLUMNS order (status without style)."""
+    """A results row as text, in RESULT_COLUMNS order (status without style); the
+    method column names the variant too (``grasp/shuffle``)."""
     return (
-        cell.activation, cell.method,
+        cell.activation, cell.label,
         "-" if cell.method == "dense" else num(cell.target_sparsity, 2), num(cell.actual_sparsity),
         pct(cell.val_acc, cell.val_acc_std), pct(cell.best_val_acc), pct(cell.test_acc),
         num(cell.stability), f"{cell.done}/{cell.runs}", cell_status(cell)[0],
     )
+
+
+def text_width(value: object) -> int:
+    """Cells a table value takes: its longest line (a ``Text``'s plain text)."""
+    from rich.cells import cell_len
+
+    plain = getattr(value, "plain", value)
+    return max((cell_len(line) for line in str(plain).split("\n")), default=0)
+
+
+def fit_columns(columns: Sequence[str], widths: Mapping[str, int], room: int, droppable: Sequence[str],
+                *, padding: int = 2) -> tuple[str, ...]:
+    """``columns`` less the fewest of ``droppable`` (dropped in that order) for the
+    columns to fit ``room`` cells, each ``widths[name]`` wide plus ``padding``: where a
+    long method label (``grasp-hessian/shuffle``) widens a table, the columns that say
+    least go, so the health column stays on screen. ``room`` 0 (not laid out yet): all."""
+    kept = list(columns)
+    for name in droppable:
+        if not room or sum(widths.get(c, 0) + padding for c in kept) <= room:
+            break
+        if name in kept:
+            kept.remove(name)
+    return tuple(kept)

@@ -33,7 +33,7 @@ def results_table(cells: Sequence[Cell], title: str = "Results", *, width: int |
     if width is None or _max_width(table, width) <= width:
         return table
     table = _table(cells, title, NARROW_COLUMNS, narrow=True)
-    if _min_width(table, width) > width:
+    if _cuts(table, width):
         table = _table(cells, title, tuple(c for c in NARROW_COLUMNS if c != "best %"), narrow=True)
     return table
 
@@ -58,7 +58,7 @@ def _table(cells: Sequence[Cell], title: str, columns: tuple[str, ...], *, narro
 def _row(cell: Cell, narrow: bool) -> dict[str, str | Text]:
     """A results row by column name (both forms' names)."""
     values: dict[str, str | Text] = dict(zip(RESULT_COLUMNS, cell_values(cell)))
-    values["activation"], values["method"] = printable(cell.activation), printable(cell.method)
+    values["activation"], values["method"] = printable(cell.activation), printable(cell.label)
     status = str(values["status"])
     values["status"] = Text(status.replace(",", ",\n") if narrow else status, style=cell_status(cell)[1])
     values["health"] = health(cell, wrap=narrow)
@@ -69,13 +69,19 @@ def _row(cell: Cell, narrow: bool) -> dict[str, str | Text]:
     return values
 
 
-def _min_width(table: Table, width: int) -> int:
-    """The fewest columns ``table`` needs without cutting a cell that cannot wrap."""
-    from rich.console import Console
-    from rich.measure import Measurement
+def _cuts(table: Table, width: int) -> bool:
+    """Whether ``table`` drawn ``width`` columns wide cuts a cell (rich ends it with ``…``).
 
-    console = Console(width=width, no_color=True)
-    return Measurement.get(console, console.options, table).minimum
+    Drawn, not measured: a table's measured minimum lets a header such as ``best %``
+    wrap, which rich never does in a column that may not wrap; it takes the room from
+    a wrapping column instead, and cuts a long method label (``magnitude-init/shuffle``)."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=width, no_color=True, file=io.StringIO())
+    console.print(table)
+    return "\u2026" in console.file.getvalue()  # type: ignore[attr-defined]
 
 
 def _max_width(table: Table, width: int) -> int:
@@ -102,22 +108,29 @@ REPORT_CURVE = "train_acc"
 
 def chart_texts(data: ResultsData, *, width: int, color: bool) -> list[str]:
     """The four figure sets as plotext text blocks (training curves of :data:`REPORT_CURVE`:
-    one chart per activation); none before some run finished."""
+    one chart per activation, and per variant when the grid has variants); none before
+    some run finished. A chart grows taller when its legend needs the rows."""
     import plotext as plt
 
     if not data.any_done:
         return []
     cells = data.cells
     curves = data.curves.get(REPORT_CURVE, {})
+    levels = data.levels
+    against = charts.height_for(charts.sparsity_series(cells))
     figures = [
-        lambda: charts.draw_accuracy(plt, cells),
-        lambda: charts.draw_mask_sparsity(plt, cells),
-        lambda: charts.draw_stability(plt, cells),
-    ] + [(lambda a=a: charts.draw_curves(plt, a, curves)) for a in data.activations]
+        (against, lambda: charts.draw_accuracy(plt, cells)),
+        (against, lambda: charts.draw_mask_sparsity(plt, cells)),
+        (against, lambda: charts.draw_stability(plt, cells)),
+    ] + [
+        (charts.height_for(len(charts.curve_series(curves, a, v))),
+         lambda a=a, v=v: charts.draw_curves(plt, a, curves, levels=levels, variant=v))
+        for a, v in data.curve_groups
+    ]
     texts = []
-    for draw in figures:
+    for height, draw in figures:
         plt.clf()
-        plt.plotsize(width, 20)
+        plt.plotsize(width, height)
         draw()
         text = plt.build()
         texts.append(text if color else plt.uncolorize(text))

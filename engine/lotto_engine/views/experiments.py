@@ -19,6 +19,19 @@ if TYPE_CHECKING:
 GRID_AXES = ("activations", "methods", "sparsities", "seeds")
 
 
+def grid_text(grid: Mapping[str, Any]) -> str:
+    """The sizes of :data:`GRID_AXES` (``3x2x3x1``), then the variants when the grid has
+    sanity-check variants besides the method itself (``3x2x3x1x3v``: three variants
+    of every pruned method). ``?`` for an axis a stored config does not list."""
+    def size(axis: str) -> str:
+        value = grid.get(axis, ())
+        return str(len(value)) if isinstance(value, (list, tuple)) else "?"
+
+    text = "x".join(size(axis) for axis in GRID_AXES)
+    variants = grid.get("variants", ["none"])
+    return text + (f"x{size('variants')}v" if variants != ["none"] else "")
+
+
 @dataclass(frozen=True)
 class ExperimentSummary:
     """One experiment and how far its plan got (counts over the latest attempts)."""
@@ -28,7 +41,7 @@ class ExperimentSummary:
     created_at: str  # as stored (ISO 8601)
     dataset: str
     model: str
-    grid: str  # sizes of GRID_AXES: "3x2x3x1"
+    grid: str  # sizes of GRID_AXES: "3x2x3x1", "3x2x3x1x2v" with variants (grid_text)
     #: jobs in its plan, rebuilt exactly; None when it cannot be (another engine version)
     jobs: int | None
     #: jobs its config plans: :attr:`jobs`, else counted from the grid (never fewer than recorded)
@@ -65,7 +78,7 @@ def summarize_experiment(record: ExperimentRecord, runs: list[RunRecord]) -> Exp
         created_at=record.created_at,
         dataset=str(cfg.get("data", {}).get("dataset", "?")),
         model=str(cfg.get("model", {}).get("name", "?")),
-        grid="x".join(str(len(grid.get(axis, ()))) for axis in GRID_AXES),
+        grid=grid_text(grid) if isinstance(grid, Mapping) else "?",
         jobs=jobs,
         planned=jobs if jobs is not None else planned_jobs(cfg, len(runs)),
         counts=counts,
@@ -83,7 +96,10 @@ def experiment_summaries(store: Store | None) -> list[ExperimentSummary]:
 
 def planned_jobs(config: Mapping[str, Any], recorded: int) -> int:
     """How many jobs a stored config plans (dense and pruned over every seed); from
-    the grid alone when the config no longer validates (written by another release)."""
+    the grid alone when the config no longer validates (written by another release):
+    then an imp chain counts one job per grid sparsity and variant, as one-shot
+    methods do (its levels in between depend on settings that may not validate),
+    and never fewer than ``recorded``."""
     from pydantic import ValidationError
 
     from ..config import ExperimentConfig
@@ -95,6 +111,7 @@ def planned_jobs(config: Mapping[str, Any], recorded: int) -> int:
         grid = config.get("grid", {})
         try:
             dense = len(grid["activations"]) * len(grid["seeds"])
-            return max(recorded, dense * (1 + len(grid["methods"]) * len(grid["sparsities"])))
+            variants = len(grid.get("variants", ["none"]))
+            return max(recorded, dense * (1 + len(grid["methods"]) * len(grid["sparsities"]) * variants))
         except (KeyError, TypeError):
             return recorded

@@ -1,6 +1,12 @@
-"""Results as the write-up reports them: per (activation, method, sparsity), averaged
-over seeds. Tables and charts (the batch report, the explorer's results panel and its
-comparison) draw these numbers and compute none.
+"""Results as the write-up reports them: per grid point (activation, method, variant,
+target sparsity), averaged over seeds. Tables and charts (the batch report, the
+explorer's results panel and its comparison) draw these numbers and compute none.
+
+The grid points are the config's: tables and the charts against sparsity show the
+grid's sparsities only. The levels of an ``imp`` chain between two grid sparsities
+(0.2, 0.36, ... on the way to 0.5) are runs too: they are in the training curves and
+in :attr:`ResultsData.intermediate`, not in :attr:`ResultsData.cells`. A point's label
+is its method, or ``method/variant`` for a sanity-check variant (``grasp/shuffle``).
 
 :func:`load_results` reads an experiment's results in one pass; :func:`summarize`,
 :func:`mean_curves` and :func:`numerics_in` are the computations it is made of.
@@ -9,21 +15,27 @@ comparison) draw these numbers and compute none.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ..errors import LottoError
 from ..health import FLAGS
 from ..records import EpochMetrics, LayerSparsity, RunRecord
 
 if TYPE_CHECKING:
     from ..store import Store
 
-#: (activation, method, target sparsity): one grid point
-CurveKey = tuple[str, str, float]
+#: (activation, method, variant, target sparsity): one grid point (or imp level)
+CurveKey = tuple[str, str, str, float]
 #: The EpochMetrics fields a curve can show, in the order views offer them.
 CURVE_METRICS = ("train_acc", "val_acc", "train_loss", "val_loss")
+
+
+def point_label(method: str, variant: str = "none") -> str:
+    """How every client names a method and its variant: ``grasp``, ``grasp/shuffle``."""
+    return method if variant == "none" else f"{method}/{variant}"
 
 
 @dataclass(frozen=True)
@@ -48,16 +60,37 @@ class Cell:
     flagged: int = 0
     #: how many of its finished runs were made before health checks (flags unknown)
     unchecked: int = 0
+    #: sanity-check variant (lotto_engine.config.VARIANTS); "none" for the method itself
+    variant: str = "none"
+    #: the imp level that reaches this sparsity (1, 2, ...); None for dense and one-shot methods
+    level: int | None = None
+
+    @property
+    def label(self) -> str:
+        """``magnitude``, ``grasp/shuffle``, ``dense``: see :func:`point_label`."""
+        return point_label(self.method, self.variant)
+
+    @property
+    def key(self) -> CurveKey:
+        return (self.activation, self.method, self.variant, self.target_sparsity)
+
+
+def run_key(run: RunRecord) -> CurveKey:
+    """The grid point (or imp level) a run belongs to."""
+    return (run.activation, run.method, run.variant, run.target_sparsity)
 
 
 def summarize(runs: Iterable[RunRecord]) -> list[Cell]:
-    """Group runs by grid point (in first-seen order) and average the finished ones."""
+    """Group runs by grid point (in first-seen order) and average the finished ones.
+    Every point is kept, imp levels between grid sparsities too (:func:`load_results`
+    sets those apart)."""
     groups: dict[CurveKey, list[RunRecord]] = {}
     for run in runs:
-        groups.setdefault((run.activation, run.method, run.target_sparsity), []).append(run)
+        groups.setdefault(run_key(run), []).append(run)
     cells = []
-    for (activation, method, sparsity), members in groups.items():
+    for (activation, method, variant, sparsity), members in groups.items():
         done = [r for r in members if r.status == "done"]
+        levels = {r.level for r in members}
         cells.append(
             Cell(
                 activation=activation,
@@ -75,6 +108,8 @@ def summarize(runs: Iterable[RunRecord]) -> list[Cell]:
                 flags=tuple(f for f in FLAGS if any(f in r.flags for r in members)),
                 flagged=sum(1 for r in members if r.flags),
                 unchecked=sum(1 for r in members if not r.checked),
+                variant=variant,
+                level=levels.pop() if len(levels) == 1 else None,
             )
         )
     return cells
@@ -117,8 +152,7 @@ def mean_curves(
     groups: dict[CurveKey, list[list[EpochMetrics]]] = {}
     for run in runs:
         if run.status == "done" or (include_running and run.status == "running"):
-            key = (run.activation, run.method, run.target_sparsity)
-            groups.setdefault(key, []).append(curve_of(run.id))
+            groups.setdefault(run_key(run), []).append(curve_of(run.id))
     out: dict[CurveKey, list[tuple[int, float]]] = {}
     for key, curves in groups.items():
         length = min(len(c) for c in curves)
@@ -129,13 +163,58 @@ def mean_curves(
     return out
 
 
-def ordered_cells(cells: Sequence[Cell]) -> list[Cell]:
-    """Grid order (as configured): activations, then dense, then methods by sparsity."""
-    act_rank = {a: i for i, a in enumerate(dict.fromkeys(c.activation for c in cells))}
-    method_rank = {m: i for i, m in enumerate(dict.fromkeys(c.method for c in cells if c.method != "dense"))}
+@dataclass(frozen=True)
+class GridAxes:
+    """An experiment's grid as its config lists it: the order tables follow and the
+    sparsities that are grid points. Empty axes (a config that does not say) leave
+    the order to the runs and every sparsity on the grid."""
+
+    activations: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ()
+    #: None: not known, every sparsity is a grid point
+    sparsities: tuple[float, ...] | None = None
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> GridAxes:
+        """The axes of a stored config (a plain mapping: it may come from another release)."""
+        grid = config.get("grid")
+        if not isinstance(grid, Mapping):
+            return cls()
+
+        def names(axis: str) -> tuple[str, ...]:
+            value = grid.get(axis)
+            return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+        sparsities = grid.get("sparsities")
+        numbers = (tuple(float(v) for v in sparsities)
+                   if isinstance(sparsities, list) and all(isinstance(v, (int, float)) for v in sparsities) else None)
+        return cls(names("activations"), names("methods"), names("variants"), numbers)
+
+    def on_grid(self, cell: Cell) -> bool:
+        """Whether a point is one of the grid's (dense always is); an imp level between
+        two grid sparsities is not. Levels that land on a grid sparsity have exactly
+        the grid's float as their target, so the test is exact."""
+        return self.sparsities is None or cell.method == "dense" or cell.target_sparsity in self.sparsities
+
+
+def _ranks(configured: Sequence[str], seen: Iterable[str]) -> dict[str, int]:
+    """Configured names first, in config order, then any others in first-seen order."""
+    return {name: i for i, name in enumerate(dict.fromkeys((*configured, *seen)))}
+
+
+def ordered_cells(cells: Sequence[Cell], axes: GridAxes | None = None) -> list[Cell]:
+    """Grid order: activations, then dense, then methods, each with its variants ("none"
+    first), each by sparsity ascending. Names follow the config's order (``axes``),
+    then first-seen order."""
+    axes = axes or GridAxes()
+    act_rank = _ranks(axes.activations, (c.activation for c in cells))
+    method_rank = _ranks(axes.methods, (c.method for c in cells if c.method != "dense"))
+    variant_rank = _ranks(("none", *axes.variants), (c.variant for c in cells))
     return sorted(
         cells,
-        key=lambda c: (act_rank[c.activation], c.method != "dense", method_rank.get(c.method, -1), c.target_sparsity),
+        key=lambda c: (act_rank[c.activation], c.method != "dense", method_rank.get(c.method, -1),
+                       variant_rank[c.variant], c.target_sparsity),
     )
 
 
@@ -144,14 +223,36 @@ class ResultsData:
     """An experiment's results as tables and charts need them."""
 
     experiment_id: int | None
-    #: grid points in first-seen order (charts give colours in this order; tables use :func:`ordered_cells`)
+    #: the grid's points in grid order (:func:`ordered_cells`): what tables and the
+    #: charts against sparsity show (charts give colours in this order)
     cells: list[Cell] = field(default_factory=list)
-    #: metric -> grid point -> [(epoch, mean value)]
+    #: metric -> grid point or imp level -> [(epoch, mean value)]: every level is here
     curves: dict[str, dict[CurveKey, list[tuple[int, float]]]] = field(default_factory=dict)
-    #: the latest attempt of every pruned run that has a mask, with its per-layer sparsity
+    #: the latest attempt of every pruned run at a grid point that has a mask, with its per-layer sparsity
     masks: list[tuple[RunRecord, list[LayerSparsity]]] = field(default_factory=list)
     #: the distinct numerics settings ({"device", "precision", "threads"}) of its runs
     numerics: list[dict] = field(default_factory=list)
+    #: imp levels between grid sparsities (0.2, 0.36, ... before 0.5), in grid order:
+    #: left out of tables and sparsity charts, in curves and exports
+    intermediate: list[Cell] = field(default_factory=list)
+    #: the experiment's grid as configured
+    axes: GridAxes = field(default_factory=GridAxes)
+
+    @property
+    def curve_groups(self) -> list[tuple[str, str]]:
+        """(activation, variant) pairs in grid order, "none" first: one training-curve
+        chart each (the method's own runs with the dense one, then each variant's),
+        so a chart holds the curves of one sanity check, not every run of the grid."""
+        cells = [*self.cells, *self.intermediate]
+        variant_rank = _ranks(("none", *self.axes.variants), (c.variant for c in cells))
+        pairs = {(c.activation, "none" if c.method == "dense" else c.variant): None for c in cells}
+        act_rank = _ranks(self.axes.activations, (c.activation for c in cells))
+        return sorted(pairs, key=lambda p: (act_rank[p[0]], variant_rank[p[1]]))
+
+    @property
+    def levels(self) -> dict[CurveKey, int]:
+        """The imp level of every imp point (grid or intermediate), for labels (``L3``)."""
+        return {c.key: c.level for c in (*self.cells, *self.intermediate) if c.level is not None}
 
     @property
     def activations(self) -> list[str]:
@@ -181,17 +282,26 @@ def load_results(
     if store is None or experiment_id is None:
         return ResultsData(experiment_id)
     runs = store.runs(experiment_id)
+    try:
+        axes = GridAxes.of(store.experiment(experiment_id).config)
+    except LottoError:  # no such experiment: no runs either
+        axes = GridAxes()
 
     @lru_cache(maxsize=None)
     def curve_of(run_id: int) -> list[EpochMetrics]:
         return store.curve(run_id)
 
     curves = {metric: mean_curves(runs, curve_of, metric, include_running=include_running) for metric in metrics}
-    layers = [(run, store.layers(run.id)) for run in runs if run.kind == "pruned"] if masks else []
+    cells = ordered_cells(summarize(runs), axes)
+    grid = {c.key for c in cells if axes.on_grid(c)}
+    pruned = [run for run in runs if run.kind == "pruned" and run_key(run) in grid] if masks else []
+    layers = [(run, store.layers(run.id)) for run in pruned]
     return ResultsData(
         experiment_id,
-        cells=summarize(runs),
+        cells=[c for c in cells if c.key in grid],
         curves=curves,
         masks=[(run, found) for run, found in layers if found],
         numerics=numerics_in(runs),
+        intermediate=[c for c in cells if c.key not in grid],
+        axes=axes,
     )

@@ -26,7 +26,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionLis
 from textual.widgets.selection_list import Selection
 
 from lotto_engine.activations import ACTIVATIONS
-from lotto_engine.config import PRESETS, ExperimentConfig, load_config, parse_override, render_toml, validate
+from lotto_engine.config import PRESETS, VARIANTS, ExperimentConfig, load_config, parse_override, render_toml, validate
 from lotto_engine.errors import ConfigError
 from lotto_engine.files import write_text_atomic
 from lotto_engine.scores import METHODS
@@ -34,7 +34,12 @@ from lotto_engine.scores import METHODS
 from .keys import CONFIG_KEYS, bindings
 
 Kind = Literal["choice", "flag", "names", "list", "text"]
-_REGISTRIES = {"grid.activations": ACTIVATIONS, "grid.methods": METHODS}
+#: Keys edited as a set of names picked from a fixed list (in the list's order).
+_REGISTRIES: dict[str, tuple[str, ...]] = {
+    "grid.activations": tuple(ACTIVATIONS.names()),
+    "grid.methods": tuple(METHODS.names()),
+    "grid.variants": VARIANTS,
+}
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ def field_specs() -> list[FieldSpec]:
             elif ann is bool:
                 spec = FieldSpec(key, "flag", ann, field.description or "")
             elif key in _REGISTRIES:
-                spec = FieldSpec(key, "names", ann, field.description or "", tuple(_REGISTRIES[key].names()))
+                spec = FieldSpec(key, "names", ann, field.description or "", _REGISTRIES[key])
             elif typing.get_origin(ann) is list:
                 spec = FieldSpec(key, "list", ann, field.description or "")
             else:

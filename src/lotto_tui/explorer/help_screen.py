@@ -1,5 +1,6 @@
-"""The ``?`` screen: every key of the explorer, read from the keymap, and what each
-health flag means, read from the engine (:data:`lotto_engine.health.FLAGS`)."""
+"""The ``?`` screen: every key of the explorer, read from the keymap, what each
+health flag means, read from the engine (:data:`lotto_engine.health.FLAGS`), and how
+variants and imp levels read."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from textual.events import Resize
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from lotto_engine.config import VARIANTS
 from lotto_engine.health import FLAGS
 
 from ..formatting import UNCHECKED, health_text
@@ -44,6 +46,11 @@ def health_table() -> Table:
     table.add_row(UNCHECKED, "finished by a release before health checks: flags unknown")
     table.add_row("", "")
     table.add_row(f"done{REUSED_MARK}", "status of a job adopted from an earlier experiment (same inputs)")
+    table.add_row("", "")
+    table.add_row("[underline]Labels[/]", "")
+    table.add_row("grasp/shuffle", f"a method's sanity-check variant ({', '.join(v for v in VARIANTS if v != 'none')})")
+    table.add_row("0.75 L2", "an imp job's target: its sparsity and level (levels between grid "
+                  "sparsities show in curves and exports only)")
     return table
 
 

@@ -12,17 +12,25 @@ from textual.widgets import DataTable, Label, ProgressBar, RichLog, Static
 
 from lotto_engine.statuses import FINAL, ORDER, PROBLEMS
 from lotto_engine.views.progress import GridProgress, JobRow
+from lotto_engine.views.results import point_label
 
-from ..formatting import STATUS_STYLE, duration, health_style, health_text, pct
+from ..formatting import STATUS_STYLE, duration, fit_columns, health_style, health_text, pct, text_width
 
 #: (column key, header). Short headers and auto widths keep every column on an 80-column
-#: screen; the seed column shows only when the plan has more than one seed.
+#: screen; the seed column shows only when the plan has more than one seed. The method
+#: column names the variant too (``imp/shuffle``), the target an imp job's level
+#: (``0.75 L2``); where long labels leave no room, :data:`DROPPABLE` go.
 COLUMNS = (("activation", "act"), ("method", "method"), ("target", "target"), ("seed", "seed"),
            ("status", "status"), ("epoch", "epoch"), ("val %", "val %"), ("elapsed", "time"),
            ("ETA", "ETA"), ("health", "health"))
+#: Columns left out, in this order, while the table is wider than its panel: the job
+#: bar shows the running job's ETA and the grid bar the grid's.
+DROPPABLE = ("ETA", "elapsed")
 #: Marks a job whose finished run was adopted from an earlier experiment (help explains it).
 REUSED_MARK = "*"
 
+#: Cells of a panel a table cannot use: its vertical scrollbar.
+SCROLLBAR = 2
 #: Panel width (cells) from which health cells keep several flags on one line.
 ONE_LINE_FROM = 110
 
@@ -49,24 +57,25 @@ def health_cell(flags: tuple[str, ...], *, wrap: bool = True, checked: bool = Tr
     return Text(text.replace(",", ",\n") if wrap else text, style=health_style(flags, checked=checked))
 
 
-def column_keys(seeds: bool) -> tuple[str, ...]:
-    return tuple(key for key, _ in COLUMNS if seeds or key != "seed")
+def column_keys(seeds: bool, dropped: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return tuple(key for key, _ in COLUMNS if (seeds or key != "seed") and key not in dropped)
 
 
-def row_cells(row: JobRow, *, seeds: bool = True, wrap: bool = True) -> tuple[Text | str, ...]:
+def row_cells(row: JobRow, *, seeds: bool = True, wrap: bool = True,
+              dropped: tuple[str, ...] = ()) -> tuple[Text | str, ...]:
     """A jobs-table row in :func:`column_keys` order; health only once the job has a run."""
     job = row.job
     style = STATUS_STYLE.get(row.status, "")
     status = row.status + (REUSED_MARK if row.reused else "")
-    method = "dense" if job.kind == "dense" else job.method
-    target = "-" if job.kind == "dense" else f"{job.sparsity:g}"
+    method = "dense" if job.kind == "dense" else point_label(job.method, job.variant)
+    target = "-" if job.kind == "dense" else f"{job.sparsity:g}" + ("" if job.level is None else f" L{job.level}")
     health: Text | str = health_cell(row.flags, wrap=wrap, checked=row.checked) if row.status in FINAL else "-"
     values: dict[str, Text | str] = {
         "activation": job.activation, "method": method, "target": target, "seed": str(job.seed),
         "status": Text(status, style=style), "epoch": f"{row.epoch}/{row.epochs}", "val %": pct(row.val_acc),
         "elapsed": duration(row.elapsed), "ETA": duration(row.eta), "health": health,
     }
-    cells = tuple(values[key] for key in column_keys(seeds))
+    cells = tuple(values[key] for key in column_keys(seeds, dropped))
     if row.status in PROBLEMS:  # failed and diverged rows stand out as a whole
         return tuple(Text(c, style=style) if isinstance(c, str) else c for c in cells)
     return cells
@@ -94,6 +103,7 @@ class JobsPanel(Widget):
         super().__init__(id=id)
         self._shown: dict[str, tuple[Text | str, ...]] = {}
         self._seeds = False  # whether the table has a seed column
+        self._dropped: tuple[str, ...] = ()  # DROPPABLE columns left out at this width
         self._rows: tuple[JobRow, ...] = ()
 
     def compose(self) -> ComposeResult:
@@ -124,7 +134,7 @@ class JobsPanel(Widget):
 
     def _add_columns(self, table: DataTable) -> None:
         headers = dict(COLUMNS)
-        for key in column_keys(self._seeds):
+        for key in column_keys(self._seeds, self._dropped):
             table.add_column(headers[key], key=key)
 
     def show(self, progress: GridProgress, *, device: str, title: str) -> None:
@@ -169,13 +179,14 @@ class JobsPanel(Widget):
         wrap = self.size.width < ONE_LINE_FROM
         current = [k.value for k in table.rows]
 
-        fresh = {row.job.key: row_cells(row, seeds=seeds, wrap=wrap) for row in rows}
+        dropped = self._fit(rows, seeds, wrap)
+        fresh = {row.job.key: row_cells(row, seeds=seeds, wrap=wrap, dropped=dropped) for row in rows}
         # A new health cell (the last column) can change a row's height, which only a
         # rebuild measures.
         reshaped = any(self._shown.get(k, fresh[k])[-1] != fresh[k][-1] for k in keys)
-        if current != keys or seeds != self._seeds or reshaped:
+        if current != keys or (seeds, dropped) != (self._seeds, self._dropped) or reshaped:
             cursor = table.cursor_row
-            self._seeds = seeds
+            self._seeds, self._dropped = seeds, dropped
             table.clear(columns=True)  # widths from these rows only
             self._add_columns(table)
             self._shown = {}
@@ -189,9 +200,20 @@ class JobsPanel(Widget):
             shown = fresh[key]
             if self._shown.get(key) == shown:
                 continue
-            for name, value in zip(column_keys(seeds), shown):
+            for name, value in zip(column_keys(seeds, dropped), shown):
                 table.update_cell(key, name, value, update_width=True)  # columns grow as values do
             self._shown[key] = shown
+
+    def _fit(self, rows: tuple[JobRow, ...], seeds: bool, wrap: bool) -> tuple[str, ...]:
+        """The :data:`DROPPABLE` columns to leave out for the rest to fit the panel."""
+        keys = column_keys(seeds)
+        widths = {key: len(header) for key, header in COLUMNS}
+        for row in rows:
+            for key, value in zip(keys, row_cells(row, seeds=seeds, wrap=wrap)):
+                widths[key] = max(widths[key], text_width(value))
+        room = max(0, self.size.width - SCROLLBAR)
+        kept = fit_columns(keys, widths, room, DROPPABLE)
+        return tuple(key for key in DROPPABLE if key not in kept)
 
     def log(self, line: str | Text) -> None:
         """Add a line to the event log: markup in a ``str`` is rendered; a ``Text`` is shown as it is."""

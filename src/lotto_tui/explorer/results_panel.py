@@ -14,11 +14,21 @@ from textual.widgets import DataTable, Label, Select, Static, TabbedContent, Tab
 from textual_plotext import PlotextPlot
 
 from lotto_engine.statuses import PROBLEMS
-from lotto_engine.views.results import CURVE_METRICS, ResultsData, ordered_cells
+from lotto_engine.views.results import CURVE_METRICS, ResultsData, ordered_cells, point_label
 
 from .. import charts
-from ..formatting import RESULT_COLUMNS, cell_status, cell_values, num, numerics_setting, pct, printable
-from .jobs_panel import health_cell
+from ..formatting import (
+    RESULT_COLUMNS,
+    cell_status,
+    cell_values,
+    fit_columns,
+    num,
+    numerics_setting,
+    pct,
+    printable,
+    text_width,
+)
+from .jobs_panel import SCROLLBAR, health_cell
 
 #: How the curves tab names each of lotto_engine.views.results.CURVE_METRICS.
 CURVE_LABELS = {"train_acc": "train acc", "val_acc": "val acc", "train_loss": "train loss", "val_loss": "val loss"}
@@ -36,6 +46,16 @@ COMPACT_COLUMNS = ("activation", "method", "target", "val %", "test %", "D")
 WIDE_FROM = 110
 HEADERS = {"activation": "act"}
 NARROW_NOTE = "[dim]wider terminal: + best val %, actual sparsity, seed std (or e exports all)[/]"
+#: The note when columns were left out too (shorter: it names them).
+DROPPED_NOTE = "[dim]wider terminal: + best val %, actual sparsity, seed std{} (e exports all)[/]"
+#: Narrow-set columns left out, in this order, while long method labels
+#: (``grasp-hessian/shuffle``) make the table wider than the panel.
+NARROW_DROPPABLE = ("n", "D")
+
+
+def curve_group_label(activation: str, variant: str) -> str:
+    """A curves-picker entry: ``relu``, or ``relu, shuffle`` for a variant's curves."""
+    return activation if variant == "none" else f"{activation}, {variant}"
 
 
 def numerics_note(numerics: list[dict]) -> str:
@@ -47,19 +67,31 @@ def numerics_note(numerics: list[dict]) -> str:
     return f"[bold yellow]![/] mixed numerics: {settings} (results can differ)"
 
 
-def fill_results_table(table: DataTable, data: ResultsData, *, compact: bool = False, wide: bool = True) -> None:
-    """The results table (activation x method x sparsity), keeping the cursor."""
+def fill_results_table(table: DataTable, data: ResultsData, *, compact: bool = False, wide: bool = True,
+                       room: int = 0) -> tuple[str, ...]:
+    """The results table (activation x method/variant x sparsity: the grid's points, no
+    imp level in between), keeping the cursor. The narrow set leaves out
+    :data:`NARROW_DROPPABLE` columns while it is wider than ``room`` cells (0: never);
+    returns the columns it left out."""
     names = COMPACT_COLUMNS if compact else WIDE_COLUMNS if wide else NARROW_COLUMNS
-    cursor = table.cursor_row
-    table.clear(columns=True)  # widths from these rows only (they never shrink otherwise)
-    for name in names:
-        table.add_column(name if wide or compact else HEADERS.get(name, name), key=name)
-    for cell in ordered_cells(data.cells):
+    rows = []
+    for cell in ordered_cells(data.cells, data.axes):
         values: dict[str, Text | str] = dict(zip(RESULT_COLUMNS, cell_values(cell)))
         if not wide:
             values["val %"] = pct(cell.val_acc)
         values["health"] = (health_cell(cell.flags, wrap=not wide, checked=not cell.unchecked)
                             if cell.flags or cell.done else "-")
+        rows.append((cell, values))
+    dropped: tuple[str, ...] = ()
+    if not wide and not compact and room:
+        widths = {n: max([len(HEADERS.get(n, n)), *(text_width(v[n]) for _, v in rows)]) for n in names}
+        kept = fit_columns(names, widths, room, NARROW_DROPPABLE)
+        dropped, names = tuple(n for n in names if n not in kept), kept
+    cursor = table.cursor_row
+    table.clear(columns=True)  # widths from these rows only (they never shrink otherwise)
+    for name in names:
+        table.add_column(name if wide or compact else HEADERS.get(name, name), key=name)
+    for cell, values in rows:
         style = cell_status(cell)[1]
         problem = any(s in PROBLEMS for s in cell.statuses)  # the whole row stands out
         table.add_row(
@@ -69,6 +101,7 @@ def fill_results_table(table: DataTable, data: ResultsData, *, compact: bool = F
         )
     if table.row_count:
         table.move_cursor(row=min(cursor, table.row_count - 1), animate=False)
+    return dropped
 
 
 def draw_accuracy(plot: PlotextPlot, data: ResultsData, title: str = "") -> None:
@@ -93,12 +126,13 @@ class ResultsPanel(Widget):
     ResultsPanel #curves-bar { height: 1; }
     ResultsPanel #curves-bar Label { padding: 0 1; }
     ResultsPanel #curves-bar Select { width: 20; }
+    ResultsPanel #curves-bar #curves-activation { width: 22; }
     """
 
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id)
         self.data = ResultsData(None)
-        self._activations: list[str] = []
+        self._activations: list[tuple[str, str]] = []  # (activation, variant) the curves picker offers
         self._drawn = set()
         self._table_wide: bool | None = None  # the column set the table was last drawn with
 
@@ -152,8 +186,11 @@ class ResultsPanel(Widget):
             self._fill_masks()
         elif tab == "tab-table":
             wide = self._table_wide = self.wide
-            self.query_one("#table-note", Static).set_class(not wide, "-shown")
-            fill_results_table(self.query_one("#results-table", DataTable), data, wide=wide)
+            dropped = fill_results_table(self.query_one("#results-table", DataTable), data, wide=wide,
+                                         room=max(0, self.size.width - SCROLLBAR))
+            note = self.query_one("#table-note", Static)
+            note.update(DROPPED_NOTE.format("".join(f", {name}" for name in dropped)) if dropped else NARROW_NOTE)
+            note.set_class(not wide, "-shown")
         elif tab == "tab-curves":
             self._draw_curves()
 
@@ -191,24 +228,26 @@ class ResultsPanel(Widget):
         for run, run_layers in self.data.masks:
             by_name = {layer.name: layer for layer in run_layers}
             table.add_row(
-                run.activation, run.method, num(run.target_sparsity, 2), str(run.seed),
+                run.activation, point_label(run.method, run.variant), num(run.target_sparsity, 2), str(run.seed),
                 num(run.actual_sparsity),
                 *(num(by_name[n].sparsity, 3) if n in by_name else "-" for n in layers),
             )
 
     def _update_activations(self) -> None:
+        """The curves picker: one entry per activation, and per activation and variant
+        when the grid has variants (``relu``, ``relu, shuffle``)."""
         select = self.query_one("#curves-activation", Select)
-        names = self.data.activations
+        groups = self.data.curve_groups
         current = select.value
-        options = [(name, name) for name in names]
-        if self._activations != names:
-            self._activations = names
+        options = [(curve_group_label(a, v), (a, v)) for a, v in groups]
+        if self._activations != groups:
+            self._activations = groups
             with self.prevent(Select.Changed):
                 select.set_options(options)
-                if current in names:
+                if current in groups:
                     select.value = current
-                elif names:
-                    select.value = names[0]
+                elif groups:
+                    select.value = groups[0]
 
     @on(Select.Changed, "#curves-activation")
     @on(Select.Changed, "#curves-metric")
@@ -216,14 +255,17 @@ class ResultsPanel(Widget):
         self._draw_curves()
 
     def _draw_curves(self) -> None:
-        activation = self.query_one("#curves-activation", Select).value
+        group = self.query_one("#curves-activation", Select).value
         metric = str(self.query_one("#curves-metric", Select).value)
         label = CURVE_LABELS.get(metric, metric)
         curves = self.data.curves.get(metric, {})
-        if not isinstance(activation, str):
+        if not isinstance(group, tuple):
             self._draw("#curves-plot", lambda plt: plt.title("Training curves - no runs yet"))
             return
-        self._draw("#curves-plot", lambda plt: charts.draw_curves(plt, activation, curves, metric=label))
+        activation, variant = group
+        levels = self.data.levels
+        self._draw("#curves-plot", lambda plt: charts.draw_curves(plt, activation, curves, metric=label,
+                                                                 levels=levels, variant=variant))
 
     def cycle(self, step: int) -> None:
         tabs = self.query_one("#result-tabs", TabbedContent)
