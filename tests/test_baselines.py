@@ -102,6 +102,7 @@ def test_imp_is_a_chain_of_jobs_whose_variants_sit_at_grid_sparsities():
     assert {job.dense for job in jobs} == {dense.key}
     shuffles = [job for job in jobs if job.variant == "shuffle"]
     assert [(job.level, job.sparsity, job.parent) for job in shuffles] == [(1, 0.5, dense.key), (3, 0.8, chain[1].key)]
+    assert not [job for job in jobs if job.variant == "invert"]  # not asked for
 
 
 def test_each_imp_level_removes_by_magnitude_of_the_previous_levels_trained_weights(tmp_path):
@@ -200,23 +201,29 @@ def test_reinit_trains_the_same_mask_from_weights_of_another_seed(tmp_path, monk
         assert not torch.equal(start[k], theta0[k]) or not w.any(), k  # zero biases are alike
 
 
-def test_variants_of_imp_exist_at_grid_sparsities_only(tmp_path):
-    root, summary, runs, plan = run(tmp_path, *IMP, 'grid.variants=["none", "invert"]')
+def test_imp_inverted_is_a_chain_that_removes_the_largest_magnitudes_at_every_level(tmp_path):
+    root, summary, runs, plan = run(tmp_path, *IMP, 'grid.variants=["none", "invert", "reinit"]')
     assert summary.ok
     assert sorted((r.level, r.variant) for r in runs.values() if r.kind == "pruned") == [
-        (1, "invert"), (1, "none"), (2, "none"), (3, "invert"), (3, "none")]
-    level2 = next(job for job in plan if job.level == 2)
-    inverted = next(job for job in plan if job.level == 3 and job.variant == "invert")
-    # level 3 inverted: within level 2's mask, the largest magnitudes go first
-    final2, mask2 = tensors(root, level2.key, "final"), tensors(root, level2.key, "mask")
-    mask = tensors(root, inverted.key, "mask")
-    n = sum(m.numel() for m in mask.values())
-    n_keep = n - round(0.8 * n)
-    flat = torch.cat([final2[k].abs().reshape(-1) for k in mask])
-    ok = torch.cat([mask2[k].reshape(-1) for k in mask])
-    kept = torch.cat([mask[k].reshape(-1) for k in mask])
-    assert int(kept.sum()) == n_keep and not bool((kept & ~ok).any())
-    assert float(flat[kept].max()) <= float(flat[ok & ~kept].min())
+        (1, "invert"), (1, "none"), (1, "reinit"), (2, "invert"), (2, "none"), (3, "invert"), (3, "none"),
+        (3, "reinit")]
+    dense = next(job for job in plan if job.kind == "dense")
+    inverted = [job for job in plan if job.variant == "invert"]
+    assert [job.parent for job in inverted] == [dense.key, inverted[0].key, inverted[1].key]
+    previous_final = tensors(root, dense.key, "dense")
+    previous_mask = None
+    for job in inverted:
+        mask = tensors(root, job.key, "mask")
+        names = list(mask)
+        n = sum(m.numel() for m in mask.values())
+        flat = torch.cat([previous_final[k].abs().reshape(-1) for k in names])
+        ok = torch.cat([(previous_mask[k] if previous_mask else torch.ones_like(mask[k])).reshape(-1) for k in names])
+        kept = torch.cat([mask[k].reshape(-1) for k in names])
+        assert int(kept.sum()) == n - round(job.sparsity * n), job.label
+        assert not bool((kept & ~ok).any()), job.label  # nested in the inverted chain
+        # the smallest magnitudes stay: every kept one is below every removed candidate
+        assert float(flat[kept].max()) <= float(flat[ok & ~kept].min()), job.label
+        previous_final, previous_mask = tensors(root, job.key, "final"), mask
 
 
 # ------------------------------------------------------------------ late rewinding
@@ -268,8 +275,8 @@ def test_the_reviewer_preset_asks_for_every_method_variant_and_imp_level():
     config = load_config(preset="reviewer")
     jobs = build_plan(config).jobs
     # per (activation, seed): 1 dense + 7 one-shot methods x 3 sparsities x 4 variants
-    # + 13 imp levels + 3 imp landings x 3 variants
-    assert len(jobs) == 9 * (1 + 7 * 3 * 4 + 13 + 3 * 3) == 963
+    # + 13 imp levels + 13 inverted imp levels + 3 imp landings x (shuffle, reinit)
+    assert len(jobs) == 9 * (1 + 7 * 3 * 4 + 13 + 13 + 3 * 2) == 1053
     assert {job.method for job in jobs} == {"dense", *config.grid.methods}
     assert {job.variant for job in jobs} == {"none", "shuffle", "reinit", "invert"}
     assert len({job.key for job in jobs}) == len(jobs)

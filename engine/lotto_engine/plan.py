@@ -96,7 +96,8 @@ def imp_levels(sparsities: list[float], fraction: float) -> list[float]:
 def build_plan(config: ExperimentConfig, *, precision: str = "fp32") -> Plan:
     """Expand the grid: per activation and seed, one dense job, then per method its
     pruned jobs: one per (sparsity, variant) for one-shot methods; for ``imp`` a chain
-    of levels (:func:`imp_levels`) with the variants at the grid's sparsities.
+    of levels (:func:`imp_levels`), a second chain for ``invert`` (every level removes
+    the largest magnitudes), and ``shuffle``/``reinit`` at the grid's sparsities.
 
     ``precision`` is the resolved training precision (``fp32`` or ``bf16``): it is part
     of every job key, so bf16 results are never taken for fp32 ones.
@@ -121,13 +122,23 @@ def build_plan(config: ExperimentConfig, *, precision: str = "fp32") -> Plan:
 
             for method in grid.methods:
                 if METHODS.get(method).chain:
-                    parent = dense
-                    for level, sparsity in enumerate(imp_levels(grid.sparsities, config.prune.fraction_per_level), 1):
-                        step = pruned(method, sparsity, "none", parent, level)
-                        jobs.append(step)  # the chain goes on from the method's own level
-                        if sparsity in grid.sparsities:
-                            jobs += [pruned(method, sparsity, v, parent, level) for v in grid.variants if v != "none"]
-                        parent = step
+                    levels = imp_levels(grid.sparsities, config.prune.fraction_per_level)
+                    # the method's chain, and for "invert" a chain of its own that removes
+                    # the largest magnitudes at every level; shuffle and reinit branch off
+                    # the method's chain at the grid's sparsities
+                    for chain in ("none", "invert"):
+                        if chain == "invert" and "invert" not in grid.variants:
+                            continue
+                        parent = dense
+                        for level, sparsity in enumerate(levels, 1):
+                            step = pruned(method, sparsity, chain, parent, level)
+                            jobs.append(step)
+                            if chain == "none" and sparsity in grid.sparsities:
+                                jobs += [
+                                    pruned(method, sparsity, v, parent, level)
+                                    for v in grid.variants if v in ("shuffle", "reinit")
+                                ]
+                            parent = step
                     continue
                 for sparsity in grid.sparsities:
                     jobs += [pruned(method, sparsity, variant, dense, None) for variant in grid.variants]
