@@ -510,6 +510,7 @@ def test_a_lock_folder_that_is_a_file_is_one_line(tmp_path, capsys, monkeypatch)
     assert len(err) == 1 and "lock" in err[0] and "Traceback" not in err[0], err
 
 
+@pytest.mark.slow  # it needs the module's finished grid (a 3.6 s subprocess), as the other users do
 def test_export_failure_leaves_no_temp_file_and_reads_without_writing(tiny_grid, tmp_path):
     cwd, proc = tiny_grid
     assert proc.returncode == 0
