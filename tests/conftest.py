@@ -57,6 +57,19 @@ LEARNS = (*TINY, "model.width=8", "train.batch_size=64", "train.lr=0.05", 'train
           "train.weight_decay=0.001")
 
 
+class Flag:
+    """A cancel flag that is not a threading.Event: train() needs only is_set()."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+    def set(self) -> None:
+        self.flag = True
+
+    def is_set(self) -> bool:
+        return self.flag
+
+
 def tiny_config(*extra: str) -> ExperimentConfig:
     """The demo preset shrunk to :data:`TINY`, then ``extra`` overrides (later wins)."""
     return load_config(preset="demo", overrides=[*TINY, *extra])

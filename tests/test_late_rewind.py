@@ -18,7 +18,7 @@ from lotto_engine.data.batches import epoch_batches
 from lotto_engine.models import build_model
 from lotto_engine.training import LoopOptions, TrainState, lr_at, train
 
-from conftest import LEARNS
+from conftest import LEARNS, Flag
 
 E, K = 3, 1  # the dense run's epochs and the rewind epoch
 
@@ -89,21 +89,10 @@ def test_the_order_at_epoch_0_is_the_seeded_generator_and_at_epoch_k_that_genera
     assert torch.equal(again.snapshot_orders[0], out.snapshot_orders[2])
 
 
-class _Flag:
-    def __init__(self) -> None:
-        self.flag = False
-
-    def set(self) -> None:
-        self.flag = True
-
-    def is_set(self) -> bool:
-        return self.flag
-
-
 def _interrupted(run, tmp_path, after: int) -> TrainState:
     """``run(cancel=..., on_checkpoint=...)`` cancelled after epoch ``after``'s checkpoint,
     its state read back from a weights-only file, as a job's runner stores it."""
-    cancel = _Flag()
+    cancel = Flag()
     path = tmp_path / f"epoch{after}.pt"
 
     def checkpoint(state: TrainState) -> None:

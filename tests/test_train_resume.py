@@ -18,7 +18,7 @@ from lotto_engine.pruning import compute_masks
 from lotto_engine.step import EagerStep, GraphedSgdStep, StepCache, TrainStep, graphed_step
 from lotto_engine.training import LoopOptions, TrainState, train
 
-from conftest import LEARNS, TINY
+from conftest import LEARNS, TINY, Flag
 
 EPOCHS = 3
 
@@ -88,7 +88,7 @@ def test_a_run_resumed_from_a_saved_checkpoint_is_bit_for_bit_the_uninterrupted_
 
     # interrupted: cancelled right after the first epoch's checkpoint
     saved = []
-    cancel = _Flag()
+    cancel = Flag()
 
     def checkpoint(state: TrainState) -> None:
         path = tmp_path / f"epoch{state.epoch}.pt"
@@ -125,19 +125,6 @@ def test_a_run_resumed_from_a_saved_checkpoint_is_bit_for_bit_the_uninterrupted_
     if name == "graphed-replayed":
         (step,) = cache._idle
         assert step.graph.replays > 0  # the replayed path really ran
-
-
-class _Flag:
-    """A CancelFlag that is not a threading.Event: train() needs only is_set()."""
-
-    def __init__(self) -> None:
-        self.flag = False
-
-    def set(self) -> None:
-        self.flag = True
-
-    def is_set(self) -> bool:
-        return self.flag
 
 
 def _same(a, b) -> bool:
@@ -342,7 +329,7 @@ def test_on_cuda_a_captured_run_resumed_from_a_checkpoint_trains_like_the_uninte
 
     whole, model = run()
     expected = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    cancel, saved = _Flag(), []
+    cancel, saved = Flag(), []
 
     def checkpoint(state: TrainState) -> None:
         torch.save(state.to_payload(), tmp_path / "state.pt")

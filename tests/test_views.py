@@ -58,15 +58,21 @@ def test_experiment_summaries_count_the_latest_attempts_against_the_plan(tmp_pat
     assert experiment_summaries(None) == []
 
 
-def test_a_config_that_no_longer_validates_is_counted_from_its_grid(tmp_path: Path) -> None:
+def _invalid_config(tmp_path: Path, **grid) -> None:
+    """Rewrite the written experiment's stored config so today's validation refuses it
+    (a negative lr), with ``grid`` keys changed."""
     store, exp_id, _ = written(tmp_path)
     store.close()
     with sqlite3.connect(tmp_path / DB_NAME) as con:
         (text,) = con.execute("SELECT config FROM experiments WHERE id = ?", (exp_id,)).fetchone()
         config = json.loads(text)
         config["train"]["lr"] = -1  # refused by today's validation
-        config["grid"]["seeds"] = [0, 1]
+        config["grid"].update(grid)
         con.execute("UPDATE experiments SET config = ? WHERE id = ?", (json.dumps(config), exp_id))
+
+
+def test_a_config_that_no_longer_validates_is_counted_from_its_grid(tmp_path: Path) -> None:
+    _invalid_config(tmp_path, seeds=[0, 1])
     with Store(tmp_path, create=False) as reader:
         summary = experiment_summaries(reader)[0]
     assert summary.jobs is None  # the plan cannot be rebuilt: the history shows "?"
@@ -75,14 +81,7 @@ def test_a_config_that_no_longer_validates_is_counted_from_its_grid(tmp_path: Pa
 
 
 def test_a_grid_with_variants_says_so_and_counts_them_when_its_config_no_longer_validates(tmp_path: Path) -> None:
-    store, exp_id, _ = written(tmp_path)
-    store.close()
-    with sqlite3.connect(tmp_path / DB_NAME) as con:
-        (text,) = con.execute("SELECT config FROM experiments WHERE id = ?", (exp_id,)).fetchone()
-        config = json.loads(text)
-        config["train"]["lr"] = -1  # refused by today's validation
-        config["grid"]["variants"] = ["none", "shuffle"]
-        con.execute("UPDATE experiments SET config = ? WHERE id = ?", (json.dumps(config), exp_id))
+    _invalid_config(tmp_path, variants=["none", "shuffle"])
     with Store(tmp_path, create=False) as reader:
         first, second = experiment_summaries(reader)
     assert (first.grid, first.jobs, first.planned) == ("1x1x2x1x2v", None, 5)  # dense + 2 sparsities x 2 variants
