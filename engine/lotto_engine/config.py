@@ -278,7 +278,7 @@ class PruneConfig(_Section):
     )
     rounds: int = Field(100, ge=1, le=10_000, description="synflow: pruning rounds (density d^(t/T) after round t)")
     fraction_per_level: float = Field(
-        0.2, gt=0, lt=1, description="imp: fraction of the remaining weights each level removes"
+        0.2, ge=0.01, lt=1, description="imp: fraction of the remaining weights each level removes"
     )
     rewind: str = Field(
         "init",
