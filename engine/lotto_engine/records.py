@@ -49,6 +49,10 @@ class RunResult:
     actual_sparsity: float | None = None
     layers: list[LayerSparsity] = field(default_factory=list)
     stability: float | None = None
+    #: ||W_dense * (1 - m)|| / ||W_dense||: the part of D the mask alone removes
+    stability_floor: float | None = None
+    #: ||(W_dense - W_pruned) * m|| / ||W_dense * m||: how far the kept weights moved
+    kept_change: float | None = None
     wall_time: float = 0.0
     error: str | None = None
     #: health flags (:data:`lotto_engine.health.FLAGS`): the run ran but may not have trained
@@ -56,6 +60,9 @@ class RunResult:
     #: settings that change the numbers without being inputs of the job:
     #: {"device", "precision", "threads"}; not part of the job key
     numerics: dict[str, object] | None = None
+    #: what a reader needs to trust the numbers (versions, device name, threads, ...):
+    #: see :mod:`lotto_engine.provenance`; never part of the job key
+    provenance: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,11 @@ class RunRecord:
     variant: str = "none"
     #: level of an iterative (imp) run, 1, 2, ...; None for dense and one-shot runs
     level: int | None = None
+    #: see RunResult.stability_floor / kept_change; None for dense runs and older stores
+    stability_floor: float | None = None
+    kept_change: float | None = None
+    #: see RunResult.provenance; None for runs made before provenance was recorded
+    provenance: dict | None = None
 
 
 @dataclass(frozen=True)
