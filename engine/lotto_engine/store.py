@@ -588,6 +588,23 @@ class Store:
                 adopted[key] = new
         return adopted
 
+    @_sql
+    def finished_job_keys(self, job_keys: Iterable[str]) -> set[str]:
+        """The job keys among ``job_keys`` with a final run (done, diverged) in any
+        experiment of this store: the jobs a grid with these keys reuses, not reruns."""
+        keys = list(dict.fromkeys(job_keys))
+        found: set[str] = set()
+        with self._lock:
+            for start in range(0, len(keys), 500):  # SQLite caps bound parameters
+                chunk = keys[start:start + 500]
+                rows = self._conn.execute(
+                    f"SELECT DISTINCT job_key FROM runs WHERE status IN ('done', 'diverged') "
+                    f"AND job_key IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                found.update(row[0] for row in rows)
+        return found
+
     def remove_partial_artifacts(self, job_keys: Iterable[str]) -> int:
         """Delete temp files left by killed processes while writing these jobs'
         artifacts or checkpoints."""
