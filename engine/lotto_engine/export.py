@@ -8,6 +8,12 @@ its health ``flags`` (see :mod:`lotto_engine.health`), the ``numerics`` it ran w
 (device, precision, threads), its per-epoch ``curve`` and per-layer ``layers`` (with
 the units each layer left without any incoming weight). CSV: one row per run, scalar
 columns only; ``flags`` joined with ``;``, ``level`` empty where null.
+
+JSON also has ``"cells"``: one object per grid point and imp level (activation,
+method, variant, target sparsity; dense at target 0) with ``n`` (finished runs) and,
+for each of :data:`CELL_METRICS`, ``{"mean", "std", "ci95"}`` over the seeds at full
+precision (``std`` the sample standard deviation, ``ci95`` the half-width
+t(0.975, n-1) * std / sqrt(n); both null for one seed).
 """
 
 from __future__ import annotations
@@ -22,6 +28,11 @@ from pathlib import Path
 
 from .files import write_text_atomic
 from .store import Store
+from .views.results import Cell, load_results
+
+#: The per-run numbers ``"cells"`` summarises over seeds, in this order.
+CELL_METRICS = ("val_acc", "best_val_acc", "test_acc", "stability", "actual_sparsity",
+                "stability_floor", "kept_change")
 
 CSV_COLUMNS = (
     "run_id", "experiment_id", "job_key", "activation", "method", "variant", "level", "target_sparsity",
@@ -88,6 +99,8 @@ def export_experiment(store: Store, experiment_id: int | None = None, *, history
                 ],
             }
         )
+    results = load_results(store, exp.id, include_running=False, masks=False, metrics=())
+    cells = [cell_summary(cell) for cell in (*results.cells, *results.intermediate)]
     experiment = {
         "id": exp.id,
         "identity": exp.identity,
@@ -95,7 +108,27 @@ def export_experiment(store: Store, experiment_id: int | None = None, *, history
         "created_at": exp.created_at,
         "config": exp.config,
     }
-    return {"experiment": experiment, "runs": runs}
+    return {"experiment": experiment, "cells": cells, "runs": runs}
+
+
+def cell_summary(cell: Cell) -> dict[str, Any]:
+    """One ``"cells"`` entry: the grid point, its level, how many runs finished, and
+    each metric's mean, sample std and 95% CI half-width over them."""
+    out: dict[str, Any] = {
+        "activation": cell.activation,
+        "method": cell.method,
+        "variant": cell.variant,
+        "target_sparsity": cell.target_sparsity,
+        "level": cell.level,
+        "n": cell.n,
+        "runs": cell.runs,
+        "flagged": cell.flagged,
+        "mixed_numerics": cell.mixed_numerics,
+    }
+    for name in CELL_METRICS:
+        stat = cell.stat(name)
+        out[name] = {"mean": stat.mean, "std": stat.std, "ci95": stat.ci95}
+    return out
 
 
 def to_json(data: dict[str, Any]) -> str:
