@@ -149,3 +149,16 @@ def test_json_export_single_seed_has_null_spread(tmp_path: Path) -> None:
         assert cell["n"] == 1
         assert cell["val_acc"]["std"] is None and cell["val_acc"]["ci95"] is None
         assert isinstance(cell["val_acc"]["mean"], float)
+
+
+def test_layer_stats_average_each_layer_over_seeds(three_seeds: Path) -> None:
+    with Store(three_seeds, create=False) as store:
+        exp = store.experiment()
+        data = load_results(store, exp.id, include_running=False)
+        per_run = [store.layers(r.id) for r in store.runs(exp.id) if r.kind == "pruned"]
+    stats = data.layer_stats[("relu", "magnitude", "none", 0.5)]
+    assert list(stats) == [layer.name for layer in per_run[0]]
+    for i, name in enumerate(stats):
+        values = [layers[i].sparsity for layers in per_run]
+        assert stats[name].n == 3
+        assert stats[name].mean == pytest.approx(float(np.mean(values)), rel=1e-12)

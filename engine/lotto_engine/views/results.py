@@ -299,6 +299,19 @@ class ResultsData:
     config: dict = field(default_factory=dict)
     name: str = ""
 
+    @property
+    def layer_stats(self) -> dict[CurveKey, dict[str, Stat]]:
+        """Per grid point, each prunable layer's sparsity over the seeds (layers in the
+        net's order): what a per-layer heatmap shows."""
+        values: dict[CurveKey, dict[str, list[float]]] = {}
+        for run, layers in self.masks:
+            if run.status != "done":
+                continue
+            point = values.setdefault(run_key(run), {})
+            for layer in layers:
+                point.setdefault(layer.name, []).append(layer.sparsity)
+        return {key: {name: seed_stat(v) for name, v in layers.items()} for key, layers in values.items()}
+
     def is_best(self, cell: Cell) -> bool:
         """Whether ``cell`` has the highest mean validation accuracy at its sparsity."""
         return cell.key in self.best
