@@ -5,7 +5,9 @@ JSON: ``{"experiment": {...}, "runs": [...]}``; each run has its grid point, wit
 dense and one-shot runs: every imp level is a run, those between grid sparsities
 too), its status, metrics (accuracies in [0, 1]; ``stability`` null for dense runs),
 its health ``flags`` (see :mod:`lotto_engine.health`), the ``numerics`` it ran with
-(device, precision, threads), its per-epoch ``curve`` and per-layer ``layers`` (with
+(device, precision, threads) and its ``provenance`` (versions, device name: see
+:mod:`lotto_engine.provenance`), ``stability_floor`` and ``kept_change`` (the two
+companions of D, null for dense runs), its per-epoch ``curve`` and per-layer ``layers`` (with
 the units each layer left without any incoming weight). CSV: one row per run, scalar
 columns only; ``flags`` joined with ``;``, ``level`` empty where null.
 
@@ -28,16 +30,15 @@ from pathlib import Path
 
 from .files import write_text_atomic
 from .store import Store
-from .views.results import Cell, load_results
+from .views.results import STAT_METRICS, Cell, load_results
 
 #: The per-run numbers ``"cells"`` summarises over seeds, in this order.
-CELL_METRICS = ("val_acc", "best_val_acc", "test_acc", "stability", "actual_sparsity",
-                "stability_floor", "kept_change")
+CELL_METRICS = STAT_METRICS
 
 CSV_COLUMNS = (
     "run_id", "experiment_id", "job_key", "activation", "method", "variant", "level", "target_sparsity",
     "actual_sparsity", "seed", "status", "attempt", "val_acc", "best_val_acc", "test_acc",
-    "stability", "flags", "wall_time", "epochs", "error", "reused_from",
+    "stability", "stability_floor", "kept_change", "flags", "wall_time", "epochs", "error", "reused_from",
     "device", "precision", "threads",
 )
 
@@ -66,8 +67,11 @@ def export_experiment(store: Store, experiment_id: int | None = None, *, history
                 "best_val_acc": run.best_val_acc,
                 "test_acc": run.test_acc,
                 "stability": run.stability,
+                "stability_floor": run.stability_floor,
+                "kept_change": run.kept_change,
                 "flags": list(run.flags) if run.checked else None,
                 "numerics": run.numerics,
+                "provenance": run.provenance,
                 "wall_time": run.wall_time,
                 "error": run.error,
                 "reused_from": run.reused_from,
