@@ -7,6 +7,7 @@ answers at once; each command imports what it needs when it runs.
     lotto-tui --batch [--preset P | --config F] [--set K=V ...] [--store DIR] [--device D]
     lotto-tui config [--preset P | --config F] [--set K=V ...] [--reference]
     lotto-tui export [--store DIR] [--experiment ID] --format json|csv [--out FILE]
+    lotto-tui report [--store DIR] [--experiment ID [--experiment ID2]] --out DIR [--format png,svg,pdf]
     lotto-tui experiments [--store DIR]
 """
 
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 PRESET_NAMES = ("demo", "reviewer", "seed-paper")  # checked against lotto_engine.config.PRESETS in tests
-COMMANDS = ("config", "export", "experiments")
+COMMANDS = ("config", "export", "experiments", "report")
 
 EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 70, 130
 #: 128 + SIGPIPE: the reader of standard output went away, as a shell reports it.
@@ -41,7 +42,7 @@ def main_parser() -> argparse.ArgumentParser:
         prog="lotto-tui",
         description="Lottery-ticket pruning experiments: activations x pruning methods x sparsities.",
         epilog=(
-            "other commands: lotto-tui config | export | experiments (each has --help). "
+            "other commands: lotto-tui config | export | experiments | report (each has --help). "
             "Exit codes: 0 ok, 1 a run failed or diverged, 2 bad input, 70 internal error, "
             "130 interrupted, 141 standard output closed (the reader went away)."
         ),
@@ -75,6 +76,25 @@ def export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=("json", "csv"), required=True)
     parser.add_argument("--out", metavar="FILE", help="write here instead of standard output")
     parser.add_argument("--history", action="store_true", help="include every attempt, not only the latest")
+    return parser
+
+
+def report_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lotto-tui report",
+        description=(
+            "Write paper figures (accuracy vs sparsity, mask vs target sparsity, stability vs sparsity, "
+            "training curves per activation, per-layer sparsity per method) and report.md (config, provenance, "
+            "tables of mean ± 95% CI over seeds, flags, every figure linked) into a folder. Two --experiment "
+            "options compare: tables side by side with B − A, figures overlaid."
+        ),
+    )
+    parser.add_argument("--store", metavar="DIR", default="lotto-runs", help="results folder (default ./lotto-runs)")
+    parser.add_argument("--experiment", type=int, action="append", metavar="ID",
+                        help="experiment id (default: the latest); give it twice to compare two (B against A)")
+    parser.add_argument("--out", metavar="DIR", required=True, help="folder to write into (made when missing)")
+    parser.add_argument("--format", default="png", metavar="png,svg,pdf",
+                        help="figure formats, comma-separated (default png)")
     return parser
 
 
@@ -129,7 +149,8 @@ def _bad_path_option(opts: argparse.Namespace) -> str | None:
 def _dispatch(args: list[str]) -> int:
     if args and args[0] in COMMANDS:
         command, rest = args[0], args[1:]
-        parser = {"config": config_parser, "export": export_parser, "experiments": experiments_parser}[command]()
+        parser = {"config": config_parser, "export": export_parser, "experiments": experiments_parser,
+                  "report": report_parser}[command]()
         opts = parser.parse_args(rest)
     else:
         command, opts = "", main_parser().parse_args(args)
@@ -145,6 +166,10 @@ def _dispatch(args: list[str]) -> int:
         from .commands import export_command
 
         return export_command(opts)
+    if command == "report":
+        from .commands import report_command
+
+        return report_command(opts)
     if command == "experiments":
         from .commands import experiments_command
 

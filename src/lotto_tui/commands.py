@@ -1,5 +1,5 @@
-"""The small commands: ``config``, ``export``, ``experiments``; and the shared way every
-command turns its options into a validated config, printing errors one per line."""
+"""The small commands: ``config``, ``export``, ``experiments``, ``report``; and the shared
+way every command turns its options into a validated config, printing errors one per line."""
 
 from __future__ import annotations
 
@@ -80,6 +80,34 @@ def export_command(opts: argparse.Namespace) -> int:
         return EXIT_USAGE
     where = out if written == out else f"{out} (-> {written})"
     print(f"wrote {len(data['runs'])} runs of experiment {data['experiment']['id']} to {printable(where)}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def report_command(opts: argparse.Namespace) -> int:
+    """``lotto-tui report``: figures and report.md (:func:`lotto_tui.paper.write_report`)."""
+    from lotto_engine.errors import LottoError
+    from lotto_engine.store import Store
+
+    from .paper import parse_formats, write_report
+
+    out = Path(opts.out)
+    try:
+        formats = parse_formats(opts.format)
+        with Store(opts.store, create=False) as store:
+            paths = write_report(store, opts.experiment, out, formats)
+    except LottoError as err:
+        print_error(str(err))
+        return err.exit_code
+    except OSError as err:
+        where = err.filename if err.filename is not None else out
+        print_error(f"--out: cannot write {where}: {err.strerror or err}")
+        return EXIT_USAGE
+    figures = len(paths) - 1
+    ids = opts.experiment or []
+    what = (f"experiments {ids[0]} and {ids[1]}" if len(ids) == 2 else f"experiment {ids[0]}" if ids
+            else "the latest experiment")
+    print(f"wrote {printable(paths[0])} and {figures} figure files ({', '.join(formats)}) for {what}",
           file=sys.stderr)
     return EXIT_OK
 
