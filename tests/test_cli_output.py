@@ -31,6 +31,7 @@ from rich.console import Console
 from conftest import LOTTO, run_cli, run_on_terminal, tiny_args, tiny_config
 from lotto_engine.plan import build_plan
 from lotto_engine.records import RunRecord
+from lotto_engine.stats import Stat
 from lotto_engine.views.results import Cell, summarize
 from lotto_engine.runner import Runner
 from lotto_engine.store import Store
@@ -85,14 +86,15 @@ def test_printable_and_print_error_escape_every_control_character(capsys: pytest
 def _worst_cells() -> list[Cell]:
     """Rows as wide as real ones get: the longest names, all three flags, mixed statuses,
     a seed std, ten seeds and a four-digit stability D."""
-    common = dict(runs=10, done=10, val_acc=0.8612, val_acc_std=0.0123, best_val_acc=0.9001, test_acc=0.8537,
+    common = dict(runs=10, done=10, val_acc=0.8612, best_val_acc=0.9001, test_acc=0.8537,
+                  stats={"val_acc": Stat(0.8612, 0.0172, 0.0123, 10)},
                   statuses=("cancelled", "done"), flags=("chance_level", "loss_exploded", "layer_collapse"),
                   flagged=3)
     return [
         Cell("leaky_relu", "dense", 0.0, actual_sparsity=0.0, stability=None, **common),
         Cell("leaky_relu", "magnitude", 0.5, actual_sparsity=0.4999, stability=0.1234, **common),
         Cell("leaky_relu", "grasp", 0.99, actual_sparsity=0.9876, stability=247.3121, **common),
-        Cell("sigmoid", "random", 0.8, runs=1, done=1, val_acc=0.1, val_acc_std=None, best_val_acc=0.1,
+        Cell("sigmoid", "random", 0.8, runs=1, done=1, val_acc=0.1, best_val_acc=0.1,
              test_acc=0.1, actual_sparsity=0.8, stability=1234.5678, statuses=("done",)),
     ]
 

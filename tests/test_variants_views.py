@@ -87,7 +87,7 @@ def test_results_group_by_variant_and_leave_intermediate_imp_levels_to_curves(gr
 
 
 def cell(method: str, sparsity: float, variant: str = "none", activation: str = "relu") -> Cell:
-    return Cell(activation, method, sparsity, runs=1, done=1, val_acc=0.5, val_acc_std=None, best_val_acc=0.5,
+    return Cell(activation, method, sparsity, runs=1, done=1, val_acc=0.5, best_val_acc=0.5,
                 test_acc=0.5, actual_sparsity=sparsity, stability=0.5, statuses=("done",), variant=variant)
 
 
@@ -259,7 +259,7 @@ def long_progress() -> GridProgress:
 @pytest.mark.parametrize("width", [80, pytest.param(120, marks=pytest.mark.slow)])
 def test_long_labels_leave_the_health_column_on_screen(width: int) -> None:
     jobs_panel, results_panel = JobsPanel(), ResultsPanel()
-    cells = [Cell("sigmoid", m, s, 1, 1, 0.1, None, 0.1, 0.1, s, 0.9, ("done",), ("chance_level",), 1,
+    cells = [Cell("sigmoid", m, s, 1, 1, 0.1, 0.1, 0.1, s, 0.9, ("done",), ("chance_level",), 1,
                   variant=v, level=level) for m, v, level, s in LONG]
 
     async def scenario() -> None:

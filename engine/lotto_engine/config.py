@@ -44,6 +44,8 @@ else:  # pragma: no cover
 #: sanity checks of Frankle et al. 2021, run as variants of every pruned method
 VARIANTS = ("none", "shuffle", "reinit", "invert")
 DATASETS = ("digits", "cifar10", "fashion-mnist", "mnist")
+#: classes of each dataset (chance accuracy is 1/K), known without loading it
+DATASET_CLASSES = {"digits": 10, "cifar10": 10, "fashion-mnist": 10, "mnist": 10}
 MODELS = ("shallow-cnn", "lenet-300-100")
 # Always used with fullmatch: ``$`` would also match before a trailing newline, and
 # ``\d`` would accept non-ASCII digits.

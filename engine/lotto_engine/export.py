@@ -5,9 +5,17 @@ JSON: ``{"experiment": {...}, "runs": [...]}``; each run has its grid point, wit
 dense and one-shot runs: every imp level is a run, those between grid sparsities
 too), its status, metrics (accuracies in [0, 1]; ``stability`` null for dense runs),
 its health ``flags`` (see :mod:`lotto_engine.health`), the ``numerics`` it ran with
-(device, precision, threads), its per-epoch ``curve`` and per-layer ``layers`` (with
+(device, precision, threads) and its ``provenance`` (versions, device name: see
+:mod:`lotto_engine.provenance`), ``stability_floor`` and ``kept_change`` (the two
+companions of D, null for dense runs), its per-epoch ``curve`` and per-layer ``layers`` (with
 the units each layer left without any incoming weight). CSV: one row per run, scalar
 columns only; ``flags`` joined with ``;``, ``level`` empty where null.
+
+JSON also has ``"cells"``: one object per grid point and imp level (activation,
+method, variant, target sparsity; dense at target 0) with ``n`` (finished runs) and,
+for each of :data:`CELL_METRICS`, ``{"mean", "std", "ci95"}`` over the seeds at full
+precision (``std`` the sample standard deviation, ``ci95`` the half-width
+t(0.975, n-1) * std / sqrt(n); both null for one seed).
 """
 
 from __future__ import annotations
@@ -22,11 +30,15 @@ from pathlib import Path
 
 from .files import write_text_atomic
 from .store import Store
+from .views.results import STAT_METRICS, Cell, load_results
+
+#: The per-run numbers ``"cells"`` summarises over seeds, in this order.
+CELL_METRICS = STAT_METRICS
 
 CSV_COLUMNS = (
     "run_id", "experiment_id", "job_key", "activation", "method", "variant", "level", "target_sparsity",
     "actual_sparsity", "seed", "status", "attempt", "val_acc", "best_val_acc", "test_acc",
-    "stability", "flags", "wall_time", "epochs", "error", "reused_from",
+    "stability", "stability_floor", "kept_change", "flags", "wall_time", "epochs", "error", "reused_from",
     "device", "precision", "threads",
 )
 
@@ -55,8 +67,11 @@ def export_experiment(store: Store, experiment_id: int | None = None, *, history
                 "best_val_acc": run.best_val_acc,
                 "test_acc": run.test_acc,
                 "stability": run.stability,
+                "stability_floor": run.stability_floor,
+                "kept_change": run.kept_change,
                 "flags": list(run.flags) if run.checked else None,
                 "numerics": run.numerics,
+                "provenance": run.provenance,
                 "wall_time": run.wall_time,
                 "error": run.error,
                 "reused_from": run.reused_from,
@@ -88,6 +103,8 @@ def export_experiment(store: Store, experiment_id: int | None = None, *, history
                 ],
             }
         )
+    results = load_results(store, exp.id, include_running=False, masks=False, metrics=())
+    cells = [cell_summary(cell) for cell in (*results.cells, *results.intermediate)]
     experiment = {
         "id": exp.id,
         "identity": exp.identity,
@@ -95,7 +112,27 @@ def export_experiment(store: Store, experiment_id: int | None = None, *, history
         "created_at": exp.created_at,
         "config": exp.config,
     }
-    return {"experiment": experiment, "runs": runs}
+    return {"experiment": experiment, "cells": cells, "runs": runs}
+
+
+def cell_summary(cell: Cell) -> dict[str, Any]:
+    """One ``"cells"`` entry: the grid point, its level, how many runs finished, and
+    each metric's mean, sample std and 95% CI half-width over them."""
+    out: dict[str, Any] = {
+        "activation": cell.activation,
+        "method": cell.method,
+        "variant": cell.variant,
+        "target_sparsity": cell.target_sparsity,
+        "level": cell.level,
+        "n": cell.n,
+        "runs": cell.runs,
+        "flagged": cell.flagged,
+        "mixed_numerics": cell.mixed_numerics,
+    }
+    for name in CELL_METRICS:
+        stat = cell.stat(name)
+        out[name] = {"mean": stat.mean, "std": stat.std, "ci95": stat.ci95}
+    return out
 
 
 def to_json(data: dict[str, Any]) -> str:

@@ -136,7 +136,7 @@ def cell_values(cell: Cell) -> tuple[str, ...]:
     return (
         cell.activation, cell.label,
         "-" if cell.method == "dense" else num(cell.target_sparsity, 2), num(cell.actual_sparsity),
-        pct(cell.val_acc, cell.val_acc_std), pct(cell.best_val_acc), pct(cell.test_acc),
+        pct(cell.val_acc, cell.stat("val_acc").ci95), pct(cell.best_val_acc), pct(cell.test_acc),
         num(cell.stability), f"{cell.done}/{cell.runs}", cell_status(cell)[0],
     )
 

@@ -8,13 +8,17 @@ grid's sparsities only. The levels of an ``imp`` chain between two grid sparsiti
 in :attr:`ResultsData.intermediate`, not in :attr:`ResultsData.cells`. A point's label
 is its method, or ``method/variant`` for a sanity-check variant (``grasp/shuffle``).
 
+Every number of a cell is over its finished seeds: the mean, the sample standard
+deviation and the 95% confidence half-width (Student t, n-1 degrees of freedom; see
+:mod:`lotto_engine.stats`), so a view can say how far an effect exceeds seed noise.
+
 :func:`load_results` reads an experiment's results in one pass; :func:`summarize`,
-:func:`mean_curves` and :func:`numerics_in` are the computations it is made of.
+:func:`curve_stats`, :func:`best_points` and :func:`numerics_in` are the computations
+it is made of.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import LottoError
 from ..health import FLAGS
 from ..records import EpochMetrics, LayerSparsity, RunRecord
+from ..stats import EMPTY, Stat, seed_stat
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -31,6 +36,11 @@ if TYPE_CHECKING:
 CurveKey = tuple[str, str, str, float]
 #: The EpochMetrics fields a curve can show, in the order views offer them.
 CURVE_METRICS = ("train_acc", "val_acc", "train_loss", "val_loss")
+#: The per-run numbers a cell reports over seeds (mean, sample std, 95% CI, n).
+STAT_METRICS = ("val_acc", "best_val_acc", "test_acc", "stability", "actual_sparsity",
+                "stability_floor", "kept_change")
+#: Provenance keys whose difference alone can change a run's numbers.
+NUMERICS_KEYS = ("device", "precision", "threads", "torch")
 
 
 def point_label(method: str, variant: str = "none") -> str:
@@ -48,7 +58,6 @@ class Cell:
     runs: int  # runs at this grid point (latest attempts)
     done: int  # of which finished
     val_acc: float | None  # mean final validation accuracy of finished runs
-    val_acc_std: float | None
     best_val_acc: float | None
     test_acc: float | None
     actual_sparsity: float | None
@@ -64,6 +73,20 @@ class Cell:
     variant: str = "none"
     #: the imp level that reaches this sparsity (1, 2, ...); None for dense and one-shot methods
     level: int | None = None
+    #: STAT_METRICS name -> its value over the finished seeds (:class:`~lotto_engine.stats.Stat`)
+    stats: Mapping[str, Stat] = field(default_factory=dict)
+    #: its finished runs were made under different numerics settings (NUMERICS_KEYS):
+    #: their numbers can differ for that reason alone
+    mixed_numerics: bool = False
+
+    def stat(self, name: str) -> Stat:
+        """``name``'s mean, std, 95% CI and n over the finished seeds (empty when none)."""
+        return self.stats.get(name, EMPTY)
+
+    @property
+    def n(self) -> int:
+        """How many finished runs the statistics are over."""
+        return self.done
 
     @property
     def label(self) -> str:
@@ -91,6 +114,7 @@ def summarize(runs: Iterable[RunRecord]) -> list[Cell]:
     for (activation, method, variant, sparsity), members in groups.items():
         done = [r for r in members if r.status == "done"]
         levels = {r.level for r in members}
+        stats = {name: seed_stat(getattr(r, name) for r in done) for name in STAT_METRICS}
         cells.append(
             Cell(
                 activation=activation,
@@ -98,18 +122,19 @@ def summarize(runs: Iterable[RunRecord]) -> list[Cell]:
                 target_sparsity=sparsity,
                 runs=len(members),
                 done=len(done),
-                val_acc=_mean(r.val_acc for r in done),
-                val_acc_std=_std([r.val_acc for r in done]),
-                best_val_acc=_mean(r.best_val_acc for r in done),
-                test_acc=_mean(r.test_acc for r in done),
-                actual_sparsity=_mean(r.actual_sparsity for r in done),
-                stability=_mean(r.stability for r in done),
+                val_acc=stats["val_acc"].mean,
+                best_val_acc=stats["best_val_acc"].mean,
+                test_acc=stats["test_acc"].mean,
+                actual_sparsity=stats["actual_sparsity"].mean,
+                stability=stats["stability"].mean,
                 statuses=tuple(sorted({r.status for r in members})),
                 flags=tuple(f for f in FLAGS if any(f in r.flags for r in members)),
                 flagged=sum(1 for r in members if r.flags),
                 unchecked=sum(1 for r in members if not r.checked),
                 variant=variant,
                 level=levels.pop() if len(levels) == 1 else None,
+                stats=stats,
+                mixed_numerics=len({_numerics_signature(r) for r in done} - {None}) > 1,
             )
         )
     return cells
@@ -126,14 +151,13 @@ def numerics_in(runs: Iterable[RunRecord]) -> list[dict]:
     return seen
 
 
-def _mean(values: Iterable[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
-def _std(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return statistics.pstdev(vals) if len(vals) > 1 else None
+def _numerics_signature(run: RunRecord) -> tuple | None:
+    """The settings of ``run`` that change numbers without being job inputs (None:
+    not recorded, a run from an older release)."""
+    found = {**(run.numerics or {}), **(run.provenance or {})}
+    if not found:
+        return None
+    return tuple(str(found.get(k)) for k in NUMERICS_KEYS)
 
 
 def mean_curves(
@@ -149,18 +173,44 @@ def mean_curves(
     ``curve_of(run_id)`` returns a run's curve (e.g. ``Store.curve``). An epoch is
     kept only when every averaged run has it.
     """
+    return {key: [(epoch, stat.mean) for epoch, stat in points]  # type: ignore[misc]
+            for key, points in curve_stats(runs, curve_of, metric, include_running=include_running).items()}
+
+
+def curve_stats(
+    runs: Iterable[RunRecord],
+    curve_of: Callable[[int], list[EpochMetrics]],
+    metric: str = "train_acc",
+    *,
+    include_running: bool = False,
+) -> dict[CurveKey, list[tuple[int, Stat]]]:
+    """Like :func:`mean_curves`, with each epoch's :class:`Stat` over the seeds (the
+    band a chart draws around the mean)."""
     groups: dict[CurveKey, list[list[EpochMetrics]]] = {}
     for run in runs:
         if run.status == "done" or (include_running and run.status == "running"):
             groups.setdefault(run_key(run), []).append(curve_of(run.id))
-    out: dict[CurveKey, list[tuple[int, float]]] = {}
+    out: dict[CurveKey, list[tuple[int, Stat]]] = {}
     for key, curves in groups.items():
         length = min(len(c) for c in curves)
-        out[key] = [
-            (curves[0][i].epoch, sum(getattr(c[i], metric) for c in curves) / len(curves))
-            for i in range(length)
-        ]
+        out[key] = [(curves[0][i].epoch, seed_stat(getattr(c[i], metric) for c in curves)) for i in range(length)]
     return out
+
+
+def best_points(cells: Iterable[Cell]) -> frozenset[CurveKey]:
+    """Per (activation, target sparsity), the pruned point(s) with the highest mean
+    validation accuracy (ties: all of them). Selected on validation, never on test."""
+    best: dict[tuple[str, float], tuple[float, list[CurveKey]]] = {}
+    for cell in cells:
+        if cell.method == "dense" or cell.val_acc is None:
+            continue
+        at = (cell.activation, cell.target_sparsity)
+        top = best.get(at)
+        if top is None or cell.val_acc > top[0]:
+            best[at] = (cell.val_acc, [cell.key])
+        elif cell.val_acc == top[0]:
+            top[1].append(cell.key)
+    return frozenset(key for _, keys in best.values() for key in keys)
 
 
 @dataclass(frozen=True)
@@ -237,6 +287,34 @@ class ResultsData:
     intermediate: list[Cell] = field(default_factory=list)
     #: the experiment's grid as configured
     axes: GridAxes = field(default_factory=GridAxes)
+    #: metric -> point -> [(epoch, lo, hi)]: mean -/+ 95% CI over seeds (lo == hi for one seed)
+    bands: dict[str, dict[CurveKey, list[tuple[int, float, float]]]] = field(default_factory=dict)
+    #: the grid points with the highest mean validation accuracy at their (activation, sparsity)
+    best: frozenset[CurveKey] = frozenset()
+    #: accuracy of guessing (1/K for the experiment's dataset); None when unknown
+    chance: float | None = None
+    #: the experiment's provenance records (one per grid invocation), oldest first
+    provenance: list[dict] = field(default_factory=list)
+    #: the experiment's stored config ({} when unknown) and name
+    config: dict = field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def layer_stats(self) -> dict[CurveKey, dict[str, Stat]]:
+        """Per grid point, each prunable layer's sparsity over the seeds (layers in the
+        net's order): what a per-layer heatmap shows."""
+        values: dict[CurveKey, dict[str, list[float]]] = {}
+        for run, layers in self.masks:
+            if run.status != "done":
+                continue
+            point = values.setdefault(run_key(run), {})
+            for layer in layers:
+                point.setdefault(layer.name, []).append(layer.sparsity)
+        return {key: {name: seed_stat(v) for name, v in layers.items()} for key, layers in values.items()}
+
+    def is_best(self, cell: Cell) -> bool:
+        """Whether ``cell`` has the highest mean validation accuracy at its sparsity."""
+        return cell.key in self.best
 
     @property
     def curve_groups(self) -> list[tuple[str, str]]:
@@ -281,17 +359,28 @@ def load_results(
     """
     if store is None or experiment_id is None:
         return ResultsData(experiment_id)
+    from ..config import DATASET_CLASSES
+
     runs = store.runs(experiment_id)
     try:
-        axes = GridAxes.of(store.experiment(experiment_id).config)
+        record = store.experiment(experiment_id)
+        config, name = record.config, record.name
     except LottoError:  # no such experiment: no runs either
-        axes = GridAxes()
+        config, name = {}, ""
+    axes = GridAxes.of(config)
+    data_section = config.get("data")
+    classes = DATASET_CLASSES.get(str(data_section.get("dataset"))) if isinstance(data_section, Mapping) else None
+    provenance = getattr(store, "provenance", None)
 
     @lru_cache(maxsize=None)
     def curve_of(run_id: int) -> list[EpochMetrics]:
         return store.curve(run_id)
 
-    curves = {metric: mean_curves(runs, curve_of, metric, include_running=include_running) for metric in metrics}
+    stats = {metric: curve_stats(runs, curve_of, metric, include_running=include_running) for metric in metrics}
+    curves = {metric: {key: [(epoch, st.mean) for epoch, st in points] for key, points in by_key.items()}
+              for metric, by_key in stats.items()}
+    bands = {metric: {key: [(epoch, st.lo, st.hi) for epoch, st in points] for key, points in by_key.items()}
+             for metric, by_key in stats.items()}
     cells = ordered_cells(summarize(runs), axes)
     grid = {c.key for c in cells if axes.on_grid(c)}
     pruned = [run for run in runs if run.kind == "pruned" and run_key(run) in grid] if masks else []
@@ -304,4 +393,10 @@ def load_results(
         numerics=numerics_in(runs),
         intermediate=[c for c in cells if c.key not in grid],
         axes=axes,
+        bands=bands,  # type: ignore[arg-type]
+        best=best_points(c for c in cells if c.key in grid),
+        chance=1.0 / classes if classes else None,
+        provenance=provenance(experiment_id) if provenance is not None else [],
+        config=config,
+        name=name,
     )
