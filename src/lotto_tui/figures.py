@@ -378,6 +378,7 @@ def stability_vs_sparsity(sources: Sequence[Source]) -> Figure | None:
                     _points(ax, [c.target_sparsity + offset for c in cells], cells, name, series_style(label),
                             source.alpha, positive=True, order=i)
             ax.set_yscale("log", nonpositive="clip")
+            _plain_log_labels(ax)
             if r == 0:
                 ax.set_title(activation)
             _sparsity_axis(ax, ticks)
@@ -386,6 +387,19 @@ def stability_vs_sparsity(sources: Sequence[Source]) -> Figure | None:
         axes[r][0].set_ylabel(text.replace("  (", "\n("))
     _legend(fig, sources, labels, flagged=any_flagged(sources))
     return fig
+
+
+def _plain_log_labels(ax: Axes) -> None:
+    """Log-axis labels as plain numbers (0.3, 1, 100), not powers of ten, on the
+    ticks matplotlib would label (minor ones only where the range is short)."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class Plain(LogFormatterSciNotation):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    ax.yaxis.set_major_formatter(Plain())
+    ax.yaxis.set_minor_formatter(Plain(labelOnlyBase=False))
 
 
 def training_curves(sources: Sequence[Source], activation: str, variant: str = "none") -> Figure | None:
