@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from textual.app import App, ComposeResult
-from textual.widgets import DataTable, Select, SelectionList, Static, TabbedContent
-from textual_plotext import PlotextPlot
+from textual.widgets import DataTable, OptionList, Select, SelectionList, Static, TabbedContent
 
 from conftest import tiny_args, tiny_config
 from lotto_engine.plan import Job, build_plan, imp_levels
@@ -226,11 +225,15 @@ def test_jobs_results_and_curves_show_variants_and_levels_at_80x24(grid_run: tup
             await pilot.press("[")  # the curves: one entry per activation and variant
             picker = app.query_one("#curves-activation", Select)
             assert picker.value == ("relu", "none")
-            plot = app.query_one("#curves-plot", PlotextPlot)
-            await wait_until(lambda: "imp s=0.3 L1" in plot.plt.build())
+            legend = app.query_one("#curves-legend", OptionList)
+
+            def entries() -> str:
+                return "\n".join(str(legend.get_option_at_index(i).prompt) for i in range(legend.option_count))
+
+            await wait_until(lambda: "imp s=0.3 L1" in entries())
             picker.value = ("relu", "shuffle")  # refused if the picker did not offer it
-            await wait_until(lambda: "imp/shuffle s=0.5 L2" in plot.plt.build())
-            assert "imp s=0.3 L1" not in plot.plt.build()
+            await wait_until(lambda: "imp/shuffle s=0.5 L2" in entries())
+            assert "imp s=0.3 L1" not in entries()
 
     asyncio.run(scenario())
 
@@ -283,6 +286,8 @@ def test_long_labels_leave_the_health_column_on_screen(width: int) -> None:
             assert column(table, "method") == ["grasp-hessian/shuffle", "magnitude-init/reinit", "imp/invert"]
             assert "health" in labels and fits(table)
             note = str(results_panel.query_one("#table-note", Static).render())
-            assert ("n" in labels) == (width > 80) and (", n" in note) == (width == 80)
+            # every row done: the status column goes first (the note says so), n and D stay
+            assert ("status" in labels) == (width > 80) and ("every row done" in note) == (width == 80)
+            assert "n" in labels and "D" in labels
 
     asyncio.run(scenario())
