@@ -455,7 +455,7 @@ def test_compare_aligns_rows_by_grid_point_with_b_minus_a_and_shares_the_axes(st
                 text = plotext.uncolorize(plot.plt.build())
                 assert "1.0┤" in text and "0.0┤" in text and x_ticks(text) == ["0.5", "0.8"]
             legend = str(app.screen.query_one("#compare-legend", Static).render())
-            assert "relu\u00a0magnitude" in legend and "sigmoid\u00a0grasp" in legend
+            assert "o relu magnitude" in legend and "x sigmoid grasp" in legend
             await pilot.press("escape")
 
     asyncio.run(scenario())

@@ -393,6 +393,17 @@ def legend_entries(chart: Chart, hidden: Collection[str] = ()) -> list[LegendEnt
     return [LegendEntry(s.id, s.marker, s.color, s.label, s.id in hidden) for s in chart.series]
 
 
+def legend_grid(texts: Sequence[str], width: int) -> tuple[list[list[int]], int]:
+    """Entries laid out in as many columns as ``width`` holds, read down the columns (a
+    legend reads in chart order): rows of entry indexes, and the column width."""
+    if not texts:
+        return [], 0
+    cell = max(len(t) for t in texts) + 3
+    columns = max(1, min(len(texts), (width + 3) // cell))
+    rows = -(-len(texts) // columns)
+    return [[c * rows + r for c in range(columns) if c * rows + r < len(texts)] for r in range(rows)], cell
+
+
 def legend_lines(chart: Chart, width: int, *, color: bool = False) -> list[str]:
     """The legend under a batch chart: every series' entry (:attr:`LegendEntry.text`),
     in as many columns as ``width`` holds, each entry in its series' colour; then a
@@ -400,21 +411,13 @@ def legend_lines(chart: Chart, width: int, *, color: bool = False) -> list[str]:
     import plotext
 
     entries = legend_entries(chart)
-    if not entries:
-        return list(chart.notes)
-    cell = max(len(e.text) for e in entries) + 3
-    columns = max(1, min(len(entries), (width + 3) // cell))
-    rows = -(-len(entries) // columns)
+    grid, cell = legend_grid([e.text for e in entries], width)
     lines = []
-    for r in range(rows):
+    for row in grid:
         parts = []
-        for c in range(columns):
-            i = c * rows + r  # down the columns: a legend reads in chart order
-            if i >= len(entries):
-                break
+        for place, i in enumerate(row):
             e = entries[i]
-            last = c == columns - 1 or (c + 1) * rows + r >= len(entries)
-            text = e.text if last else e.text.ljust(cell)
+            text = e.text if place == len(row) - 1 else e.text.ljust(cell)
             parts.append(plotext.colorize(text, e.color.plotext) if color else text)
         lines.append("".join(parts).rstrip())
     keys = marker_key(chart)

@@ -219,18 +219,22 @@ def compare_charts(left: ResultsData, right: ResultsData, *, zoom: bool = False)
     return replace(pair[0], xlim=xlim, ylim=ylim), replace(pair[1], xlim=xlim, ylim=ylim)
 
 
-def legend_text(*drawn: charts.Chart) -> Text:
-    """One legend for charts drawn side by side: every series once, in its colour; an
-    entry never breaks across lines."""
+def legend_text(*drawn: charts.Chart, width: int = 80) -> Text:
+    """One legend for charts drawn side by side: every series once, in its colour and
+    marker, in as many columns as ``width`` holds (an entry never breaks)."""
     seen: dict[str, charts.LegendEntry] = {}
     for chart in drawn:
         for entry in charts.legend_entries(chart):
             seen.setdefault(entry.id, entry)
+    entries = list(seen.values())
+    texts = [f"{e.marker} {e.label}" for e in entries]
+    grid, cell = charts.legend_grid(texts, width)
     text = Text()
-    for i, entry in enumerate(seen.values()):
-        if i:
-            text.append("   ")
-        text.append(f"{entry.marker} {entry.label}".replace(" ", "\u00a0"), style=entry.color.style)
+    for r, row in enumerate(grid):
+        if r:
+            text.append("\n")
+        for place, i in enumerate(row):
+            text.append(texts[i] if place == len(row) - 1 else texts[i].ljust(cell), style=entries[i].color.style)
     keys = charts.marker_key(drawn[0]) if drawn else ""
     if keys:
         text.append("\n" + keys, style="dim")
@@ -251,6 +255,9 @@ class CompareScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     CompareScreen { background: $background; }
     CompareScreen #compare-sides { height: auto; }
+    CompareScreen #compare-tabs { height: 1fr; }
+    CompareScreen #compare-tabs ContentSwitcher { height: 1fr; }
+    CompareScreen TabPane { height: 1fr; }
     CompareScreen #compare-note { height: auto; color: $text-muted; }
     CompareScreen TabPane { padding: 0; }
     CompareScreen #compare-table { height: 1fr; }
@@ -285,6 +292,7 @@ class CompareScreen(ModalScreen[None]):
 
     def on_resize(self) -> None:
         self._fill()
+        self._draw()
 
     def _fill(self) -> None:
         dropped = fill_compare_table(self.query_one("#compare-table", DataTable), self.left[1], self.right[1],
@@ -299,7 +307,7 @@ class CompareScreen(ModalScreen[None]):
             plot.plt.clear_figure()
             charts.draw(plot.plt, chart, zoom=self.zoom)
             plot.refresh()
-        legend = legend_text(*pair)
+        legend = legend_text(*pair, width=max(20, self.size.width - 1))
         legend.append(("\nz: y 0-1" if self.zoom else "\nz: zoom y") + " · [ ] table/charts · esc back", style="dim")
         self.query_one("#compare-legend", Static).update(legend)
 

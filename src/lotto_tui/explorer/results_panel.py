@@ -314,7 +314,9 @@ class ResultsPanel(Widget):
     ResultsPanel #numerics-note { height: auto; display: none; }
     ResultsPanel #numerics-note.-shown { display: block; }
     ResultsPanel #table-note { height: auto; }
-    ResultsPanel TabPane { padding: 0; }
+    ResultsPanel #result-tabs { height: 1fr; }
+    ResultsPanel #result-tabs > ContentSwitcher { height: 1fr; }
+    ResultsPanel TabPane { padding: 0; height: 1fr; }
     ResultsPanel #masks { height: 1fr; min-height: 10; }
     ResultsPanel #masks-table { height: 30%; min-height: 4; }
     ResultsPanel #curves-bar { height: 1; }
