@@ -162,3 +162,19 @@ def test_layer_stats_average_each_layer_over_seeds(three_seeds: Path) -> None:
         values = [layers[i].sparsity for layers in per_run]
         assert stats[name].n == 3
         assert stats[name].mean == pytest.approx(float(np.mean(values)), rel=1e-12)
+
+
+def test_json_export_says_where_the_numbers_came_from(three_seeds: Path) -> None:
+    """The experiment's provenance (one record per invocation) and each run's."""
+    with Store(three_seeds, create=False) as store:
+        data = json.loads(to_json(export_experiment(store)))
+    assert len(data["provenance"]) == 1
+    record = data["provenance"][0]
+    assert record["dataset"] == "digits" and record["data_files"] and record["torch"]
+    for run in data["runs"]:
+        assert run["provenance"]["torch"] == record["torch"]
+        assert run["provenance"]["threads"] == run["numerics"]["threads"] == 1
+        if run["method"] == "dense":
+            assert run["stability_floor"] is None and run["kept_change"] is None
+        else:
+            assert 0 < run["stability_floor"] <= run["stability"]

@@ -1,15 +1,17 @@
 """Export an experiment from the store as JSON or CSV.
 
-JSON: ``{"experiment": {...}, "runs": [...]}``; each run has its grid point, with its
-``variant`` ("none" for the method itself) and its imp ``level`` (1, 2, ...; null for
-dense and one-shot runs: every imp level is a run, those between grid sparsities
-too), its status, metrics (accuracies in [0, 1]; ``stability`` null for dense runs),
-its health ``flags`` (see :mod:`lotto_engine.health`), the ``numerics`` it ran with
-(device, precision, threads) and its ``provenance`` (versions, device name: see
-:mod:`lotto_engine.provenance`), ``stability_floor`` and ``kept_change`` (the two
-companions of D, null for dense runs), its per-epoch ``curve`` and per-layer ``layers`` (with
-the units each layer left without any incoming weight). CSV: one row per run, scalar
-columns only; ``flags`` joined with ``;``, ``level`` empty where null.
+JSON: ``{"experiment": {...}, "provenance": [...], "cells": [...], "runs": [...]}``.
+``provenance`` has one record per grid invocation that ran the experiment (command
+line, versions, git commit, dataset checksums: see :mod:`lotto_engine.provenance`).
+Each run has its grid point, with its ``variant`` ("none" for the method itself) and
+its imp ``level`` (1, 2, ...; null for dense and one-shot runs: every imp level is a
+run, those between grid sparsities too), its status, metrics (accuracies in [0, 1];
+``stability`` and its companions ``stability_floor`` and ``kept_change`` null for
+dense runs), its health ``flags`` (see :mod:`lotto_engine.health`), the ``numerics``
+it ran with (device, precision, threads), its ``provenance`` (versions, device name),
+its per-epoch ``curve`` and per-layer ``layers`` (with the units each layer left
+without any incoming weight). CSV: one row per run, scalar columns only; ``flags``
+joined with ``;``, ``level`` empty where null.
 
 JSON also has ``"cells"``: one object per grid point and imp level (activation,
 method, variant, target sparsity; dense at target 0) with ``n`` (finished runs) and,
@@ -112,7 +114,7 @@ def export_experiment(store: Store, experiment_id: int | None = None, *, history
         "created_at": exp.created_at,
         "config": exp.config,
     }
-    return {"experiment": experiment, "cells": cells, "runs": runs}
+    return {"experiment": experiment, "provenance": store.provenance(exp.id), "cells": cells, "runs": runs}
 
 
 def cell_summary(cell: Cell) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Layout of a store folder (default ``./lotto-runs``)::
 
-    lotto.db                       experiments, runs, epochs, layer_sparsity
+    lotto.db                       experiments, runs, epochs, layer_sparsity, provenance
     artifacts/<job key>/<name>.safetensors   theta0, dense, rewind, mask, final
     checkpoints/<job key>.pt       a running job's state after its last finished epoch
     locks/experiment-<id>.lock     held while a runner works on that experiment
@@ -54,7 +54,9 @@ if TYPE_CHECKING:
 DB_NAME = "lotto.db"
 #: Space held back for recording a run's end when the disk fills up.
 RESERVE_NAME, RESERVE_BYTES = "space-reserve", 256 * 1024
-SCHEMA_VERSION = 4  # 2: runs.reused_from; 3: runs.flags, runs.numerics, layer_sparsity units; 4: runs.variant, runs.level
+#: 2: runs.reused_from; 3: runs.flags, runs.numerics, layer_sparsity units; 4: runs.variant,
+#: runs.level; 5: runs.stability_floor, runs.kept_change, runs.provenance, the provenance table
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,7 +88,10 @@ CREATE TABLE IF NOT EXISTS runs (
     level INTEGER,
     pid INTEGER,
     started_at TEXT NOT NULL,
-    finished_at TEXT
+    finished_at TEXT,
+    stability_floor REAL,
+    kept_change REAL,
+    provenance TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs(experiment_id, job_key, attempt);
 CREATE TABLE IF NOT EXISTS epochs (
@@ -104,19 +109,31 @@ CREATE TABLE IF NOT EXISTS layer_sparsity (
     dead_units INTEGER,
     PRIMARY KEY (run_id, layer)
 );
+CREATE TABLE IF NOT EXISTS provenance (
+    id INTEGER PRIMARY KEY,
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+    recorded_at TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS provenance_by_experiment ON provenance(experiment_id, id);
 """
 
 _RUN_COLUMNS = (
     "id, experiment_id, job_key, kind, activation, method, target_sparsity, seed, status, "
     "attempt, val_acc, best_val_acc, test_acc, actual_sparsity, stability, wall_time, error, "
-    "started_at, finished_at, reused_from, flags, numerics, variant, level"
+    "started_at, finished_at, reused_from, flags, numerics, variant, level, "
+    "stability_floor, kept_change, provenance"
 )
-#: Columns schemas 3 and 4 added, with what an older store reads in their place.
+#: Columns schemas 2 to 5 added, with what an older store reads in their place.
 _V3_RUN_COLUMNS = {
+    "reused_from": "NULL AS reused_from",
     "flags": "NULL AS flags",
     "numerics": "NULL AS numerics",
     "variant": "'none' AS variant",
     "level": "NULL AS level",
+    "stability_floor": "NULL AS stability_floor",
+    "kept_change": "NULL AS kept_change",
+    "provenance": "NULL AS provenance",
 }
 #: Statuses a resume does not redo: done, and diverged (deterministic: it would diverge again).
 
@@ -172,6 +189,7 @@ class Store:
     """A results folder. Thread-safe: one connection guarded by a lock."""
 
     _run_columns = None  # set by a read-only open of an older store
+    _has_provenance = True  # False: a read-only older store without the provenance table
     _layer_columns = "layer, numel, kept, units, dead_units"
 
     def __init__(self, root: str | Path, *, create: bool = True) -> None:
@@ -235,6 +253,10 @@ class Store:
         if "variant" not in columns:  # schema 3 -> 4: older runs are one-shot, no variant
             self._conn.execute("ALTER TABLE runs ADD COLUMN variant TEXT NOT NULL DEFAULT 'none'")
             self._conn.execute("ALTER TABLE runs ADD COLUMN level INTEGER")
+        if "provenance" not in columns:  # schema 4 -> 5: older runs have no companions of D, no provenance
+            self._conn.execute("ALTER TABLE runs ADD COLUMN stability_floor REAL")
+            self._conn.execute("ALTER TABLE runs ADD COLUMN kept_change REAL")
+            self._conn.execute("ALTER TABLE runs ADD COLUMN provenance TEXT")
         layer_columns = {row[1] for row in self._conn.execute("PRAGMA table_info(layer_sparsity)")}
         if "units" not in layer_columns:
             self._conn.execute("ALTER TABLE layer_sparsity ADD COLUMN units INTEGER")
@@ -260,14 +282,14 @@ class Store:
         if not {"job_key", "experiment_id", "status"} <= columns:
             conn.close()
             raise StoreError(f"{self.db_path} is not a lotto-tui store (its runs table is another program's)")
-        selected = _RUN_COLUMNS
-        if "reused_from" not in columns:  # a schema-1 store: read it as if migrated
-            selected = selected.replace("reused_from", "NULL AS reused_from")
-        for column, stand_in in _V3_RUN_COLUMNS.items():  # a schema-1/2/3 store
-            if column not in columns:
-                selected = selected.replace(f", {column}", f", {stand_in}")
-        if selected != _RUN_COLUMNS:
+        names = [name.strip() for name in _RUN_COLUMNS.split(",")]
+        selected = ", ".join(  # a schema-1 to 4 store: read it as if migrated
+            name if name in columns else _V3_RUN_COLUMNS[name] for name in names
+        )
+        if selected != ", ".join(names):
             self._run_columns = selected
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        self._has_provenance = "provenance" in tables
         layer_columns = {row[1] for row in conn.execute("PRAGMA table_info(layer_sparsity)")}
         if "units" not in layer_columns:
             self._layer_columns = "layer, numel, kept, NULL, NULL"
@@ -343,6 +365,31 @@ class Store:
                 if row is None:
                     raise StoreError(f"no experiment {experiment_id} in {self.root} (see `lotto-tui experiments`)")
         return _experiment(row)
+
+    @_sql
+    def record_provenance(self, experiment_id: int, data: Mapping[str, Any]) -> None:
+        """Add one provenance record to an experiment (the runner writes one per grid
+        invocation that runs or adopts its jobs: see :mod:`lotto_engine.provenance`).
+        ``data`` is stored as JSON; its ``recorded_at`` (default: now) orders the records."""
+        recorded_at = str(data.get("recorded_at") or _now())
+        payload = json.dumps({**dict(data), "recorded_at": recorded_at}, sort_keys=True, default=str)
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT INTO provenance (experiment_id, recorded_at, data) VALUES (?, ?, ?)",
+                (experiment_id, recorded_at, payload),
+            )
+
+    @_sql
+    def provenance(self, experiment_id: int) -> list[dict]:
+        """The experiment's provenance records, oldest first; [] for a store written
+        before provenance was recorded."""
+        if not self._has_provenance:
+            return []
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT data FROM provenance WHERE experiment_id = ? ORDER BY id", (experiment_id,)
+            ).fetchall()
+        return [record for record in (_parse_json(row[0]) for row in rows) if record is not None]
 
     @contextlib.contextmanager
     def lock_experiment(self, experiment_id: int) -> Iterator[None]:
@@ -423,11 +470,11 @@ class Store:
             self._conn.execute(
                 "UPDATE runs SET status = ?, val_acc = ?, best_val_acc = ?, test_acc = ?, "
                 "actual_sparsity = ?, stability = ?, wall_time = ?, error = ?, flags = ?, numerics = ?, "
-                "finished_at = ? WHERE id = ?",
+                "stability_floor = ?, kept_change = ?, provenance = ?, finished_at = ? WHERE id = ?",
                 (result.status, result.val_acc, result.best_val_acc, result.test_acc,
                  result.actual_sparsity, result.stability, result.wall_time, result.error,
-                 ",".join(result.flags),
-                 None if result.numerics is None else json.dumps(result.numerics, sort_keys=True),
+                 ",".join(result.flags), _json(result.numerics),
+                 result.stability_floor, result.kept_change, _json(result.provenance),
                  _now(), run_id),
             )
             self._conn.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
@@ -567,10 +614,12 @@ class Store:
                 cur = self._conn.execute(
                     "INSERT INTO runs (experiment_id, job_key, kind, activation, method, target_sparsity, seed, "
                     "status, attempt, val_acc, best_val_acc, test_acc, actual_sparsity, stability, wall_time, "
-                    "error, reused_from, flags, numerics, variant, level, pid, started_at, finished_at) "
+                    "error, reused_from, flags, numerics, variant, level, pid, started_at, finished_at, "
+                    "stability_floor, kept_change, provenance) "
                     "SELECT ?, job_key, kind, activation, method, target_sparsity, seed, status, ?, val_acc, "
                     "best_val_acc, test_acc, actual_sparsity, stability, wall_time, error, id, flags, numerics, "
-                    "variant, level, pid, started_at, finished_at FROM runs WHERE id = ?",
+                    "variant, level, pid, started_at, finished_at, stability_floor, kept_change, provenance "
+                    "FROM runs WHERE id = ?",
                     (experiment_id, attempt, src[0]),
                 )
                 new = int(cur.lastrowid)  # type: ignore[arg-type]
@@ -786,14 +835,30 @@ def tensor_problem(tensors: Mapping[str, torch.Tensor], like: Mapping[str, torch
 def _run(row: tuple[Any, ...]) -> RunRecord:
     """A runs row (in _RUN_COLUMNS order) as a record: flags and numerics decoded. A
     finished run without flags (NULL) was made before health checks: unchecked."""
-    *head, flags, numerics, variant, level = row
+    *head, flags, numerics, variant, level, floor, kept_change, provenance = row
     record = RunRecord(
-        *head, flags=parse_flags(flags), numerics=None if numerics is None else json.loads(numerics),
-        variant=variant, level=level,
+        *head, flags=parse_flags(flags), numerics=_parse_json(numerics), variant=variant, level=level,
+        stability_floor=floor, kept_change=kept_change, provenance=_parse_json(provenance),
     )
     if flags is None and record.status in FINAL:
         record = dataclasses.replace(record, checked=False)
     return record
+
+
+def _json(value: Mapping[str, Any] | None) -> str | None:
+    """A dict column's text (keys sorted; values JSON cannot hold written as text)."""
+    return None if value is None else json.dumps(dict(value), sort_keys=True, default=str)
+
+
+def _parse_json(text: str | None) -> dict | None:
+    """A dict column's value; None for NULL or text that is not a JSON object."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _experiment(row: tuple[Any, ...]) -> ExperimentRecord:

@@ -14,8 +14,9 @@ Per activation and seed (the write-up's protocol, generalised):
    after epoch K with the lr schedule and data order going on from epoch K; for
    ``reinit`` freshly drawn weights instead) times the mask, retrain for
    ``train.pruned_epochs`` with the mask enforced (a fresh optimizer), and measure
-   test accuracy, mask sparsity, stability D against the dense net, and the run's
-   health.
+   test accuracy, mask sparsity, stability D against the dense net (with its floor
+   and the kept weights' change, :func:`~lotto_engine.metrics.stability_parts`), and
+   the run's health.
 
 A job never touches the store or a scheduler: it takes a :class:`JobSpec`, the data
 (on the device it trains on), its parent's tensors and an optional checkpoint to
@@ -36,8 +37,9 @@ import torch
 from ..data import Dataset
 from ..data.batches import class_balanced_sample
 from ..health import diagnose
-from ..metrics import mask_sparsity, stability
+from ..metrics import mask_sparsity, stability_parts
 from ..models import build_model
+from ..provenance import device_label, run_provenance
 from ..pruning import Masks, compute_masks, prunable_names, shuffle_masks
 from ..records import LayerSparsity, RunResult
 from ..scores import METHODS
@@ -161,7 +163,9 @@ def run_pruned(
     artifacts: dict[str, Tensors] = {}
     if outcome.status == "done":
         final = _cpu(model)
-        result.stability = stability({n: dense[n] for n in masks}, {n: final[n] for n in masks})
+        result.stability, result.stability_floor, result.kept_change = stability_parts(
+            {n: dense[n] for n in masks}, {n: final[n] for n in masks}, masks
+        )
         artifacts["mask"] = {n: m.to("cpu") for n, m in masks.items()}
         artifacts["final"] = final
     return JobOutput(result, artifacts, outcome.notes)
@@ -258,7 +262,7 @@ def _result(
     actual_sparsity: float,
     layers: list[LayerSparsity],
 ) -> RunResult:
-    """The run's record: curve, accuracies, test accuracy when done, health, numerics."""
+    """The run's record: curve, accuracies, test accuracy when done, health, numerics, provenance."""
     curve = outcome.curve
     result = RunResult(status=outcome.status, curve=list(curve), actual_sparsity=actual_sparsity, layers=layers)
     if curve:
@@ -278,15 +282,13 @@ def _result(
         test=None if result.test_acc is None else (result.test_acc, len(data.test)),
     )
     result.numerics = _numerics(data.train.x.device, spec.fast.precision)
+    result.provenance = run_provenance(data.train.x.device, spec.fast.precision, torch.get_num_threads(), fast=spec.fast)
     return result
 
 
 def _numerics(device: torch.device, precision: str) -> dict[str, object]:
     """The settings that changed this run's numbers without being inputs of its job."""
-    name = str(device)
-    if device.type == "cuda":
-        name = f"{device} ({torch.cuda.get_device_name(device)})"
-    return {"device": name, "precision": precision, "threads": torch.get_num_threads()}
+    return {"device": device_label(device), "precision": precision, "threads": torch.get_num_threads()}
 
 
 def _words(numerics: Mapping[str, object]) -> str:

@@ -9,6 +9,9 @@ jobs themselves (:mod:`lotto_engine.protocol`) never see the store.
 A job is checkpointed after every epoch; running the same experiment again
 continues an interrupted job in its run row from its last checkpoint, with numbers
 identical to an uninterrupted run. An explicit rerun starts over.
+
+Each call that runs or adopts jobs records the experiment's provenance once
+(:meth:`Store.record_provenance`); provenance is never part of a job key.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from ..health import FLAGS
 from ..models import build_model
 from ..plan import Job, Plan, build_plan
 from ..protocol import JobCheckpoint, JobSpec
+from ..provenance import experiment_provenance
 from ..records import RunResult
 from ..statuses import FINAL, RERUNNABLE
 from ..store import Store, StoreWriteError, tensor_problem
@@ -163,7 +167,10 @@ class Runner:
             self._emit(GridStarted(experiment.id, self.plan.jobs, skipped, devices.describe_slots(self.slots), reused))
             self._notice(self.execution.notes)
             if todo:
-                self._data(self.slots[0])
+                self._data(self.slots[0])  # before provenance: a download has then happened
+            if todo or reused:
+                self._record_provenance(experiment.id, ran=len(todo), reused=len(reused), resuming=resuming)
+            if todo:
                 executor = make_executor(
                     self.config.run.executor, slots=self.slots, data_for=self._data, threads=threads,
                     cancel=self.cancel, progress_interval=self.progress_interval,
@@ -448,6 +455,19 @@ class Runner:
             raise
 
     # ------------------------------------------------------------------ helpers
+
+    def _record_provenance(self, experiment_id: int, *, ran: int, reused: int, resuming: bool) -> None:
+        """Record where this invocation's numbers come from (command line, versions,
+        git commit, dataset checksums...: :func:`~lotto_engine.provenance.experiment_provenance`),
+        with what it does: ``action`` (``resume`` or ``rerun``), ``jobs`` to run and
+        ``reused`` from other experiments. Never part of a job key or the experiment's
+        identity; a store that cannot take it gets a notice, and the grid goes on."""
+        data = experiment_provenance(self.config, execution=self.execution)
+        data.update(action="resume" if resuming else "rerun", jobs=ran, reused=reused)
+        try:
+            self.store.record_provenance(experiment_id, data)
+        except StoreError as err:
+            self._notice([f"provenance not recorded: {one_line(err)}"])
 
     def _data(self, device: torch.device | None = None) -> Dataset:
         """The dataset on ``device`` (default: the first slot's), loaded once per device."""
