@@ -109,7 +109,10 @@ def test_batch_lines_report_and_charts_name_variants_and_levels(grid_run: tuple[
     done = re.findall(r"^\[\d+/6\] done\s+(relu \S+ s=\S+(?: L\d+)? seed=0)", out, re.M)
     assert done == ["relu magnitude s=0.5 seed=0", "relu magnitude/shuffle s=0.5 seed=0", "relu imp s=0.3 L1 seed=0",
                     "relu imp s=0.5 L2 seed=0", "relu imp/shuffle s=0.5 L2 seed=0"]
-    rows = re.findall(r"^│ relu\s+│ (\S+)\s+│\s+(\S+) │", out, re.M)  # the results table (120 wide when piped)
+    table = out[out.index("Experiment 1"):].split("\n\n")[0]  # the results table (120 wide when piped)
+    # (method, target) of each row, in the full form (``│ relu │ dense │ - │``) or the
+    # narrow one (rows under an activation heading: ``  dense   -``)
+    rows = re.findall(r"^(?:│ relu\s+│ |  )(\S+)\s+│?\s*(\S+)\s", table, re.M)
     assert rows == [("dense", "-"), ("magnitude", "0.50"), ("magnitude/shuffle", "0.50"), ("imp", "0.50"),
                     ("imp/shuffle", "0.50")]
     assert "Training curves - relu, shuffle" in out

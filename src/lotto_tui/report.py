@@ -38,7 +38,6 @@ NARROW_COLUMNS = ("method", "tgt", "act.sp", "val %", "best %", "test %", "D", "
 #: every row is done (then the caption says so). Health always stays.
 NARROW_DROPPABLE = ("act.sp", "best %", "floor", "kept Δ")
 NARROW_NAMES = {"tgt": "target", "act.sp": "actual", "best %": "best val %"}
-NARROW_LEGEND = "tgt target sparsity; act.sp actual mask sparsity; val/best/test accuracy in %"
 #: Columns that hold words, not numbers: they may wrap (a number never does).
 WORDS = ("activation", "status", "health")
 
@@ -49,17 +48,19 @@ def results_table(cells: Sequence[Cell], title: str = "Results", *, width: int |
     its two companions, runs, status, health; every number over seeds as mean ±95% CI
     (Student t); ``best`` (:attr:`ResultsData.best`) points marked ``*``.
 
-    Where the full form does not fit ``width`` without wrapping a number, the narrow
-    form has short headers, the spread under the mean, words wrap (one flag or status
-    a line), the activation heads its group of rows, columns sit one space apart, and
-    :data:`NARROW_DROPPABLE` columns go (in that order) until nothing is cut; the
-    caption says what is left out."""
+    The full form (one row a line, greppable by activation) is kept where it fits
+    ``width`` whole or without actual sparsity only; otherwise, of it and the narrow
+    form, the one that leaves out fewer columns. The narrow form has short headers,
+    the spread under the mean, words wrap (one flag or status a line), the activation
+    heads its group of rows (a long method label never wraps), columns sit one space
+    apart. Either form leaves out :data:`NARROW_DROPPABLE` columns (in that order)
+    until nothing is cut; the caption says what is left out and what the marks mean."""
     best = frozenset(best)
     if width is None:
         return _table(cells, title, tuple(c for c in WIDE_COLUMNS if c not in unrecorded(cells)), best, narrow=False)
     done = all(c.statuses == ("done",) for c in cells)
     wide = _fit(cells, title, best, narrow=False, width=width, last=done)
-    if not wide[1]:
+    if wide[2] and wide[1] in ([], ["actual"]):  # the mask chart shows actual sparsity
         return wide[0]
     narrow = _fit(cells, title, best, narrow=True, width=width, last=done)
     if wide[2] and (not narrow[2] or len(wide[1]) <= len(narrow[1])):
@@ -91,7 +92,12 @@ def _fit(cells: Sequence[Cell], title: str, best: frozenset[CurveKey], *, narrow
 
 def caption(cells: Sequence[Cell], columns: Sequence[str], best: Collection[CurveKey], *, narrow: bool) -> str:
     """What the table's marks, spreads and short names mean, and what it left out."""
-    parts = [NARROW_LEGEND] if narrow else ["accuracies in %"]
+    if narrow:
+        accuracies = "/".join(n for n, c in (("val", "val %"), ("best", "best %"), ("test", "test %")) if c in columns)
+        parts = ["tgt target sparsity", *(["act.sp actual mask sparsity"] if "act.sp" in columns else []),
+                 f"{accuracies} accuracy in %"]
+    else:
+        parts = ["accuracies in %"]
     parts.append(SPREAD_LEGEND)
     if any(c.key in best for c in cells):
         parts.append(BEST_LEGEND + " (per activation)")
