@@ -32,6 +32,7 @@ from conftest import LOTTO, run_cli, run_on_terminal, tiny_args, tiny_config
 from lotto_engine.plan import build_plan
 from lotto_engine.records import RunRecord
 from lotto_engine.stats import Stat
+from lotto_engine.stats import Stat
 from lotto_engine.views.results import Cell, summarize
 from lotto_engine.runner import Runner
 from lotto_engine.store import Store
@@ -84,25 +85,41 @@ def test_printable_and_print_error_escape_every_control_character(capsys: pytest
 
 
 def _worst_cells() -> list[Cell]:
-    """Rows as wide as real ones get: the longest names, all three flags, mixed statuses,
-    a seed std, ten seeds and a four-digit stability D."""
+    """Rows as wide as real ones get: the longest names, all three flags, mixed statuses
+    and numerics, a 95% CI on every number, ten seeds and a four-digit stability D."""
+    stats = {"val_acc": Stat(0.8612, 0.0172, 0.0123, 10), "best_val_acc": Stat(0.9001, 0.0101, 0.0072, 10),
+             "test_acc": Stat(0.8537, 0.0166, 0.0119, 10), "stability_floor": Stat(0.6989, 0.0011, 0.0008, 10),
+             "kept_change": Stat(12.3456, 4.5678, 3.2676, 10)}
     common = dict(runs=10, done=10, val_acc=0.8612, best_val_acc=0.9001, test_acc=0.8537,
-                  stats={"val_acc": Stat(0.8612, 0.0172, 0.0123, 10)},
                   statuses=("cancelled", "done"), flags=("chance_level", "loss_exploded", "layer_collapse"),
-                  flagged=3)
+                  flagged=3, mixed_numerics=True)
     return [
-        Cell("leaky_relu", "dense", 0.0, actual_sparsity=0.0, stability=None, **common),
-        Cell("leaky_relu", "magnitude", 0.5, actual_sparsity=0.4999, stability=0.1234, **common),
-        Cell("leaky_relu", "grasp", 0.99, actual_sparsity=0.9876, stability=247.3121, **common),
+        Cell("leaky_relu", "dense", 0.0, actual_sparsity=0.0, stability=None,
+             stats={**stats, "actual_sparsity": Stat(0.0, 0.0, 0.0, 10)}, **common),
+        Cell("leaky_relu", "magnitude", 0.5, actual_sparsity=0.4999, stability=0.1234,
+             stats={**stats, "actual_sparsity": Stat(0.4999, 0.0001, 0.0001, 10),
+                    "stability": Stat(0.1234, 0.0123, 0.0088, 10)}, **common),
+        Cell("leaky_relu", "grasp", 0.99, actual_sparsity=0.9876, stability=247.3121,
+             stats={**stats, "actual_sparsity": Stat(0.9876, 0.0, 0.0, 10),
+                    "stability": Stat(247.3121, 101.1, 72.3215, 10)}, **common),
         Cell("sigmoid", "random", 0.8, runs=1, done=1, val_acc=0.1, best_val_acc=0.1,
              test_acc=0.1, actual_sparsity=0.8, stability=1234.5678, statuses=("done",)),
     ]
 
 
-def _numbers(cell: Cell) -> list[str]:
-    """Every number a results row shows (the ± std as its own number)."""
-    values = cell_values(cell)[2:9]
-    return [n for v in values for n in re.findall(r"±?\d+(?:\.\d+)?(?:/\d+)?", v)]
+#: Columns every form of the table keeps; the others only where their header is shown.
+KEPT = ("target", "val %", "test %", "D", "n")
+#: Header of each droppable column in the wide and the narrow form.
+SHOWN_AS = {"actual": ("actual", "act.sp"), "best val %": ("best val %", "best %"), "floor": ("floor",),
+            "kept Δ": ("kept Δ",)}
+
+
+def _numbers(cell: Cell, text: str) -> list[str]:
+    """Every number a results row shows in ``text`` (the ± spread as its own number)."""
+    values = cell_values(cell)
+    header = next(line for line in text.splitlines() if "method" in line.split())
+    columns = [*KEPT, *(c for c, headers in SHOWN_AS.items() if any(h in header for h in headers))]
+    return [n for c in columns for n in re.findall(r"±?\d+(?:\.\d+)?(?:/\d+)?~?", values[c])]
 
 
 @pytest.mark.parametrize("width", [80, 100, 120])
@@ -113,13 +130,15 @@ def test_the_results_table_keeps_every_number_whole_at_80_columns(store_dir: Pat
         assert max(len(line.rstrip()) for line in text.splitlines()) <= width, text
         tokens = set(re.findall(r"[^\s│┃]+", text))
         for cell in cells:
-            for number in _numbers(cell):
+            for number in _numbers(cell, text):
                 assert number in tokens, (number, text)
         flagged = [c for c in cells if c.flags]
         for cell in flagged:  # the health column says it in words, not only in colour
             assert health_text(cell.flags).split(",")[0] in text
+        legend = " ".join(text.split())
+        assert "mean ±95% CI over seeds (Student t)" in legend
         if "act.sp" in text:  # the narrow form
-            assert "act.sp actual mask sparsity" in " ".join(text.split())  # the legend
+            assert "act.sp actual mask sparsity" in legend
 
 
 # --------------------------------------------------------------------------- experiments

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from textual.widgets import DataTable, Input, RichLog, Static
+from textual.widgets import DataTable, Input, OptionList, RichLog, Static
 from textual_plotext import PlotextPlot
 
 from lotto_engine.config import load_config
@@ -75,6 +75,12 @@ def statuses(store_root: Path, history: bool = False) -> list[tuple[str, str, st
         return [(r.activation, r.method, r.status, r.attempt) for r in store.runs(exp.id, history=history)]
 
 
+def legend_text(app, chart: str) -> str:  # type: ignore[no-untyped-def]
+    """Every entry of a results chart's legend, one a line."""
+    legend = app.query_one(f"#{chart}-legend", OptionList)
+    return "\n".join(str(legend.get_option_at_index(i).prompt) for i in range(legend.option_count))
+
+
 def table_column(table: DataTable, column: str) -> list[str]:
     return [str(table.get_cell(row, column)) for row in table.rows]
 
@@ -100,17 +106,18 @@ def test_run_grid_fills_jobs_charts_and_table(tmp_path: Path) -> None:
             assert {(c.activation, c.method) for c in cells} == {
                 ("relu", "dense"), ("relu", "magnitude"), ("tanh", "dense"), ("tanh", "magnitude")
             }
-            accuracy = app.query_one("#accuracy-plot", PlotextPlot).plt.build()
+            accuracy = legend_text(app, "accuracy")  # the legend beside the chart names every series
             assert "relu magnitude" in accuracy and "tanh dense" in accuracy
+            assert "1.0┤" in app.query_one("#accuracy-plot", PlotextPlot).plt.build()
             await pilot.press("]")  # each tab draws when it is shown
             masks = app.query_one("#masks-table", DataTable)
             assert masks.row_count == 2  # one mask per pruned run, with per-layer columns
             assert "conv1" in [str(c.label) for c in masks.columns.values()]
             assert "Mask sparsity vs target" in app.query_one("#masks-plot", PlotextPlot).plt.build()
             await pilot.press("]")
-            assert "tanh magnitude" in app.query_one("#stability-plot", PlotextPlot).plt.build()
+            assert "tanh magnitude" in legend_text(app, "stability")
             await pilot.press("]")
-            curves = app.query_one("#curves-plot", PlotextPlot).plt.build()
+            curves = legend_text(app, "curves")
             assert "dense" in curves and "magnitude s=0.5" in curves
             await pilot.press("]")
             assert app.query_one("#results-table", DataTable).row_count == 4
@@ -298,8 +305,15 @@ def test_history_opens_an_experiment_and_compares_two(tmp_path: Path) -> None:
             await pilot.pause(0.3)
             screen = app.screen
             assert type(screen).__name__ == "CompareScreen"
-            tables = screen.query(DataTable)
-            assert [t.row_count for t in tables] == [4, 4]
+            table = screen.query_one("#compare-table", DataTable)  # one table, aligned by grid point
+            # A is the first one marked (experiment 2: 0.8 only), B experiment 1 (0.5 only)
+            assert table.row_count == 6  # 2 dense, 2 at 0.5 (B only), 2 at 0.8 (A only)
+            rows = [(table_column(table, c)) for c in ("target", "val A", "val B", "Δ val")]
+            for target, a, b, delta in zip(*rows):
+                if target == "-":  # dense: in both experiments (reused), no difference
+                    assert a == b and delta == "+0.00"
+                else:
+                    assert (a == "-") == (target == "0.50") and (b == "-") == (target == "0.80") and delta == "-"
             await pilot.press("escape")
 
     asyncio.run(scenario())
@@ -467,7 +481,7 @@ def test_health_at_80x24_in_the_jobs_and_results_tables_with_every_column_on_scr
             table = app.query_one("#results-table", DataTable)
             await wait_until(pilot, lambda: table.row_count == 4)
             assert [str(c.label) for c in table.columns.values()] == [
-                "act", "method", "target", "val %", "test %", "D", "n", "status", "health"]
+                "act", "method", "tgt", "val %", "test %", "D", "n", "status", "health"]
             assert table_column(table, "health") == ["ok", "!chance,\ncollapse", "!exploded", "ok"]
             assert table_column(table, "n") == ["1/1"] * 4
             assert fits(table)

@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from textual.app import App, ComposeResult
-from textual.widgets import DataTable, Select, SelectionList, Static, TabbedContent
-from textual_plotext import PlotextPlot
+from textual.widgets import DataTable, OptionList, Select, SelectionList, Static, TabbedContent
 
 from conftest import tiny_args, tiny_config
 from lotto_engine.plan import Job, build_plan, imp_levels
@@ -110,7 +109,10 @@ def test_batch_lines_report_and_charts_name_variants_and_levels(grid_run: tuple[
     done = re.findall(r"^\[\d+/6\] done\s+(relu \S+ s=\S+(?: L\d+)? seed=0)", out, re.M)
     assert done == ["relu magnitude s=0.5 seed=0", "relu magnitude/shuffle s=0.5 seed=0", "relu imp s=0.3 L1 seed=0",
                     "relu imp s=0.5 L2 seed=0", "relu imp/shuffle s=0.5 L2 seed=0"]
-    rows = re.findall(r"^│ relu\s+│ (\S+)\s+│\s+(\S+) │", out, re.M)  # the results table (120 wide when piped)
+    table = out[out.index("Experiment 1"):].split("\n\n")[0]  # the results table (120 wide when piped)
+    # (method, target) of each row, in the full form (``│ relu │ dense │ - │``) or the
+    # narrow one (rows under an activation heading: ``  dense   -``)
+    rows = re.findall(r"^(?:│ relu\s+│ |  )(\S+)\s+│?\s*(\S+)\s", table, re.M)
     assert rows == [("dense", "-"), ("magnitude", "0.50"), ("magnitude/shuffle", "0.50"), ("imp", "0.50"),
                     ("imp/shuffle", "0.50")]
     assert "Training curves - relu, shuffle" in out
@@ -226,11 +228,15 @@ def test_jobs_results_and_curves_show_variants_and_levels_at_80x24(grid_run: tup
             await pilot.press("[")  # the curves: one entry per activation and variant
             picker = app.query_one("#curves-activation", Select)
             assert picker.value == ("relu", "none")
-            plot = app.query_one("#curves-plot", PlotextPlot)
-            await wait_until(lambda: "imp s=0.3 L1" in plot.plt.build())
+            legend = app.query_one("#curves-legend", OptionList)
+
+            def entries() -> str:
+                return "\n".join(str(legend.get_option_at_index(i).prompt) for i in range(legend.option_count))
+
+            await wait_until(lambda: "imp s=0.3 L1" in entries())
             picker.value = ("relu", "shuffle")  # refused if the picker did not offer it
-            await wait_until(lambda: "imp/shuffle s=0.5 L2" in plot.plt.build())
-            assert "imp s=0.3 L1" not in plot.plt.build()
+            await wait_until(lambda: "imp/shuffle s=0.5 L2" in entries())
+            assert "imp s=0.3 L1" not in entries()
 
     asyncio.run(scenario())
 
@@ -283,6 +289,8 @@ def test_long_labels_leave_the_health_column_on_screen(width: int) -> None:
             assert column(table, "method") == ["grasp-hessian/shuffle", "magnitude-init/reinit", "imp/invert"]
             assert "health" in labels and fits(table)
             note = str(results_panel.query_one("#table-note", Static).render())
-            assert ("n" in labels) == (width > 80) and (", n" in note) == (width == 80)
+            # every row done: the status column goes first (the note says so), n and D stay
+            assert ("status" in labels) == (width > 80) and ("every row done" in note) == (width == 80)
+            assert "n" in labels and "D" in labels
 
     asyncio.run(scenario())

@@ -290,8 +290,9 @@ def _report(console: Console, store: Store, experiment_id: int, *, color: bool) 
     note = mixed_numerics(data.numerics)
     if note:
         console.print(Text.assemble(("note:", "yellow" if color else ""), f" {note}"), soft_wrap=True)
-    console.print(results_table(data.cells, title=f"Experiment {experiment_id}", width=console.width))
+    console.print(results_table(data.cells, title=f"Experiment {experiment_id}", width=console.width, best=data.best))
     width = max(60, min(console.width, 120))
+    console.file.write("\n")
     for chart in chart_texts(data, width=width, color=color):
         # plotext output carries its own colour codes (or none): print it verbatim.
         console.file.write(chart + "\n\n")

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from lotto_engine.errors import escape_controls
 from lotto_engine.health import FLAGS
 from lotto_engine.statuses import RERUNNABLE
+from lotto_engine.stats import Stat
 from lotto_engine.views.results import Cell
 
 #: Rich styles by status, in the 16 named ANSI colours (no true colour assumed).
@@ -88,11 +89,30 @@ def mixed_numerics(numerics: Sequence[Mapping[str, object]]) -> str:
     return f"these runs mix {', '.join(differ) or 'settings'} ({settings}): their numbers can differ for that alone"
 
 
-RESULT_COLUMNS = ("activation", "method", "target", "actual", "val %", "best val %", "test %", "D", "n", "status")
+#: Every column a results table can show, in order (tables leave some out by width).
+RESULT_COLUMNS = ("activation", "method", "target", "actual", "val %", "best val %", "test %", "D", "floor", "kept Δ",
+                  "n", "status")
+#: Columns that show a number over seeds: column -> (lotto_engine.views.results.STAT_METRICS
+#: name, kind: "pct" an accuracy in %, "num" a plain number).
+STAT_COLUMNS = {
+    "actual": ("actual_sparsity", "num"), "val %": ("val_acc", "pct"), "best val %": ("best_val_acc", "pct"),
+    "test %": ("test_acc", "pct"), "D": ("stability", "num"), "floor": ("stability_floor", "num"),
+    "kept Δ": ("kept_change", "num"),
+}
+#: Before the best grid point's validation accuracy: the highest mean at its sparsity.
+BEST_MARK = "*"
+#: After ``n`` where a cell's runs were made under different numerics settings.
+MIXED_MARK = "~"
+#: What a results table's marks and spreads mean (the batch table's caption, the
+#: explorer's note), readable without colour.
+SPREAD_LEGEND = "mean ±95% CI over seeds (Student t)"
+BEST_LEGEND = f"{BEST_MARK} highest mean val % at its sparsity"
+MIXED_LEGEND = f"{MIXED_MARK} runs made under different numerics settings"
+COMPANIONS_LEGEND = "D stability; floor: what the mask alone removes; kept Δ: change of the kept weights"
 
 
 def pct(value: float | None, std: float | None = None) -> str:
-    """An accuracy in [0, 1] as a percentage (with its seed std when there is one)."""
+    """An accuracy in [0, 1] as a percentage (with a spread, e.g. its 95% CI, when there is one)."""
     if value is None:
         return "-"
     text = f"{100 * value:.2f}"
@@ -130,15 +150,64 @@ def cell_status(cell: Cell) -> tuple[str, str]:
     return ",".join(cell.statuses), style
 
 
-def cell_values(cell: Cell) -> tuple[str, ...]:
-    """A results row as text, in RESULT_COLUMNS order (status without style); the
-    method column names the variant too (``grasp/shuffle``)."""
-    return (
-        cell.activation, cell.label,
-        "-" if cell.method == "dense" else num(cell.target_sparsity, 2), num(cell.actual_sparsity),
-        pct(cell.val_acc, cell.stat("val_acc").ci95), pct(cell.best_val_acc), pct(cell.test_acc),
-        num(cell.stability), f"{cell.done}/{cell.runs}", cell_status(cell)[0],
-    )
+def stat_text(stat: Stat, kind: str = "num", *, spread: bool = True, sep: str = " ") -> str:
+    """A value over seeds: ``95.39 ±0.12`` (mean and 95% CI half-width; ``kind`` "pct"
+    shows an accuracy in %), the value alone for one seed, ``-`` for none. ``sep``
+    goes between them (``"\n"`` puts the spread under the mean)."""
+    if stat.mean is None:
+        return "-"
+    if kind == "pct":
+        text = f"{100 * stat.mean:.2f}"
+        ci = None if stat.ci95 is None else f"±{100 * stat.ci95:.2f}"
+    else:
+        text = num(stat.mean)
+        ci = None if stat.ci95 is None else f"±{stat.ci95:.4f}"
+    return f"{text}{sep}{ci}" if spread and ci is not None else text
+
+
+def cell_stat(cell: Cell, metric: str) -> Stat:
+    """``cell.stat(metric)``; for a cell made without statistics (by hand, by an older
+    caller), its mean alone."""
+    if metric in cell.stats:
+        return cell.stats[metric]
+    value = getattr(cell, metric, None)
+    return Stat(value, None, None, cell.done) if isinstance(value, (int, float)) else cell.stat(metric)
+
+
+def cell_health(cell: Cell) -> str:
+    """A results row's health: ``ok``, ``!chance`` (its one run flagged), ``1/3 !chance``
+    (one of its three runs flagged), ``?`` (made before health checks), ``-`` before any
+    of its runs finished."""
+    if not cell.flags and not cell.done:
+        return "-"
+    text = health_text(cell.flags, checked=not cell.unchecked)
+    return f"{cell.flagged}/{cell.runs} {text}" if cell.flags and cell.runs > 1 else text
+
+
+def unrecorded(cells: Sequence[Cell]) -> tuple[str, ...]:
+    """D's companion columns (``floor``, ``kept Δ``) that no row has a value for (runs
+    made before they were recorded): tables leave them out and say so."""
+    return tuple(column for column, metric in (("floor", "stability_floor"), ("kept Δ", "kept_change"))
+                 if all(cell_stat(c, metric).mean is None for c in cells))
+
+
+def cell_values(cell: Cell, *, best: bool = False, sep: str = " ") -> dict[str, str]:
+    """A results row as text by column (:data:`RESULT_COLUMNS` and ``health``; status
+    without style): the method column names the variant too (``grasp/shuffle``),
+    numbers over seeds are mean ±95% CI (``sep`` between them), ``best`` marks the
+    validation accuracy with :data:`BEST_MARK`, n is ``done/runs`` with
+    :data:`MIXED_MARK` when the runs mix numerics settings."""
+    values = {
+        "activation": cell.activation, "method": cell.label,
+        "target": "-" if cell.method == "dense" else num(cell.target_sparsity, 2),
+        "n": f"{cell.done}/{cell.runs}" + (MIXED_MARK if cell.mixed_numerics else ""),
+        "status": cell_status(cell)[0], "health": cell_health(cell),
+    }
+    for column, (metric, kind) in STAT_COLUMNS.items():
+        values[column] = stat_text(cell_stat(cell, metric), kind, sep=sep)
+    if best:
+        values["val %"] = BEST_MARK + values["val %"]
+    return values
 
 
 def text_width(value: object) -> int:

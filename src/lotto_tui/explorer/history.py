@@ -3,19 +3,24 @@ the views follow it), or mark two and compare them side by side."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Label, Static
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
 from lotto_engine.views.experiments import ExperimentSummary
-from lotto_engine.views.results import ResultsData
+from lotto_engine.views.results import Cell, CurveKey, ResultsData, ordered_cells
 
+from .. import charts
+from ..formatting import cell_stat, cell_values, fit_columns, num, printable, text_width
 from .keys import HISTORY_KEYS, bindings
-from .results_panel import draw_accuracy, fill_results_table
 
 HISTORY_COLUMNS = ("", "id", "name", "dataset", "model", "grid", "done", "problems", "flagged", "created")
 #: Below this panel width the model column goes and dates lose their year, so a row
@@ -141,44 +146,175 @@ class HistoryPanel(Widget):
             self.post_message(self.Compare(exp, None))  # against the open experiment
 
 
-class ComparePane(Vertical):
-    DEFAULT_CSS = """
-    ComparePane { width: 1fr; }
-    ComparePane > Label { text-style: bold; }
-    ComparePane DataTable { height: 1fr; }
-    ComparePane PlotextPlot { height: 1fr; }
-    """
+#: Columns of the comparison table; A is the left experiment, B the right one.
+COMPARE_COLUMNS = ("activation", "method", "target", "val A", "val B", "Δ val", "test A", "test B", "Δ test",
+                   "D A", "D B", "n A", "n B")
+#: Left out in this order while the table is wider than the screen.
+COMPARE_DROPPABLE = ("D A", "D B", "n A", "n B", "test A", "test B")
+COMPARE_HEADERS = {"activation": "act"}
+COMPARE_NOTE = ("Δ = B − A of the means, in % points · mean ±95% CI over seeds (Student t) · "
+                "* best val at its sparsity · - not in that experiment")
+COMPARE_TABS = ("compare-table-tab", "compare-charts-tab")
 
-    def __init__(self, title: str, data: ResultsData) -> None:
-        super().__init__()
-        self.title, self.data = title, data
 
-    def compose(self) -> ComposeResult:
-        yield Label(self.title)
-        yield DataTable(zebra_stripes=True, cursor_type="row")
-        yield PlotextPlot()
+def compare_rows(left: ResultsData, right: ResultsData) -> list[tuple[CurveKey, Cell | None, Cell | None]]:
+    """Both experiments' grid points aligned by (activation, method, variant, target
+    sparsity), in grid order (the left experiment's config first): a point only one of
+    them has gets None on the other side."""
+    a = {c.key: c for c in left.cells}
+    b = {c.key: c for c in right.cells}
+    union = list(a.values()) + [c for k, c in b.items() if k not in a]
+    return [(c.key, a.get(c.key), b.get(c.key)) for c in ordered_cells(union, left.axes)]
 
-    def on_mount(self) -> None:
-        fill_results_table(self.query_one(DataTable), self.data, compact=True)
-        draw_accuracy(self.query_one(PlotextPlot), self.data, title="Val accuracy vs sparsity")
+
+def difference(a: Cell | None, b: Cell | None, metric: str) -> str:
+    """B's mean minus A's, in percentage points (``+0.25``); ``-`` when one is missing."""
+    x = cell_stat(a, metric).mean if a else None
+    y = cell_stat(b, metric).mean if b else None
+    if x is None or y is None:
+        return "-"
+    return f"{100 * (y - x):+.2f}"
+
+
+def compare_values(key: CurveKey, a: Cell | None, b: Cell | None, left: ResultsData,
+                   right: ResultsData) -> dict[str, str]:
+    """One row of the comparison table by column (:data:`COMPARE_COLUMNS`)."""
+    cell = a or b
+    assert cell is not None
+    va = cell_values(a, best=left.is_best(a), sep="\n") if a else {}
+    vb = cell_values(b, best=right.is_best(b), sep="\n") if b else {}
+    return {
+        "activation": printable(cell.activation), "method": printable(cell.label),
+        "target": "-" if cell.method == "dense" else num(cell.target_sparsity, 2),
+        "val A": va.get("val %", "-"), "val B": vb.get("val %", "-"), "Δ val": difference(a, b, "val_acc"),
+        "test A": va.get("test %", "-"), "test B": vb.get("test %", "-"), "Δ test": difference(a, b, "test_acc"),
+        "D A": va.get("D", "-"), "D B": vb.get("D", "-"), "n A": va.get("n", "-"), "n B": vb.get("n", "-"),
+    }
+
+
+def fill_compare_table(table: DataTable, left: ResultsData, right: ResultsData, room: int = 0) -> tuple[str, ...]:
+    """The comparison table; returns the columns left out for ``room``."""
+    rows = [compare_values(k, a, b, left, right) for k, a, b in compare_rows(left, right)]
+    names: tuple[str, ...] = COMPARE_COLUMNS
+    if room:
+        widths = {n: max([len(COMPARE_HEADERS.get(n, n)), *(text_width(r[n]) for r in rows)]) for n in names}
+        names = fit_columns(names, widths, room, COMPARE_DROPPABLE)
+    table.clear(columns=True)
+    for name in names:
+        table.add_column(COMPARE_HEADERS.get(name, name), key=name)
+    for row in rows:
+        table.add_row(*(row[n] for n in names), height=None)
+    return tuple(n for n in COMPARE_COLUMNS if n not in names)
+
+
+def compare_charts(left: ResultsData, right: ResultsData, *, zoom: bool = False) -> tuple[charts.Chart, charts.Chart]:
+    """Both sides' accuracy charts over one x axis (the union of their sparsities) and
+    one y range ([0, 1], or the data of both when zoomed), each series in the same
+    colour and marker on both sides."""
+    style = charts.Style().learn([*left.cells, *right.cells])
+    xs = sorted(set(charts.grid_sparsities(left)) | set(charts.grid_sparsities(right)))
+    pair = [charts.accuracy_chart(data, style=style, xticks=xs, title=f"{side}: val accuracy vs sparsity")
+            for side, data in (("A", left), ("B", right))]
+    xlim, ylim = charts.shared_limits(pair, zoom=zoom)
+    return replace(pair[0], xlim=xlim, ylim=ylim), replace(pair[1], xlim=xlim, ylim=ylim)
+
+
+def legend_text(*drawn: charts.Chart, width: int = 80) -> Text:
+    """One legend for charts drawn side by side: every series once, in its colour and
+    marker, in as many columns as ``width`` holds (an entry never breaks)."""
+    seen: dict[str, charts.LegendEntry] = {}
+    for chart in drawn:
+        for entry in charts.legend_entries(chart):
+            seen.setdefault(entry.id, entry)
+    entries = list(seen.values())
+    texts = [f"{e.marker} {e.label}" for e in entries]
+    grid, cell = charts.legend_grid(texts, width)
+    text = Text()
+    for r, row in enumerate(grid):
+        if r:
+            text.append("\n")
+        for place, i in enumerate(row):
+            text.append(texts[i] if place == len(row) - 1 else texts[i].ljust(cell), style=entries[i].color.style)
+    keys = charts.marker_key(drawn[0]) if drawn else ""
+    if keys:
+        text.append("\n" + keys, style="dim")
+    return text
 
 
 class CompareScreen(ModalScreen[None]):
-    """Two experiments side by side: results tables and accuracy charts. Modal, so the
-    panels' keys cannot act on what is hidden behind it."""
+    """Two experiments compared: one table with both experiments' values aligned by grid
+    point and B − A differences, and both accuracy charts over a shared x axis and y
+    range with one legend. Modal, so the panels' keys cannot act on what is hidden
+    behind it. ``[`` / ``]`` switch between table and charts, ``z`` zooms the y axis."""
 
-    BINDINGS = [("escape,q", "dismiss", "Back")]
+    BINDINGS = [
+        Binding("escape,q", "dismiss", "Back"),
+        Binding("left_square_bracket,right_square_bracket", "switch", "Table/charts"),
+        Binding("z", "zoom", "Zoom y"),
+    ]
     DEFAULT_CSS = """
     CompareScreen { background: $background; }
-    CompareScreen Horizontal { height: 1fr; }
+    CompareScreen #compare-sides { height: auto; }
+    CompareScreen #compare-tabs { height: 1fr; }
+    CompareScreen #compare-tabs ContentSwitcher { height: 1fr; }
+    CompareScreen TabPane { height: 1fr; }
+    CompareScreen #compare-note { height: auto; color: $text-muted; }
+    CompareScreen TabPane { padding: 0; }
+    CompareScreen #compare-table { height: 1fr; }
+    CompareScreen #compare-plots { height: 1fr; }
+    CompareScreen #compare-plots PlotextPlot { width: 1fr; }
+    CompareScreen #compare-legend { height: auto; max-height: 8; }
     """
 
     def __init__(self, left: tuple[str, ResultsData], right: tuple[str, ResultsData]) -> None:
         super().__init__()
         self.left, self.right = left, right
+        self.zoom = False
 
     def compose(self) -> ComposeResult:
-        with Horizontal():
-            yield ComparePane(*self.left)
-            yield ComparePane(*self.right)
+        yield Static(Text.assemble(("A ", "bold"), printable(self.left[0]), "\n", ("B ", "bold"),
+                                   printable(self.right[0])), id="compare-sides")
+        with TabbedContent(id="compare-tabs"):
+            with TabPane("Table", id="compare-table-tab"):
+                yield Static(COMPARE_NOTE, id="compare-note")
+                yield DataTable(id="compare-table", zebra_stripes=True, cursor_type="row")
+            with TabPane("Charts", id="compare-charts-tab"):
+                with Horizontal(id="compare-plots"):
+                    yield PlotextPlot(id="compare-left")
+                    yield PlotextPlot(id="compare-right")
+                yield Static("", id="compare-legend")
         yield Footer()
+
+    def on_mount(self) -> None:
+        self._fill()
+        self._draw()
+        self.query_one("#compare-table", DataTable).focus()
+
+    def on_resize(self) -> None:
+        self._fill()
+        self._draw()
+
+    def _fill(self) -> None:
+        dropped = fill_compare_table(self.query_one("#compare-table", DataTable), self.left[1], self.right[1],
+                                     room=max(0, self.size.width - 4))
+        note = COMPARE_NOTE + (f" · wider terminal: + {', '.join(dropped)}" if dropped else "")
+        self.query_one("#compare-note", Static).update(note)
+
+    def _draw(self) -> None:
+        pair = compare_charts(self.left[1], self.right[1], zoom=self.zoom)
+        for plot_id, chart in zip(("#compare-left", "#compare-right"), pair):
+            plot = self.query_one(plot_id, PlotextPlot)
+            plot.plt.clear_figure()
+            charts.draw(plot.plt, chart, zoom=self.zoom)
+            plot.refresh()
+        legend = legend_text(*pair, width=max(20, self.size.width - 1))
+        legend.append(("\nz: y 0-1" if self.zoom else "\nz: zoom y") + " · [ ] table/charts · esc back", style="dim")
+        self.query_one("#compare-legend", Static).update(legend)
+
+    def action_switch(self) -> None:
+        tabs = self.query_one("#compare-tabs", TabbedContent)
+        tabs.active = COMPARE_TABS[1 - COMPARE_TABS.index(str(tabs.active))]
+
+    def action_zoom(self) -> None:
+        self.zoom = not self.zoom
+        self._draw()
