@@ -316,7 +316,13 @@ class RunConfig(_Section):
     still to run. name and store change nothing.
     """
 
-    name: PlainText = Field("", description="a label for this experiment in the store")
+    name: PlainText = Field(
+        "",
+        description=(
+            "a label for this experiment in the store; empty: named from the preset or file "
+            "and what differs from it (demo, lr=0.1), see lotto_engine.naming"
+        ),
+    )
     device: str = Field(
         "auto", description="auto | cpu | cuda | cuda:N | mps; changes the numbers (recorded per run)"
     )

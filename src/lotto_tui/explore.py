@@ -1,4 +1,11 @@
-"""``lotto-tui`` (no ``--batch``): open the explorer on a config (default: the demo preset)."""
+"""``lotto-tui`` (no ``--batch``): open the explorer on a config.
+
+Which config: ``--preset``, ``--config`` and ``--set`` name one, and any of them wins.
+With none of them, the explorer reopens the experiment last opened or run in the
+store (``<store>/explorer-state.json``), with its stored config; ``--store`` picks
+the store and ``--device`` still applies. A store with nothing remembered, or a
+remembered experiment that is gone or no longer loads, opens the demo preset.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import IO, Any
 
 from .cli import EXIT_OK, EXIT_USAGE
@@ -28,13 +36,67 @@ def _is_tty(stream: IO[str]) -> bool:
         return False
 
 
+def explorer_options(opts: argparse.Namespace) -> dict[str, Any]:
+    """The explorer's config and :func:`~lotto_tui.explorer.create_app` options for the
+    command line ``opts``. Raises LottoError for a bad config."""
+    from lotto_engine.config import load_config
+    from lotto_engine.errors import ConfigError
+    from lotto_engine.naming import DEFAULTS, name_origin
+
+    explicit = bool(opts.preset or opts.config or opts.overrides)
+    if not explicit:
+        opts.preset = "demo"
+    config = config_from_options(opts)
+    if not explicit:
+        found = reopened(config, device=getattr(opts, "device", None))
+        if found is not None:
+            config, experiment_id = found
+            return {"config": config, "reopen": experiment_id, "origin": name_origin(config)}
+    origin: tuple[str, Any]
+    if config.run.name:
+        origin = name_origin(config)
+    elif opts.preset:
+        origin = (opts.preset, None)
+    elif opts.config:
+        try:  # the file as written: what --set changed shows in the name
+            origin = (Path(opts.config).stem, load_config(file=opts.config))
+        except ConfigError:
+            origin = (Path(opts.config).stem, None)
+    else:
+        origin = (DEFAULTS, None)
+    return {"config": config, "config_path": opts.config, "preset": opts.preset, "origin": origin}
+
+
+def reopened(config: Any, *, device: str | None = None) -> tuple[Any, int] | None:
+    """(stored config, id) of the experiment remembered in ``config``'s store, in that
+    store and on ``device`` when given; None when nothing (valid) is remembered."""
+    from lotto_engine.errors import LottoError
+    from lotto_engine.store import DB_NAME, Store
+    from lotto_engine.views.progress import experiment_config
+
+    from .explorer.state import remembered
+
+    root = Path(config.run.store)
+    memory = remembered(root)
+    if memory is None or not (root / DB_NAME).is_file():
+        return None
+    try:
+        with Store(root, create=False) as store:
+            record = store.experiment(memory.experiment_id)
+        if record.identity != memory.identity:  # the store was rebuilt: another experiment
+            return None
+        stored = experiment_config(record)
+    except LottoError:
+        return None
+    run = {"store": config.run.store, **({"device": config.run.device} if device is not None else {})}
+    return stored.model_copy(update={"run": stored.run.model_copy(update=run)}), record.id
+
+
 def explore_command(opts: argparse.Namespace) -> int:
     from lotto_engine.errors import LottoError
 
-    if not opts.preset and not opts.config:
-        opts.preset = "demo"
     try:
-        config = config_from_options(opts)
+        options = explorer_options(opts)
     except LottoError as err:
         print_error(str(err))
         return err.exit_code
@@ -46,7 +108,7 @@ def explore_command(opts: argparse.Namespace) -> int:
     from .explorer import create_app
     from .explorer.terminal import driver_for
 
-    app = create_app(config, config_path=opts.config, preset=opts.preset, driver_class=driver_for(screen))
+    app = create_app(options.pop("config"), **options, driver_class=driver_for(screen))
     previous: dict[int, Any] = {}
 
     def hang_up(signum: int, frame: Any) -> None:

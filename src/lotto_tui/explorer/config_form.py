@@ -5,6 +5,11 @@ Every edit re-validates the whole form with the engine's own model and parser
 (:func:`lotto_engine.config.parse_override` and :func:`~lotto_engine.config.validate`),
 so a problem reads exactly as ``lotto-tui --set KEY=VALUE`` would print it, shown
 under the field it names.
+
+A line under the bar previews what ``r`` would do with the form's config (the app
+fills it: which experiment, how many jobs are reused and how many train). The form
+also knows where its config came from (a preset, a file, a stored experiment), which
+names a new experiment that has no ``run.name`` (:mod:`lotto_engine.naming`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from lotto_engine.activations import ACTIVATIONS
 from lotto_engine.config import PRESETS, VARIANTS, ExperimentConfig, load_config, parse_override, render_toml, validate
 from lotto_engine.errors import ConfigError
 from lotto_engine.files import write_text_atomic
+from lotto_engine.naming import DEFAULTS, default_name, name_origin
 from lotto_engine.scores import METHODS
 
 from .keys import CONFIG_KEYS, bindings
@@ -117,6 +123,7 @@ class ConfigForm(Widget):
     ConfigForm #preset { width: 18; }
     ConfigForm #toml-path { width: 1fr; }
     ConfigForm #config-bar Button { min-width: 8; height: 1; border: none; margin-left: 1; }
+    ConfigForm #config-preview { height: auto; color: $text-muted; }
     ConfigForm #config-problems { color: $text-error; height: auto; display: none; }
     ConfigForm #config-problems.-shown { display: block; }
     ConfigForm .section { text-style: bold; color: $text-accent; margin-top: 1; }
@@ -139,10 +146,15 @@ class ConfigForm(Widget):
             self.problems = problems
 
     def __init__(
-        self, config: ExperimentConfig, *, path: str | None = None, preset: str | None = None, id: str | None = None
+        self, config: ExperimentConfig, *, path: str | None = None, preset: str | None = None,
+        origin: tuple[str, ExperimentConfig | None] | None = None, id: str | None = None,
     ) -> None:
+        """``origin``: (base, reference) a new experiment's default name is made from
+        (default: the preset, else what :func:`~lotto_engine.naming.name_origin` finds)."""
         super().__init__(id=id)
         self._preset = preset if preset in (*PRESETS, "defaults") else None
+        self._origin = origin or ((preset, None) if preset and not config.run.name else name_origin(config))
+        self._loaded_name = config.run.name  # run.name as loaded: a different one was typed here
         self.specs = field_specs()
         self._by_key = {s.key: s for s in self.specs}
         self._initial = config
@@ -168,6 +180,7 @@ class ConfigForm(Widget):
             yield Input(self._path, id="toml-path", compact=True, placeholder="path/to/config.toml")
             yield Button("Load ^o", id="toml-load", compact=True)
             yield Button("Save ^s", id="toml-save", compact=True)
+        yield Static("", id="config-preview", markup=False)
         yield Static("", id="config-problems")
         with VerticalScroll(id="config-fields"):
             section = None
@@ -204,8 +217,24 @@ class ConfigForm(Widget):
 
     # ------------------------------------------------------------------ values
 
-    def load(self, config: ExperimentConfig) -> None:
-        """Show ``config`` in every field (no events per field), then validate once."""
+    def show_preview(self, text: str) -> None:
+        """The line about what ``r`` would run (the app counts; the form shows)."""
+        self.query_one("#config-preview", Static).update(text)
+
+    def name_for(self, config: ExperimentConfig) -> tuple[str, str]:
+        """(explicit, default) names for running ``config``: ``explicit`` is a run.name
+        typed in the form ("" otherwise); ``default`` names a new experiment after the
+        form's origin and what differs from it (``demo, lr=0.1``)."""
+        name = config.run.name
+        explicit = name if name and name != self._loaded_name else ""
+        base, reference = self._origin
+        return explicit, default_name(config, base, reference=reference)
+
+    def load(self, config: ExperimentConfig, origin: tuple[str, ExperimentConfig | None] | None = None) -> None:
+        """Show ``config`` in every field (no events per field), then validate once.
+        ``origin`` names new experiments made from it (default: found from its name)."""
+        self._origin = origin or name_origin(config)
+        self._loaded_name = config.run.name
         with self.prevent(Input.Changed, Select.Changed, Checkbox.Changed, SelectionList.SelectedChanged):
             for spec in self.specs:
                 value = _get(config, spec.key)
@@ -347,7 +376,9 @@ class ConfigForm(Widget):
         run = self.config.run.model_dump() if self.config else {}  # where and how to run stays
         config = load_config(preset=None if name == "defaults" else name, last={"run": run})
         self._preset = name
-        self.load(config)
+        loaded = self._loaded_name  # run.name stays, and so does whether it was typed
+        self.load(config, origin=(DEFAULTS if name == "defaults" else name, None))
+        self._loaded_name = loaded
         self.notify(f"Loaded preset {name}", timeout=3)
 
     def on_descendant_focus(self, event: DescendantFocus) -> None:
@@ -382,7 +413,7 @@ class ConfigForm(Widget):
             self._show_problems(err.problems)
             self.notify(err.problems[0], title="Cannot load the config", severity="error")
             return
-        self.load(config)
+        self.load(config, origin=name_origin(config) if config.run.name else (path.stem, config))
         self.notify(f"Loaded {path}", timeout=3)
 
     def action_save_toml(self) -> None:

@@ -91,6 +91,8 @@ class JobsPanel(Widget):
     DEFAULT_CSS = """
     JobsPanel { height: 1fr; }
     JobsPanel #jobs-summary { height: 1; }
+    JobsPanel #jobs-follow { height: auto; display: none; color: $text-accent; }
+    JobsPanel #jobs-follow.-shown { display: block; }
     JobsPanel .bar { height: 1; }
     JobsPanel .bar > Label { width: 8; }
     JobsPanel .bar > ProgressBar { width: auto; }
@@ -108,6 +110,7 @@ class JobsPanel(Widget):
 
     def compose(self) -> ComposeResult:
         yield Static("Loading the engine…", id="jobs-summary")
+        yield Static("", id="jobs-follow", markup=False)
         with Horizontal(classes="bar"):
             yield Label("grid")
             yield ProgressBar(total=1, show_eta=False, id="grid-bar")
@@ -158,6 +161,12 @@ class JobsPanel(Widget):
                 f"{running.job.label} · epoch {running.epoch}/{running.epochs}{eta}{more_running(progress)}",
                 running.epoch, running.epochs,
             )
+
+    def show_follow(self, text: str) -> None:
+        """The follow-mode line: which other process runs the shown grid ("" hides it)."""
+        line = self.query_one("#jobs-follow", Static)
+        line.update(text)
+        line.set_class(bool(text), "-shown")
 
     def show_job(self, text: str, done: float, total: float) -> None:
         """The running job's bar: ``done`` of ``total`` epochs (fractional within an epoch)."""

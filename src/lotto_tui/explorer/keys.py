@@ -29,6 +29,8 @@ APP_KEYS: tuple[Key, ...] = (
     Key("rerun-selected", "s", "rerun_selected", "Rerun job"),
     Key("rerun-failed", "f", "rerun_failed", "Rerun failed", show=False),
     Key("export", "e", "export", "Export"),
+    # Not in the footer (80 columns): help and the command palette list it.
+    Key("report", "R", "write_report", "Write report (figures + report.md)", show=False),
     Key("panel-config", "1", "show_panel('config')", "Config", show=False),
     Key("panel-jobs", "2", "show_panel('jobs')", "Jobs", show=False),
     Key("panel-results", "3", "show_panel('results')", "Results", show=False),
@@ -73,5 +75,5 @@ def bindings(keys: tuple[Key, ...]) -> list[Binding]:
 
 def display(spec: str) -> str:
     """``question_mark,f1`` -> ``? / f1`` for people."""
-    names = {"question_mark": "?", "escape": "esc", "space": "space", "enter": "enter"}
+    names = {"question_mark": "?", "escape": "esc", "space": "space", "enter": "enter", "R": "R (shift+r)"}
     return " / ".join(names.get(part, part) for part in spec.split(","))

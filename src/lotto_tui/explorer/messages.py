@@ -4,6 +4,7 @@ Every field is typed: the UI never has to guess what a message carries."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual.message import Message
@@ -38,4 +39,24 @@ class EngineReady(Message):
 
     def __init__(self, error: str | None = None) -> None:
         super().__init__()
+        self.error: str | None = error
+
+
+class ReuseCounted(Message):
+    """How many of a plan's jobs the store has finished (``None``: the store could not
+    say); ``token`` names the plan it was counted for (older counts are dropped)."""
+
+    def __init__(self, token: int, finished: int | None) -> None:
+        super().__init__()
+        self.token: int = token
+        self.finished: int | None = finished
+
+
+class ReportWritten(Message):
+    """The report worker ended: the files it wrote (``report.md`` first), or ``error``
+    (one line)."""
+
+    def __init__(self, paths: tuple[Path, ...] = (), error: str | None = None) -> None:
+        super().__init__()
+        self.paths: tuple[Path, ...] = paths
         self.error: str | None = error
