@@ -3,6 +3,8 @@ differs from it, short enough for a table, and stable enough to be read back."""
 
 from __future__ import annotations
 
+import pytest
+
 from lotto_engine.config import load_config
 from lotto_engine.naming import LIMIT, default_name, differences, name_origin, name_to_store
 
@@ -69,3 +71,21 @@ def test_a_named_experiment_keeps_its_name_and_a_new_one_gets_the_default() -> N
     assert name_to_store(config, "demo", "my run") == ""  # "": the store keeps "my run"
     explicit = load_config(preset="demo", overrides=["run.name='mine'"])
     assert name_to_store(explicit, "demo", "my run") == "mine"
+
+
+@pytest.mark.slow
+def test_batch_names_a_new_experiment_and_keeps_a_chosen_name(cli, tmp_path) -> None:
+    """`--batch` without run.name stores the default name; a later run.name renames it;
+    running again without one keeps the chosen name."""
+    import json
+
+    from conftest import TINY, tiny_args
+
+    store = tmp_path / "store"
+    assert cli("--batch", *tiny_args(), "--store", str(store)).rc == 0
+    listed = cli("export", "--store", str(store), "--format", "json")
+    name = json.loads(listed.stdout)["experiment"]["name"]
+    assert name.startswith("demo, ") and name == default_name(load_config(preset="demo", overrides=[*TINY]), "demo")
+    assert cli("--batch", *tiny_args('run.name="mine"'), "--store", str(store)).rc == 0
+    assert cli("--batch", *tiny_args(), "--store", str(store)).rc == 0
+    assert json.loads(cli("export", "--store", str(store), "--format", "json").stdout)["experiment"]["name"] == "mine"

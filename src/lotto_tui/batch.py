@@ -199,6 +199,25 @@ class _OutputGuard:
         discard_stdout()
 
 
+def _default_name(opts: argparse.Namespace, config: Any) -> str:
+    """A new experiment's name when run.name is empty: the preset (or the config file's
+    stem) and what differs from it, e.g. ``demo, seeds=3``."""
+    from pathlib import Path
+
+    from lotto_engine.config import load_config
+    from lotto_engine.errors import LottoError
+    from lotto_engine.naming import default_name
+
+    reference = None
+    if opts.config:
+        try:
+            reference = load_config(file=opts.config)
+        except LottoError:
+            reference = None
+    base = opts.preset or (Path(opts.config).stem if opts.config else None)
+    return default_name(config, base, reference=reference)
+
+
 def batch_command(opts: argparse.Namespace) -> int:
     from lotto_engine.errors import LottoError
 
@@ -227,7 +246,7 @@ def batch_command(opts: argparse.Namespace) -> int:
     try:
         with Store(config.run.store) as store:
             with _Interrupts(cancel, lambda m: print_error(m)):
-                runner = Runner(config, store, on_event=guard, cancel=cancel)
+                runner = Runner(config, store, on_event=guard, cancel=cancel, default_name=_default_name(opts, config))
                 try:
                     summary = runner.run()
                 finally:

@@ -28,6 +28,7 @@ import torch
 from .. import devices
 from ..config import ExperimentConfig
 from ..data import Dataset, load_dataset
+from ..naming import name_to_store
 from ..errors import StoreError, one_line
 from ..events import (
     BatchProgress,
@@ -112,8 +113,12 @@ class Runner:
         on_event: EventHandler | None = None,
         cancel: threading.Event | None = None,
         progress_interval: float = 0.1,
+        default_name: str | None = None,
     ) -> None:
         self.config = config
+        #: the name a new (or unnamed) experiment gets when run.name is empty
+        #: (:func:`lotto_engine.naming.default_name`); a named experiment keeps its name
+        self.default_name = default_name
         self.store = store
         self.execution = devices.execution(config.run)
         self.device: torch.device = self.execution.device
@@ -145,8 +150,12 @@ class Runner:
         threads = devices.configure(max(1, self.execution.threads // max(1, cpu_slots)), self.config.run.deterministic)
         devices.reset_peak_memory(self.slots)
         precision = self.fast.precision
-        if self.store.find_experiment(self.config, precision=precision) is None:
+        found = self.store.find_experiment(self.config, precision=precision)
+        if found is None:
             self._data()  # a missing dataset must not leave an empty experiment behind
+        if self.default_name is not None:
+            name = name_to_store(self.config, self.default_name, found.name if found else None)
+            self.config = self.config.model_copy(update={"run": self.config.run.model_copy(update={"name": name})})
         experiment = self.store.experiment_for(self.config, precision=precision)
         with self.store.lock_experiment(experiment.id):
             self.store.recover_interrupted(experiment.id)
