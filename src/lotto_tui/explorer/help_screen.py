@@ -19,13 +19,15 @@ from .. import formatting
 from ..formatting import UNCHECKED, health_text
 from .jobs_panel import REUSED_MARK
 from .keys import APP_KEYS, BUILTIN_KEYS, CONFIG_KEYS, HISTORY_KEYS, display
+from .results_panel import LEGEND_KEYS, RESULTS_KEYS
 
 
 def keys_table() -> Table:
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
-    for title, keys in (("Everywhere", APP_KEYS), ("Config panel", CONFIG_KEYS), ("History panel", HISTORY_KEYS)):
+    for title, keys in (("Everywhere", APP_KEYS), ("Config panel", CONFIG_KEYS), ("Results panel", RESULTS_KEYS),
+                        ("Results legend", LEGEND_KEYS), ("History panel", HISTORY_KEYS)):
         table.add_row(f"[underline]{title}[/]", "")
         for key in keys:
             table.add_row(display(key.keys), key.description)
@@ -37,8 +39,8 @@ def keys_table() -> Table:
 
 
 #: The results table's marks (lotto_tui.formatting defines them with the tables).
-BEST_MARK: str = getattr(formatting, "BEST_MARK", "*")
-MIXED_MARK: str = getattr(formatting, "MIXED_MARK", "~")
+BEST_MARK: str = formatting.BEST_MARK
+MIXED_MARK: str = formatting.MIXED_MARK
 
 #: (term, meaning) rows of the "Reading the results" part.
 RESULTS_HELP: tuple[tuple[str, str], ...] = (
@@ -93,7 +95,7 @@ def health_table() -> Table:
     table.add_row("", "")
     table.add_row("[underline]Labels[/]", "")
     table.add_row("grasp/shuffle", f"a method's sanity-check variant ({', '.join(v for v in VARIANTS if v != 'none')})")
-    table.add_row("0.75 L2", "an imp job's target: its sparsity and level (levels between grid "
+    table.add_row("0.36 L2", "an imp job's target: its sparsity and level (levels between grid "
                   "sparsities show in curves and exports only)")
     return table
 

@@ -19,7 +19,7 @@ from ..formatting import STATUS_STYLE, duration, fit_columns, health_style, heal
 #: (column key, header). Short headers and auto widths keep every column on an 80-column
 #: screen; the seed column shows only when the plan has more than one seed. The method
 #: column names the variant too (``imp/shuffle``), the target an imp job's level
-#: (``0.75 L2``); where long labels leave no room, :data:`DROPPABLE` go.
+#: (``0.36 L2``); where long labels leave no room, :data:`DROPPABLE` go.
 COLUMNS = (("activation", "act"), ("method", "method"), ("target", "target"), ("seed", "seed"),
            ("status", "status"), ("epoch", "epoch"), ("val %", "val %"), ("elapsed", "time"),
            ("ETA", "ETA"), ("health", "health"))
