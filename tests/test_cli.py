@@ -83,7 +83,7 @@ def test_help_is_quick_and_exits_0(tmp_path):
     assert proc.returncode == 0
     assert "--batch" in proc.stdout and "--preset" in proc.stdout and "130" in proc.stdout
     assert time.monotonic() - started < 10
-    for command in ("config", "export", "experiments"):
+    for command in ("config", "export", "experiments", "report"):
         sub = lotto(command, "--help", cwd=tmp_path, timeout=30)
         assert sub.returncode == 0 and "--help" in sub.stdout, command
 
