@@ -31,16 +31,7 @@ from lotto_tui.explorer import create_app
 from lotto_tui.explorer.help_screen import BEST_MARK, MIXED_MARK, HelpScreen
 from lotto_tui.explorer.state import STATE_NAME
 
-TINY = [
-    "data.subset=240", "model.width=4", "model.hidden=16",
-    "train.dense_epochs=2", "train.pruned_epochs=1", "train.batch_size=64",
-    "grid.activations=['relu','tanh']", "grid.methods=['magnitude']", "grid.sparsities=[0.5]",
-    "run.device='cpu'", "run.threads=1",
-]
-
-
-def tiny(store: Path, *extra: str):
-    return load_config(overrides=[*TINY, f"run.store='{store}'", *extra])
+from test_explorer import TINY, tiny  # the explorer tests' tiny grid
 
 
 def tiny_args(store: Path, *extra: str) -> list[str]:

@@ -178,3 +178,19 @@ def test_json_export_says_where_the_numbers_came_from(three_seeds: Path) -> None
             assert run["stability_floor"] is None and run["kept_change"] is None
         else:
             assert 0 < run["stability_floor"] <= run["stability"]
+
+
+def test_the_best_point_is_chosen_on_validation_and_never_among_nets_that_did_not_train() -> None:
+    from lotto_engine.views.results import Cell, best_points
+
+    def cell(method: str, val: float, test: float, flagged: int = 0, sparsity: float = 0.5) -> Cell:
+        return Cell("relu", method, sparsity, runs=3, done=3, val_acc=val, best_val_acc=val, test_acc=test,
+                    actual_sparsity=sparsity, stability=0.5, statuses=("done",), flagged=flagged)
+
+    cells = [cell("dense", 0.99, 0.99, sparsity=0.0), cell("magnitude", 0.90, 0.80), cell("grasp", 0.85, 0.95),
+             cell("random", 0.90, 0.70),  # a tie on validation: both marked
+             cell("magnitude", 0.11, 0.1, flagged=3, sparsity=0.9), cell("grasp", 0.10, 0.1, flagged=3, sparsity=0.9),
+             cell("random", 0.30, 0.3, flagged=1, sparsity=0.9)]
+    assert best_points(cells) == {("relu", "magnitude", "none", 0.5), ("relu", "random", "none", 0.5),
+                                  ("relu", "random", "none", 0.9)}
+    assert best_points(cells[4:6]) == frozenset()  # every net at chance: no best

@@ -370,7 +370,7 @@ def _how_to_read(add: Any, datas: Sequence[ResultsData]) -> None:
         "kept weights). `–`: not recorded (dense runs, older stores).")
     add("- *Actual sparsity* is the fraction of prunable weights the mask removes; the *target* is what was asked.")
     add(f"- {BEST} marks the pruned point with the highest mean validation accuracy at its activation and "
-        "sparsity (selected on validation, never on test).")
+        "sparsity (selected on validation, never on test; never a point whose every run is flagged).")
     add("- *Flags* count runs with a health flag (`chance_level`, `loss_exploded`, `layer_collapse`); "
         "*mixed numerics*: the point's runs were made under different device/precision/threads/torch settings. "
         "In figures, a hollow marker is a point with a flagged run.")

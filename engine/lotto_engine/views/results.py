@@ -199,10 +199,12 @@ def curve_stats(
 
 def best_points(cells: Iterable[Cell]) -> frozenset[CurveKey]:
     """Per (activation, target sparsity), the pruned point(s) with the highest mean
-    validation accuracy (ties: all of them). Selected on validation, never on test."""
+    validation accuracy (ties: all of them). Selected on validation, never on test.
+    A point whose every finished run is flagged (at chance, exploded, collapsed) is
+    never the best: among nets that did not train, the highest mean is noise."""
     best: dict[tuple[str, float], tuple[float, list[CurveKey]]] = {}
     for cell in cells:
-        if cell.method == "dense" or cell.val_acc is None:
+        if cell.method == "dense" or cell.val_acc is None or cell.flagged >= cell.runs:
             continue
         at = (cell.activation, cell.target_sparsity)
         top = best.get(at)

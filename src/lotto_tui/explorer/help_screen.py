@@ -59,7 +59,8 @@ RESULTS_HELP: tuple[tuple[str, str], ...] = (
      "Student's t with n-1 degrees of freedom, s the sample standard deviation. "
      "n counts finished runs; one seed shows its value and n=1, no interval."),
     (BEST_MARK + " (best)", "in the results table: the pruned point with the highest mean "
-     "validation accuracy at its activation and target sparsity (ties: each)."),
+     "validation accuracy at its activation and target sparsity (ties: each); never a "
+     "point whose every run is flagged: among nets that did not train, the highest mean is noise."),
     (MIXED_MARK + " (mixed)", "after n: the cell's runs were made under different "
      "numerics settings (device, precision, threads, torch version), which move results "
      "by more than rounding; the line above the table says which."),
