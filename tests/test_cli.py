@@ -290,7 +290,7 @@ def test_export_json_has_every_run_with_its_metrics_and_curve(tiny_grid):
     out = lotto("export", "--store", "runs", "--format", "json", cwd=cwd, timeout=30)
     assert out.returncode == 0, out.stderr
     data = _strict_json(out.stdout)
-    assert set(data) == {"experiment", "runs"}
+    assert set(data) == {"experiment", "provenance", "cells", "runs"}
     assert data["experiment"]["id"] == 1
     assert data["experiment"]["config"]["grid"]["sparsities"] == [0.5]
     runs = data["runs"]
