@@ -102,7 +102,7 @@ def test_each_invocation_that_runs_jobs_records_its_provenance_once(grid, monkey
     with Store(root) as store:
         (first,) = store.provenance(experiment_id)
         assert EXPERIMENT_KEYS <= set(first), first
-        assert (first["action"], first["jobs"], first["reused"]) == ("resume", 2, 0)
+        assert (first["action"], first["jobs"], first["reused"]) == ("start", 2, 0)
         assert first["dataset"] == "digits" and first["device"] == "cpu" and first["execution"] == "cpu fp32"
         # the checksum is of the file scikit-learn's digits loader reads
         assert first["data_files"] == {"sklearn/datasets/data/digits.csv.gz": _sha256(DIGITS_FILE)}

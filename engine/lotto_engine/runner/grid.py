@@ -178,7 +178,8 @@ class Runner:
             if todo:
                 self._data(self.slots[0])  # before provenance: a download has then happened
             if todo or reused:
-                self._record_provenance(experiment.id, ran=len(todo), reused=len(reused), resuming=resuming)
+                self._record_provenance(experiment.id, ran=len(todo), reused=len(reused),
+                                        action="rerun" if not resuming else "start" if found is None else "resume")
             if todo:
                 executor = make_executor(
                     self.config.run.executor, slots=self.slots, data_for=self._data, threads=threads,
@@ -465,14 +466,15 @@ class Runner:
 
     # ------------------------------------------------------------------ helpers
 
-    def _record_provenance(self, experiment_id: int, *, ran: int, reused: int, resuming: bool) -> None:
+    def _record_provenance(self, experiment_id: int, *, ran: int, reused: int, action: str) -> None:
         """Record where this invocation's numbers come from (command line, versions,
         git commit, dataset checksums...: :func:`~lotto_engine.provenance.experiment_provenance`),
-        with what it does: ``action`` (``resume`` or ``rerun``), ``jobs`` to run and
+        with what it does: ``action`` (``start``: the experiment is new; ``resume``; or
+        ``rerun``), ``jobs`` to run and
         ``reused`` from other experiments. Never part of a job key or the experiment's
         identity; a store that cannot take it gets a notice, and the grid goes on."""
         data = experiment_provenance(self.config, execution=self.execution)
-        data.update(action="resume" if resuming else "rerun", jobs=ran, reused=reused)
+        data.update(action=action, jobs=ran, reused=reused)
         try:
             self.store.record_provenance(experiment_id, data)
         except StoreError as err:
