@@ -459,3 +459,28 @@ def test_compare_aligns_rows_by_grid_point_with_b_minus_a_and_shares_the_axes(st
             await pilot.press("escape")
 
     asyncio.run(scenario())
+
+
+def test_without_colour_every_series_has_a_marker_of_its_own(store_root: Path) -> None:
+    """Piped or NO_COLOR, colour cannot tell relu magnitude from tanh magnitude: each
+    series of every chart then gets its own marker; with colour, the method's."""
+    data = results(store_root)
+    for chart in charts.report_charts(data, "train_acc", distinct=True):
+        markers = [s.marker for s in chart.series if not s.reference]
+        assert len(markers) == len(set(markers)), chart.title
+    coloured = charts.accuracy_chart(data)
+    by_method: dict[str, set[str]] = {}
+    for s in coloured.series:
+        if not s.reference:
+            by_method.setdefault(s.id.split(" ", 1)[1], set()).add(s.marker)
+    assert all(len(m) == 1 for m in by_method.values()) and len(by_method) > 1
+
+
+def test_piped_output_follows_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lotto_tui.batch import PIPED_WIDTH, piped_width
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert piped_width() == 80
+    for bad in ("", "abc", "10", "100000"):
+        monkeypatch.setenv("COLUMNS", bad)
+        assert piped_width() == PIPED_WIDTH

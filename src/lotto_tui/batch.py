@@ -199,6 +199,17 @@ class _OutputGuard:
         discard_stdout()
 
 
+#: The width of tables and charts written to a file or pipe, unless COLUMNS says otherwise.
+PIPED_WIDTH = 120
+
+
+def piped_width() -> int:
+    """Logs and pipes get a fixed, wide layout so tables are never squeezed: 120
+    columns, or ``COLUMNS`` when it is set to a width between 60 and 1000."""
+    value = os.environ.get("COLUMNS", "")
+    return int(value) if value.isdigit() and 60 <= int(value) <= 1000 else PIPED_WIDTH
+
+
 def _default_name(opts: argparse.Namespace, config: Any) -> str:
     """A new experiment's name when run.name is empty: the preset (or the config file's
     stem) and what differs from it, e.g. ``demo, seeds=3``."""
@@ -235,8 +246,7 @@ def batch_command(opts: argparse.Namespace) -> int:
     from lotto_engine.store import Store
 
     interactive = sys.stdout.isatty()
-    # Logs and pipes get a fixed, wide layout so tables are never squeezed.
-    console = Console(highlight=False, width=None if interactive else 120)
+    console = Console(highlight=False, width=None if interactive else piped_width())
     reporter: PlainReporter | RichReporter = RichReporter(console) if interactive else PlainReporter(sys.stdout)
     cancel = threading.Event()
     guard = _OutputGuard(reporter, cancel)

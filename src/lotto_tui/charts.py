@@ -64,6 +64,8 @@ METHOD_MARKERS = {"dense": "=", "magnitude": "o", "grasp": "x", "random": "+"}
 #: ``!`` of flagged points and the ``-`` / ``.`` of reference lines).
 MARKERS = ("*", "#", "@", "%", "&", "$", "~", "^", "s", "v", "a", "c", "d", "e", "h", "k", "m", "n", "p", "u",
            "w", "y", "z", "A", "B", "C", "D", "E", "F", "G", "H", "K", "M", "N", "P", "R", "S", "T", "U", "V")
+#: Markers when each series needs its own (no colour): the methods' first.
+DISTINCT_MARKERS = tuple(dict.fromkeys(("o", "x", "+", "=", *MARKERS)))
 FLAG_MARKER = "!"
 CHANCE_MARKER = "-"
 BAND_MARKER = "·"
@@ -79,11 +81,17 @@ UNIT_TICKS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 class Style:
     """Colours and markers by name in first-seen order, so the same series looks the same
-    in every chart that shares a Style (the comparison's two sides do)."""
+    in every chart that shares a Style (the comparison's two sides do).
 
-    def __init__(self) -> None:
+    ``distinct``: for output without colour (piped, ``NO_COLOR``), where colour cannot
+    tell ``relu magnitude`` from ``tanh magnitude``, every series gets a marker of its
+    own instead of its method's."""
+
+    def __init__(self, *, distinct: bool = False) -> None:
         self.colors: dict[str, Color] = {}
         self.markers: dict[str, str] = {}
+        self.distinct = distinct
+        self._series_markers: dict[tuple[str, str], str] = {}
 
     def color(self, name: str) -> Color:
         return self.colors.setdefault(name, PALETTE[len(self.colors) % len(PALETTE)])
@@ -92,6 +100,14 @@ class Style:
         if label in METHOD_MARKERS:
             return METHOD_MARKERS[label]
         return self.markers.setdefault(label, MARKERS[len(self.markers) % len(MARKERS)])
+
+    def series_marker(self, group: str, label: str) -> str:
+        """The marker of series ``label`` within ``group`` (its activation, or its
+        sparsity in a curves chart): the method's, or with ``distinct`` one of its own."""
+        if not self.distinct:
+            return self.marker(label)
+        return self._series_markers.setdefault(
+            (group, label), DISTINCT_MARKERS[len(self._series_markers) % len(DISTINCT_MARKERS)])
 
     def learn(self, cells: Iterable[Cell]) -> Style:
         """Give ``cells``' activations and method labels their styles in order."""
@@ -199,7 +215,7 @@ def _sparsity_series(cells: Sequence[Cell], metric: str, style: Style, *,
         total_flagged = sum(c.flagged for c in members)
         total_runs = sum(c.runs for c in members)
         out.append(Series(name, name + flag_note(total_flagged, total_runs), style.color(activation),
-                          style.marker(label), tuple(points), flagged=tuple(flagged)))
+                          style.series_marker(activation, label), tuple(points), flagged=tuple(flagged)))
     return out, dropped
 
 
@@ -213,7 +229,8 @@ def _dense_series(cells: Sequence[Cell], metric: str, style: Style, xs: Sequence
         ends = (xs[0], xs[-1])
         name = f"{cell.activation} dense"
         out.append(Series(
-            name, name + flag_note(cell.flagged, cell.runs), style.color(cell.activation), style.marker("dense"),
+            name, name + flag_note(cell.flagged, cell.runs), style.color(cell.activation),
+            style.series_marker(cell.activation, "dense"),
             tuple((x, stat.mean) for x in ends), flagged=tuple((x, stat.mean) for x in ends) if cell.flagged else ()))
     return out
 
@@ -264,7 +281,8 @@ def curve_items(curves: Mapping[CurveKey, Sequence[tuple[int, float]]], activati
     return items
 
 
-def curve_chart(data: ResultsData, activation: str, variant: str | None = None, metric: str = "train_acc") -> Chart:
+def curve_chart(data: ResultsData, activation: str, variant: str | None = None, metric: str = "train_acc",
+                *, distinct: bool = False) -> Chart:
     """Training curves of one activation: dense and every method x variant x sparsity,
     imp levels between grid sparsities too (``L3``); with ``variant``, dense and that
     variant's curves only (title ``relu, shuffle``). Colour says the sparsity, marker
@@ -275,7 +293,7 @@ def curve_chart(data: ResultsData, activation: str, variant: str | None = None, 
     sparsities = sorted({k[3] for k, _ in items if k[1] != "dense"})
     cells = {c.key: c for c in (*data.cells, *data.intermediate)}
     levels = data.levels
-    style = Style()
+    style = Style(distinct=distinct)
     series = []
     for key, points in items:
         _, method, variant_of, sparsity = key
@@ -286,7 +304,7 @@ def curve_chart(data: ResultsData, activation: str, variant: str | None = None, 
         band = tuple(bands.get(key, ()))
         cell = cells.get(key)
         note = flag_note(cell.flagged, cell.runs) if cell else ""
-        series.append(Series(label, label + note, color, style.marker(name), tuple(points),
+        series.append(Series(label, label + note, color, style.series_marker(f"{sparsity}", name), tuple(points),
                              band if any(lo != hi for _, lo, hi in band) else ()))
     unit = metric in ACCURACY_METRICS
     epochs = sorted({e for _, points in items for e, _ in points})
@@ -297,11 +315,13 @@ def curve_chart(data: ResultsData, activation: str, variant: str | None = None, 
                  (*chance, *series), xticks=tuple(epochs[::step]) or None, unit=unit)
 
 
-def report_charts(data: ResultsData, metric: str = "train_acc") -> list[Chart]:
+def report_charts(data: ResultsData, metric: str = "train_acc", *, distinct: bool = False) -> list[Chart]:
     """The four figure sets: accuracy, masks and stability against sparsity, then one
-    curves chart per activation (and variant)."""
-    return [accuracy_chart(data), mask_chart(data), stability_chart(data)] + [
-        curve_chart(data, a, v, metric) for a, v in data.curve_groups]
+    curves chart per activation (and variant). ``distinct``: a marker per series, for
+    output without colour (see :class:`Style`)."""
+    style = Style(distinct=distinct).learn(data.cells)
+    return [accuracy_chart(data, style=style), mask_chart(data, style=style), stability_chart(data, style=style)] + [
+        curve_chart(data, a, v, metric, distinct=distinct) for a, v in data.curve_groups]
 
 
 def shared_limits(charts: Sequence[Chart], hidden: Collection[str] = (), *, zoom: bool = False,

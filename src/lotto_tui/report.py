@@ -203,7 +203,7 @@ def chart_texts(data: ResultsData, *, width: int, color: bool) -> list[str]:
     if not data.any_done:
         return []
     texts = []
-    for chart in charts.report_charts(data, REPORT_CURVE):
+    for chart in charts.report_charts(data, REPORT_CURVE, distinct=not color):
         plt.clf()
         plt.plotsize(width, CHART_HEIGHT)
         charts.draw(plt, chart)
