@@ -439,6 +439,8 @@ def test_compare_aligns_rows_by_grid_point_with_b_minus_a_and_shares_the_axes(st
             await settle(pilot, lambda: table.row_count == len(rows))
             cols = [str(c.label) for c in table.columns.values()]
             assert cols[:6] == ["act", "method", "target", "val A", "val B", "Δ val"]
+            assert {"n A", "n B"} <= set(cols)  # n stays at 80 columns
+            assert ("test B" in cols) == ("test A" in cols) == ("Δ test" in cols)  # a pair goes whole
             values = {(str(table.get_cell(r, "activation")), str(table.get_cell(r, "method")),
                        str(table.get_cell(r, "target"))): r for r in table.rows}
             at_08 = values[("relu", "magnitude", "0.80")]
@@ -484,3 +486,13 @@ def test_piped_output_follows_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     for bad in ("", "abc", "10", "100000"):
         monkeypatch.setenv("COLUMNS", bad)
         assert piped_width() == PIPED_WIDTH
+
+
+def test_the_compare_legend_gives_each_sides_flag_count() -> None:
+    from lotto_tui.explorer.history import _both_sides
+
+    assert _both_sides("relu grasp", {"A": "relu grasp (6/6 flagged)", "B": "relu grasp (9/9 flagged)"}) == (
+        "relu grasp (A 6/6 flagged; B 9/9 flagged)")
+    assert _both_sides("relu grasp", {"A": "relu grasp", "B": "relu grasp (1/9 flagged)"}) == (
+        "relu grasp (A ok; B 1/9 flagged)")
+    assert _both_sides("relu dense", {"A": "relu dense", "B": "relu dense"}) == "relu dense"

@@ -19,7 +19,7 @@ from lotto_engine.views.experiments import ExperimentSummary
 from lotto_engine.views.results import Cell, CurveKey, ResultsData, ordered_cells
 
 from .. import charts
-from ..formatting import cell_stat, cell_values, fit_columns, num, printable, text_width
+from ..formatting import cell_stat, cell_values, num, printable, text_width
 from .keys import HISTORY_KEYS, bindings
 
 HISTORY_COLUMNS = ("", "id", "name", "dataset", "model", "grid", "done", "problems", "flagged", "created")
@@ -149,8 +149,9 @@ class HistoryPanel(Widget):
 #: Columns of the comparison table; A is the left experiment, B the right one.
 COMPARE_COLUMNS = ("activation", "method", "target", "val A", "val B", "Δ val", "test A", "test B", "Δ test",
                    "D A", "D B", "n A", "n B")
-#: Left out in this order while the table is wider than the screen.
-COMPARE_DROPPABLE = ("D A", "D B", "n A", "n B", "test A", "test B")
+#: Left out group by group, in this order, while the table is wider than the screen:
+#: a pair goes whole (never ``test B`` without ``test A``); n stays longest.
+COMPARE_DROPPABLE = (("D A", "D B"), ("test A", "test B", "Δ test"), ("n A", "n B"))
 COMPARE_HEADERS = {"activation": "act"}
 COMPARE_NOTE = ("Δ = B − A of the means, in % points · mean ±95% CI over seeds (Student t) · "
                 "* best val at its sparsity · - not in that experiment")
@@ -198,7 +199,11 @@ def fill_compare_table(table: DataTable, left: ResultsData, right: ResultsData, 
     names: tuple[str, ...] = COMPARE_COLUMNS
     if room:
         widths = {n: max([len(COMPARE_HEADERS.get(n, n)), *(text_width(r[n]) for r in rows)]) for n in names}
-        names = fit_columns(names, widths, room, COMPARE_DROPPABLE)
+        for k in range(len(COMPARE_DROPPABLE) + 1):
+            gone = {name for group in COMPARE_DROPPABLE[:k] for name in group}
+            names = tuple(n for n in COMPARE_COLUMNS if n not in gone)
+            if sum(widths[n] + 2 for n in names) <= room:
+                break
     table.clear(columns=True)
     for name in names:
         table.add_column(COMPARE_HEADERS.get(name, name), key=name)
@@ -223,11 +228,13 @@ def legend_text(*drawn: charts.Chart, width: int = 80) -> Text:
     """One legend for charts drawn side by side: every series once, in its colour and
     marker, in as many columns as ``width`` holds (an entry never breaks)."""
     seen: dict[str, charts.LegendEntry] = {}
-    for chart in drawn:
+    labels: dict[str, dict[str, str]] = {}  # id -> side -> its label
+    for side, chart in zip("AB", drawn):
         for entry in charts.legend_entries(chart):
             seen.setdefault(entry.id, entry)
+            labels.setdefault(entry.id, {})[side] = entry.label
     entries = list(seen.values())
-    texts = [f"{e.marker} {e.label}" for e in entries]
+    texts = [f"{e.marker} {_both_sides(e.id, labels[e.id])}" for e in entries]
     grid, cell = charts.legend_grid(texts, width)
     text = Text()
     for r, row in enumerate(grid):
@@ -239,6 +246,15 @@ def legend_text(*drawn: charts.Chart, width: int = 80) -> Text:
     if keys:
         text.append("\n" + keys, style="dim")
     return text
+
+
+def _both_sides(series: str, labels: dict[str, str]) -> str:
+    """A series' legend label when both sides draw it: its own where they agree, else
+    each side's note (``relu grasp (A 6/6 flagged; B 9/9 flagged)``)."""
+    if len(set(labels.values())) == 1:
+        return next(iter(labels.values()))
+    notes = [f"{side} {label[len(series):].strip(' ()') or 'ok'}" for side, label in labels.items()]
+    return f"{series} ({'; '.join(notes)})"
 
 
 class CompareScreen(ModalScreen[None]):
