@@ -372,6 +372,8 @@ def draw(plt: Any, chart: Chart, *, hidden: Collection[str] = (), zoom: bool = F
             ylim = (0.0, 1.0)
         elif extent:
             ylim = _pad(*extent, chart.log)
+            if chart.unit:  # zoomed accuracy: never past [0, 1]
+                ylim = (max(0.0, ylim[0]), min(1.0, ylim[1]))
     if ylim is not None and ylim[0] < ylim[1] and not (chart.log and ylim[0] <= 0):
         # plotext takes a log axis' limits as exponents (10 ** limit is drawn)
         plt.ylim(*((math.log10(ylim[0]), math.log10(ylim[1])) if chart.log else ylim))
