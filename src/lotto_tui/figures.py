@@ -258,7 +258,7 @@ def _legend(fig: Figure, sources: Sequence[Source], labels: Sequence[str], *, de
         names.append("actual = target")
     if bands:
         handles.append(Patch(facecolor="#888888", alpha=0.25))
-        names.append("95% CI over seeds")
+        names.append("95% CI over seeds" + (" (B: dotted edges)" if len(sources) > 1 else ""))
     if flagged:
         handles.append(Line2D([], [], color="#444444", marker="o", markerfacecolor="none", linestyle="none"))
         names.append("hollow: a run is flagged")
@@ -306,7 +306,11 @@ def accuracy_vs_sparsity(sources: Sequence[Source], metric: str = "val_acc") -> 
             dense = dense_cell(source.data, activation)
             stat = dense.stat(metric) if dense else None
             if stat is not None and stat.mean is not None:
-                ax.axhspan(stat.lo, stat.hi, color=DENSE_COLOUR, alpha=0.12 * source.alpha, linewidth=0)
+                if source.index:  # the second experiment's interval as edges, so A stays readable
+                    for edge in (stat.lo, stat.hi):
+                        ax.axhline(edge, color=DENSE_COLOUR, linewidth=0.8, linestyle=":", alpha=source.alpha)
+                else:
+                    ax.axhspan(stat.lo, stat.hi, color=DENSE_COLOUR, alpha=0.12 * source.alpha, linewidth=0)
                 ax.axhline(stat.mean, color=DENSE_COLOUR, linewidth=1.3, alpha=source.alpha, zorder=1)
             by_label = series(source.data, activation)
             for i, label in enumerate(labels):
@@ -446,7 +450,11 @@ def _curve(ax: Axes, source: Source, metric: str, cell: Cell) -> None:
     style = series_style(cell.label)
     ax.plot([e for e, _ in points], [v for _, v in points], color=style.colour, linestyle=style.linestyle,
             linewidth=1.3, alpha=source.alpha, zorder=2)
-    if band:
+    if band and source.index:  # the second experiment's band as dotted edges, so A's stays readable
+        for i in (1, 2):
+            ax.plot([b[0] for b in band], [b[i] for b in band], color=style.colour, linestyle=":",
+                    linewidth=0.8, alpha=source.alpha, zorder=1)
+    elif band:
         ax.fill_between([e for e, _, _ in band], [lo for _, lo, _ in band], [hi for _, _, hi in band],
                         color=style.colour, alpha=0.18 * source.alpha, linewidth=0, zorder=1)
 
