@@ -450,3 +450,27 @@ def test_the_report_key_with_the_real_report_writes_report_md(tmp_path: Path) ->
     report = tmp_path / "reports" / f"experiment-{exp}" / "report.md"
     assert report.is_file()
     assert any(n.startswith(f"Report written: {report}") for n in notices(app))
+
+
+def test_the_event_log_wraps_at_its_own_width_at_80_columns(tmp_path: Path) -> None:
+    """A long log line wraps inside the panel at 80 columns: no character is cut off."""
+    from textual.widgets import RichLog
+
+    line = "grid finished in 0s: 3 done, 1 flagged: 1 chance_level, 1 loss_exploded · peak memory 0.8 GiB (process)"
+
+    async def scenario() -> None:
+        app = create_app(tiny(tmp_path))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")
+            await pilot.pause(0.3)
+            log = app.query_one("#jobs-log", RichLog)
+            for i in range(20):  # enough lines for a scrollbar, which takes from the width
+                app.jobs.log(f"line {i}")
+            app.jobs.log(line)
+            await pilot.pause(0.3)
+            shown = [strip.text.rstrip() for strip in log.lines]
+            tail = " ".join(shown[-2:])
+            assert " ".join(line.split()) == " ".join(tail.split())
+            assert all(len(text) <= log.scrollable_content_region.width for text in shown)
+
+    asyncio.run(scenario())

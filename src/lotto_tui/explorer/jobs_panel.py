@@ -122,7 +122,7 @@ class JobsPanel(Widget):
         table: DataTable = JobsTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
         self._add_columns(table)
         yield table
-        yield RichLog(id="jobs-log", max_lines=500, wrap=True, markup=True)
+        yield RichLog(id="jobs-log", max_lines=500, wrap=True, markup=True, min_width=20)
 
     @property
     def table(self) -> DataTable:
