@@ -128,10 +128,13 @@ def test_flagged_points_are_hollow_and_the_legend_says_so(written) -> None:
     fig = figures.accuracy_vs_sparsity([figures.Source(data)])
     tanh = fig.axes[1]
     assert tanh.get_title() == "tanh"
-    hollow = [(line.get_xdata(), line.get_ydata()) for line in tanh.get_lines() if line.get_fillstyle() == "none"]
+    def is_hollow(line) -> bool:  # white inside, the series' colour as its edge
+        return line.get_marker() not in ("None", "none", "") and line.get_markerfacecolor() == "white"
+
+    hollow = [(line.get_xdata(), line.get_ydata()) for line in tanh.get_lines() if is_hollow(line)]
     flagged = next(c for c in data.cells if c.flagged)
     assert len(hollow) == 1 and hollow[0][1][0] == pytest.approx(flagged.val_acc)
-    assert not [line for line in fig.axes[0].get_lines() if line.get_fillstyle() == "none"]  # relu: none flagged
+    assert not [line for line in fig.axes[0].get_lines() if is_hollow(line)]  # relu: none flagged
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "hollow: a run is flagged" in legend and "magnitude" in legend and "chance (1/K)" in legend
     assert tanh.get_ylim() == (0.0, 1.0)

@@ -222,8 +222,10 @@ def _points(ax: Axes, xs: list[float], cells: list[Cell], metric: str, style: St
         px = [xi for xi, f in zip(x, flagged) if f == hollow]
         py = [yi for yi, f in zip(y, flagged) if f == hollow]
         if px:
+            # a hollow marker is filled white, so a series behind it does not show through
             ax.plot(px, py, linestyle="none", marker=style.marker, markersize=max(3.0, 7.5 - 1.2 * order),
-                    color=style.colour, fillstyle="none" if hollow else style.fill,
+                    color=style.colour, fillstyle="full" if hollow else style.fill,
+                    markerfacecolor="white" if hollow else style.colour,
                     markerfacecoloralt="white", markeredgewidth=1.2,
                     alpha=alpha, zorder=3)
 
