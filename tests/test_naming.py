@@ -73,19 +73,35 @@ def test_a_named_experiment_keeps_its_name_and_a_new_one_gets_the_default() -> N
     assert name_to_store(explicit, "demo", "my run") == "mine"
 
 
-@pytest.mark.slow
-def test_batch_names_a_new_experiment_and_keeps_a_chosen_name(cli, tmp_path) -> None:
-    """`--batch` without run.name stores the default name; a later run.name renames it;
-    running again without one keeps the chosen name."""
-    import json
+def test_the_runner_names_a_new_experiment_and_keeps_a_chosen_name(tmp_path) -> None:
+    """What `--batch` does: a new experiment gets the default name; a later run.name
+    renames it; running again without one keeps the chosen name."""
+    from conftest import TINY
 
-    from conftest import TINY, tiny_args
+    from lotto_engine.runner import Runner
+    from lotto_engine.store import Store
 
-    store = tmp_path / "store"
-    assert cli("--batch", *tiny_args(), "--store", str(store)).rc == 0
-    listed = cli("export", "--store", str(store), "--format", "json")
-    name = json.loads(listed.stdout)["experiment"]["name"]
-    assert name.startswith("demo, ") and name == default_name(load_config(preset="demo", overrides=[*TINY]), "demo")
-    assert cli("--batch", *tiny_args('run.name="mine"'), "--store", str(store)).rc == 0
-    assert cli("--batch", *tiny_args(), "--store", str(store)).rc == 0
-    assert json.loads(cli("export", "--store", str(store), "--format", "json").stdout)["experiment"]["name"] == "mine"
+    config = load_config(preset="demo", overrides=[*TINY, f'run.store="{tmp_path}"'])
+    default = default_name(config, "demo")
+    assert default.startswith("demo, ")
+    with Store(tmp_path) as store:
+        Runner(config, store, default_name=default).run()
+        assert store.experiment().name == default
+        named = config.model_copy(update={"run": config.run.model_copy(update={"name": "mine"})})
+        Runner(named, store, default_name=default).run()
+        Runner(config, store, default_name=default).run()
+        assert [e.name for e in store.experiments()] == ["mine"]
+
+
+def test_batch_names_from_the_preset_or_the_config_files_stem(tmp_path) -> None:
+    import argparse
+
+    from lotto_tui.batch import _default_name
+
+    config = load_config(preset="demo", overrides=["train.lr=0.1"])
+    opts = argparse.Namespace(preset="demo", config=None)
+    assert _default_name(opts, config) == "demo, lr=0.1"
+    toml = tmp_path / "paper.toml"
+    toml.write_text("[train]\nlr = 0.2\n")
+    from_file = load_config(file=str(toml), overrides=["train.lr=0.3"])
+    assert _default_name(argparse.Namespace(preset=None, config=str(toml)), from_file) == "paper, lr=0.3"
