@@ -105,6 +105,7 @@ def test_imp_is_a_chain_of_jobs_whose_variants_sit_at_grid_sparsities():
     assert not [job for job in jobs if job.variant == "invert"]  # not asked for
 
 
+@pytest.mark.slow
 def test_each_imp_level_removes_by_magnitude_of_the_previous_levels_trained_weights(tmp_path):
     root, summary, runs, plan = run(tmp_path, *IMP)
     assert summary.ok and summary.counts == {"done": 4}

@@ -415,6 +415,7 @@ def test_the_masks_chart_has_room_at_80x24_and_the_table_drops_columns_not_healt
 # ---------------------------------------------------------------------------- compare
 
 
+@pytest.mark.slow
 def test_compare_aligns_rows_by_grid_point_with_b_minus_a_and_shares_the_axes(store_root: Path) -> None:
     left, right = results(store_root, 1), results(store_root, 2)
     rows = compare_rows(left, right)

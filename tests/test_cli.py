@@ -379,6 +379,7 @@ def test_unavailable_device_is_one_line(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_cuda_graphs_on_without_cuda_is_one_line_and_creates_nothing(tmp_path):
     if Path("/dev/nvidiactl").exists() or Path("/dev/dxg").exists():
         pytest.skip("this machine may have CUDA")
@@ -466,6 +467,7 @@ def test_on_a_terminal_batch_shows_progress_bars_and_a_colour_table(tmp_path):
     assert "Validation accuracy vs sparsity" in screen
 
 
+@pytest.mark.slow
 def test_a_corrupt_store_file_is_one_line_not_a_traceback(tmp_path):
     store = tmp_path / "store"
     store.mkdir()
@@ -538,6 +540,7 @@ def test_store_and_device_flags_override_the_config_file(tmp_path):
     assert (config.run.device, config.run.store) == ("cpu", "mine")
 
 
+@pytest.mark.slow
 def test_export_to_a_path_under_a_file_is_one_line_exit_2(tiny_grid, tmp_path):
     cwd, proc = tiny_grid
     (tmp_path / "afile").write_text("x")

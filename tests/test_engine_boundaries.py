@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import lotto_engine
 
 ENGINE = Path(lotto_engine.__file__).parent
@@ -18,6 +20,7 @@ def _run(code: str) -> str:
     return out.stdout.strip()
 
 
+@pytest.mark.slow
 def test_engine_imports_without_textual_or_rich():
     modules = [m.name for m in pkgutil.walk_packages([str(ENGINE)], "lotto_engine.")]
     code = (

@@ -465,6 +465,7 @@ def fits(table: DataTable) -> bool:
     return table.virtual_size.width <= table.scrollable_content_region.width
 
 
+@pytest.mark.slow
 def test_health_at_80x24_in_the_jobs_and_results_tables_with_every_column_on_screen(tmp_path: Path) -> None:
     app = create_app(flagged_store(tmp_path))
 
@@ -522,6 +523,7 @@ def test_the_log_says_a_finished_job_is_flagged_and_the_grid_line_counts_flags(t
     assert "grid finished in 3s: 21 done, 11 flagged: 11 chance_level, 2 layer_collapse" in text
 
 
+@pytest.mark.slow
 def test_help_explains_every_flag_and_its_closing_line_is_on_screen_at_80x24(tmp_path: Path) -> None:
     app = create_app(tiny(tmp_path))
 
@@ -544,6 +546,7 @@ def test_help_explains_every_flag_and_its_closing_line_is_on_screen_at_80x24(tmp
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_ctrl_s_without_a_config_file_saves_beside_the_store_and_names_the_full_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -568,6 +571,7 @@ def test_ctrl_s_without_a_config_file_saves_beside_the_store_and_names_the_full_
     assert f"Saved {store / 'lotto.toml'}" in messages
 
 
+@pytest.mark.slow
 def test_a_start_that_cannot_get_its_data_makes_no_store_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_network(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError("network is off in this test")

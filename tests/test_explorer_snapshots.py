@@ -226,7 +226,8 @@ def pin_colours(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # 80x24 in the fast suite (the size that breaks first); 120x40 with the slow tests.
-@pytest.mark.parametrize("size", [pytest.param(s, marks=[pytest.mark.slow] if s != "80x24" else []) for s in SIZES])
+@pytest.mark.slow  # every snapshot: about 2-4 s each
+@pytest.mark.parametrize("size", list(SIZES))
 @pytest.mark.parametrize("panel", list(PANELS))
 def test_panel_snapshot(panel: str, size: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, snap_compare) -> None:
     """One panel of the explorer over a fixed demo store: 19 of 21 jobs run (one failed,

@@ -134,6 +134,7 @@ def test_an_edit_keeps_the_last_results_and_the_preview_counts_the_jobs_it_reuse
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_a_plan_with_nothing_finished_says_every_job_will_run(tmp_path: Path) -> None:
     app = create_app(tiny(tmp_path))
 
@@ -319,6 +320,7 @@ def test_a_new_experiment_is_named_after_its_origin_and_an_edit(tmp_path: Path) 
         assert [e.name for e in store.experiments()] == ["tiny", "tiny, lr=0.2"]
 
 
+@pytest.mark.slow
 def test_reopening_a_named_experiment_keeps_its_name(tmp_path: Path) -> None:
     config = tiny(tmp_path)
     finish_by_hand(tmp_path, config, name="my baseline")
@@ -400,6 +402,7 @@ def test_the_report_key_writes_the_shown_experiments_report_into_the_store_and_s
     assert written == f"Report written: {out / 'report.md'}\n+ 1 figure files beside it"
 
 
+@pytest.mark.slow
 def test_the_report_key_says_so_in_one_line_when_reports_are_unavailable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -420,6 +423,7 @@ def test_the_report_key_says_so_in_one_line_when_reports_are_unavailable(
     assert not (tmp_path / "reports").exists()
 
 
+@pytest.mark.slow
 def test_the_report_key_before_any_run_says_there_is_nothing_to_report(tmp_path: Path) -> None:
     app = create_app(tiny(tmp_path))
 
@@ -452,6 +456,7 @@ def test_the_report_key_with_the_real_report_writes_report_md(tmp_path: Path) ->
     assert any(n.startswith(f"Report written: {report}") for n in notices(app))
 
 
+@pytest.mark.slow
 def test_the_event_log_wraps_at_its_own_width_at_80_columns(tmp_path: Path) -> None:
     """A long log line wraps inside the panel at 80 columns: no character is cut off."""
     from textual.widgets import RichLog
