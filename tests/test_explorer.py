@@ -347,14 +347,18 @@ def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path
     for item in [*TINY, "train.dense_epochs=150"]:
         args += ["--set", item]
 
-    async def scenario() -> set[str]:
+    async def scenario() -> tuple[set[str], str, str]:
         seen: set[str] = set()
+        follow = ""
         async with app.run_test(size=(100, 30)) as pilot:
             await ready(pilot)
             batch = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            line = app.query_one("#jobs-follow", Static)
             try:
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:
+                    if line.display and not follow:
+                        follow = str(line.render())  # the status line names the process
                     progress = app.last_progress
                     if progress is not None:
                         seen.update(progress.counts)
@@ -364,12 +368,20 @@ def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path
                 assert batch.wait(timeout=60) == 0, batch.stderr.read() if batch.stderr else ""
             finally:
                 batch.kill()
+            ended = ""
+            deadline = time.monotonic() + 30
+            while not ended and time.monotonic() < deadline:
+                ended = next((f"{n.title}: {n.message}" for n in app._notifications
+                              if f"{n.title}: {n.message}".startswith("Followed grid ended")), "")
+                await pilot.pause(0.1)
             assert not app.running  # nothing ran in the explorer itself
             assert table_column(app.jobs.table, "status") == ["done"] * 4
-        return seen
+        return seen, follow, str(ended)
 
-    seen = asyncio.run(scenario())
+    seen, follow, ended = asyncio.run(scenario())
     assert "running" in seen  # it was watched live, not only read at the end
+    assert "following: pid" in follow and "-m lotto_tui --batch --store" in follow
+    assert ended.endswith("stopped running experiment 1: 4 done, 0 failed")  # and said when it ended
 
 
 @pytest.mark.slow

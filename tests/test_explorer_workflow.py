@@ -262,33 +262,6 @@ def shown_command(line: str) -> str:
     return line.split("(", 1)[1].rsplit(")", 1)[0]
 
 
-@pytest.mark.slow
-def test_follow_mode_names_a_real_batch_process_and_its_counts(tmp_path: Path) -> None:
-    config = tiny(tmp_path, "train.dense_epochs=150")
-    app = create_app(config, poll_interval=0.2)
-    args = [sys.executable, "-m", "lotto_tui", "--batch", "--store", str(tmp_path)]
-    for item in [*TINY, "train.dense_epochs=150"]:
-        args += ["--set", item]
-
-    async def scenario() -> str:
-        async with app.run_test(size=(100, 30)) as pilot:
-            await ready(pilot)
-            batch = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            line = app.query_one("#jobs-follow", Static)
-            try:
-                await wait_until(lambda: line.display, timeout=120)
-                seen = shown(line)
-                assert batch.wait(timeout=120) == 0, batch.stderr.read() if batch.stderr else ""
-            finally:
-                batch.kill()
-            await wait_until(lambda: any(n.startswith("Followed grid ended") for n in notices(app)), timeout=30)
-            assert f"pid {batch.pid} (python" in seen and "-m lotto_tui --batch --store" in seen
-            return next(n for n in notices(app) if n.startswith("Followed grid ended"))
-
-    notice = asyncio.run(scenario())
-    assert notice.endswith("stopped running experiment 1: 4 done, 0 failed")
-
-
 # ------------------------------------------------------------------ default names
 
 
