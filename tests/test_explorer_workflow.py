@@ -19,7 +19,6 @@ import pytest
 from rich.console import Console
 from textual.widgets import Input, Static
 
-from lotto_engine.config import load_config
 from lotto_engine.health import FLAGS
 from lotto_engine.naming import default_name
 from lotto_engine.plan import build_plan
