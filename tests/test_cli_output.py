@@ -32,7 +32,6 @@ from conftest import LOTTO, run_cli, run_on_terminal, tiny_args, tiny_config
 from lotto_engine.plan import build_plan
 from lotto_engine.records import RunRecord
 from lotto_engine.stats import Stat
-from lotto_engine.stats import Stat
 from lotto_engine.views.results import Cell, summarize
 from lotto_engine.runner import Runner
 from lotto_engine.store import Store

@@ -3,8 +3,6 @@ differs from it, short enough for a table, and stable enough to be read back."""
 
 from __future__ import annotations
 
-import pytest
-
 from lotto_engine.config import load_config
 from lotto_engine.naming import LIMIT, default_name, differences, name_origin, name_to_store
 
