@@ -459,3 +459,19 @@ def test_children_of_a_diverged_dense_run_are_failed_not_pending_after_adoption(
         assert wider.counts == {"diverged": 1, "failed": 2}
         started = events[0]
         assert started.reused <= started.skipped and len(started.reused) == 1
+
+
+def test_lock_holder_names_the_live_runner_and_nothing_else(tmp_path):
+    import os
+
+    from lotto_engine.store import lock_holder, lock_path
+
+    with Store(tmp_path) as store:
+        assert lock_holder(tmp_path, 1) is None  # never locked
+        with store.lock_experiment(1):
+            assert lock_holder(tmp_path, 1) == os.getpid()
+        assert lock_holder(tmp_path, 1) is None  # let go: the file is empty
+    lock_path(tmp_path, 2).write_text("pid 99999999")  # a runner that no longer exists
+    assert lock_holder(tmp_path, 2) is None
+    lock_path(tmp_path, 3).write_text("garbage")
+    assert lock_holder(tmp_path, 3) is None

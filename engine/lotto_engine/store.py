@@ -158,6 +158,32 @@ def _sql(method: Callable[..., _T]) -> Callable[..., _T]:
     return wrapper
 
 
+
+def lock_path(root: str | Path, experiment_id: int) -> Path:
+    """The file a runner holds while it works on ``experiment_id`` in the store at ``root``."""
+    return Path(root) / "locks" / f"experiment-{experiment_id}.lock"
+
+
+def lock_holder(root: str | Path, experiment_id: int) -> int | None:
+    """The pid of the live process that runs ``experiment_id`` now, or None.
+
+    Reads the lock file's ``pid N`` (empty once the runner lets go) and checks that the
+    process exists: a runner killed with ``kill -9`` leaves its pid behind. Never takes
+    the lock, so a follower cannot stop a runner from starting."""
+    path = lock_path(root, experiment_id)
+    try:
+        if not path.is_file():  # never open a FIFO or a device: that could block
+            return None
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(64).strip()
+    except OSError:
+        return None
+    head, _, number = text.partition(" ")
+    if head != "pid" or not number.isdigit():
+        return None
+    pid = int(number)
+    return pid if writer_alive(pid) else None
+
 class StoreWriteError(StoreError):
     """The store could not be written (full disk, damaged file, I/O error): the grid
     stops, since every later job would fail the same way."""
@@ -393,8 +419,9 @@ class Store:
 
     @contextlib.contextmanager
     def lock_experiment(self, experiment_id: int) -> Iterator[None]:
-        """Hold the experiment's lock file; a second runner gets a clear StoreError."""
-        path = self.root / "locks" / f"experiment-{experiment_id}.lock"
+        """Hold the experiment's lock file (it says ``pid N`` while held: see
+        :func:`lock_holder`); a second runner gets a clear StoreError."""
+        path = lock_path(self.root, experiment_id)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fh = open(path, "a+")

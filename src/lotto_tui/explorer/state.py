@@ -3,9 +3,8 @@
 - ``<store>/explorer-state.json`` remembers the experiment last opened or run in that
   store, so a plain ``lotto-tui`` reopens it. Losing the file loses nothing but that:
   a missing, unreadable or stale one is ignored.
-- ``<store>/locks/experiment-<id>.lock`` holds ``pid N`` while a runner works on the
-  experiment (:meth:`lotto_engine.store.Store.lock_experiment`): follow mode names the
-  process that runs the grid it shows.
+- Follow mode names the process that runs the grid it shows: the store's lock holder
+  (:func:`lotto_engine.store.lock_holder`) and its command line from ``/proc``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lotto_engine.errors import escape_controls
-from lotto_engine.files import write_text_atomic, writer_alive
+from lotto_engine.files import write_text_atomic
+from lotto_engine.store import lock_holder
 
 STATE_NAME = "explorer-state.json"
 #: Longest command line a status line shows (the rest is cut with an ellipsis).
@@ -73,23 +73,10 @@ class GridWriter:
 
 
 def grid_writer(store: str | Path, experiment_id: int) -> GridWriter | None:
-    """The live process (not this one) that runs ``experiment_id`` now, or None.
-
-    Reads the lock file's ``pid N`` (empty once the runner lets go) and checks that the
-    process exists: a runner killed with ``kill -9`` leaves its pid behind."""
-    path = Path(store) / "locks" / f"experiment-{experiment_id}.lock"
-    try:
-        if not path.is_file():
-            return None
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            text = fh.read(64).strip()
-    except OSError:
-        return None
-    head, _, number = text.partition(" ")
-    if head != "pid" or not number.isdigit():
-        return None
-    pid = int(number)
-    if pid == os.getpid() or not writer_alive(pid):
+    """The live process (not this one) that runs ``experiment_id`` now, or None
+    (:func:`lotto_engine.store.lock_holder`), with its command line."""
+    pid = lock_holder(store, experiment_id)
+    if pid is None or pid == os.getpid():
         return None
     return GridWriter(pid, command_line(pid))
 
