@@ -30,9 +30,9 @@ from conftest import tiny_config
 from lotto_engine.plan import build_plan
 from lotto_engine.records import EpochMetrics, LayerSparsity, RunResult
 from lotto_engine.store import Store
-from lotto_engine.views.results import ResultsData, load_results
+from lotto_engine.views.results import ResultsData, compare_results, load_results
 from lotto_tui import charts
-from lotto_tui.explorer.history import CompareScreen, compare_charts, compare_rows
+from lotto_tui.explorer.history import CompareScreen, compare_charts
 from lotto_tui.explorer.results_panel import ResultsPanel
 from lotto_tui.report import chart_texts, results_table
 
@@ -418,9 +418,9 @@ def test_the_masks_chart_has_room_at_80x24_and_the_table_drops_columns_not_healt
 @pytest.mark.slow
 def test_compare_aligns_rows_by_grid_point_with_b_minus_a_and_shares_the_axes(store_root: Path) -> None:
     left, right = results(store_root, 1), results(store_root, 2)
-    rows = compare_rows(left, right)
+    rows = compare_results(left, right)
     assert len(rows) == len(left.cells)  # right's points are a subset: no row of its own
-    missing = [key for key, a, b in rows if b is None]
+    missing = [p.key for p in rows if p.b is None]
     assert sorted({k[3] for k in missing}) == [0.5]  # right has no 0.5 points
     a_chart, b_chart = compare_charts(left, right)
     assert a_chart.xticks == b_chart.xticks == (0.5, 0.8)  # the union, on both sides

@@ -194,3 +194,22 @@ def test_the_best_point_is_chosen_on_validation_and_never_among_nets_that_did_no
     assert best_points(cells) == {("relu", "magnitude", "none", 0.5), ("relu", "random", "none", 0.5),
                                   ("relu", "random", "none", 0.9)}
     assert best_points(cells[4:6]) == frozenset()  # every net at chance: no best
+
+
+def test_two_experiments_are_compared_point_by_point_as_b_minus_a() -> None:
+    from lotto_engine.views.results import Cell, ResultsData, compare_results, summarize
+
+    def run(i: int, method: str, sparsity: float, val: float):  # type: ignore[no-untyped-def]
+        from lotto_engine.records import RunRecord
+
+        return RunRecord(i, 1, f"k{i}", "pruned", "relu", method, sparsity, 0, "done", 1, val, val, val,
+                         sparsity, 0.5, 1.0, None, "t", "t")
+
+    a = ResultsData(1, cells=summarize([run(1, "magnitude", 0.5, 0.9), run(2, "grasp", 0.5, 0.8)]))
+    b = ResultsData(2, cells=summarize([run(3, "grasp", 0.5, 0.85), run(4, "random", 0.5, 0.7)]))
+    points = compare_results(a, b)
+    assert [(p.key[1], p.a is not None, p.b is not None) for p in points] == [
+        ("magnitude", True, False), ("grasp", True, True), ("random", False, True)]
+    assert points[1].difference("val_acc") == pytest.approx(0.05)
+    assert points[0].difference("val_acc") is None and points[2].difference("test_acc") is None
+    assert isinstance(points[0].a, Cell)

@@ -36,7 +36,7 @@ from lotto_engine.errors import LottoError, escape_controls
 if TYPE_CHECKING:
     from lotto_engine.stats import Stat
     from lotto_engine.store import Store
-    from lotto_engine.views.results import Cell, ResultsData
+    from lotto_engine.views.results import Cell, ComparedPoint, ResultsData
 
     from .figures import Source
 
@@ -398,7 +398,7 @@ def _tables(add: Any, data: ResultsData, *, level: str) -> None:
 
 
 def _comparison(add: Any, a: ResultsData, b: ResultsData) -> None:
-    from lotto_engine.views.results import ordered_cells
+    from lotto_engine.views.results import compare_results
 
     add("## Results side by side (A, B and B − A)")
     add("")
@@ -406,11 +406,9 @@ def _comparison(add: Any, a: ResultsData, b: ResultsData) -> None:
         "reads *absent* in the other. Values are `mean ± ci95` over the n finished seeds of each; B − A is the "
         "difference of the means (compare it with the two intervals before reading it as an effect).")
     add("")
-    cells_a = {c.key: c for c in a.cells}
-    cells_b = {c.key: c for c in b.cells}
-    keys = [c.key for c in ordered_cells([*a.cells, *(c for c in b.cells if c.key not in cells_a)], a.axes)]
-    activations = list(dict.fromkeys(k[0] for k in keys))
-    if not keys:
+    points = compare_results(a, b)
+    activations = list(dict.fromkeys(p.key[0] for p in points))
+    if not points:
         add("Neither experiment has results yet.")
         add("")
     for activation in activations:
@@ -421,10 +419,10 @@ def _comparison(add: Any, a: ResultsData, b: ResultsData) -> None:
             heads += [f"{head} A", f"{head} B", f"{head} B − A"]
         add("| method | target | " + " | ".join(heads) + " | flags A | flags B |")
         add("|---|---:|" + "---:|" * len(heads) + "---|---|")
-        for key in keys:
-            if key[0] != activation:
+        for point in points:
+            if point.key[0] != activation:
                 continue
-            ca, cb = cells_a.get(key), cells_b.get(key)
+            key, ca, cb = point.key, point.a, point.b
             some = ca or cb
             assert some is not None
             label = md(some.label)
@@ -433,7 +431,7 @@ def _comparison(add: Any, a: ResultsData, b: ResultsData) -> None:
             for name, _, kind in COMPARE_METRICS:
                 sa = ca.stat(name) if ca else None
                 sb = cb.stat(name) if cb else None
-                row += [_compact(sa, ca, kind), _compact(sb, cb, kind), _difference(sa, sb, kind)]
+                row += [_compact(sa, ca, kind), _compact(sb, cb, kind), _difference(point, name, kind)]
             add(f"| {label}{marks} | {key[3]:g} | " + " | ".join(row)
                 + f" | {flags_text(ca) if ca else 'absent'} | {flags_text(cb) if cb else 'absent'} |")
         add("")
@@ -447,12 +445,14 @@ def _compact(stat: Stat | None, cell: Cell | None, kind: str) -> str:
     return stat_text(stat, kind, n=stat.mean is not None and stat.n != cell.n)
 
 
-def _difference(a: Stat | None, b: Stat | None, kind: str) -> str:
-    """B − A of the means (the comparison's one subtraction), signed."""
-    if a is None or b is None or a.mean is None or b.mean is None:
+def _difference(point: ComparedPoint, metric: str, kind: str) -> str:
+    """B − A of the means (:meth:`~lotto_engine.views.results.ComparedPoint.difference`),
+    signed, to as many decimals as the larger mean shows."""
+    diff = point.difference(metric)
+    if diff is None or point.a is None or point.b is None:
         return "–"
-    diff = b.mean - a.mean
-    return f"{diff:+.{decimals(max(abs(a.mean), abs(b.mean)), kind)}f}"
+    larger = max(abs(point.a.stat(metric).mean or 0.0), abs(point.b.stat(metric).mean or 0.0))
+    return f"{diff:+.{decimals(larger, kind)}f}"
 
 
 def _figure_section(add: Any, figures: Sequence[WrittenFigure]) -> None:

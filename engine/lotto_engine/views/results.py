@@ -402,3 +402,29 @@ def load_results(
         config=config,
         name=name,
     )
+
+
+@dataclass(frozen=True)
+class ComparedPoint:
+    """One grid point of two experiments side by side: ``a`` or ``b`` is None where
+    that experiment lacks the point."""
+
+    key: CurveKey
+    a: Cell | None
+    b: Cell | None
+
+    def difference(self, metric: str) -> float | None:
+        """B's mean of ``metric`` minus A's; None where either has none. Read it against
+        both sides' intervals before calling it an effect."""
+        x = self.a.stat(metric).mean if self.a else None
+        y = self.b.stat(metric).mean if self.b else None
+        return None if x is None or y is None else y - x
+
+
+def compare_results(a: ResultsData, b: ResultsData) -> list[ComparedPoint]:
+    """Both experiments' grid points aligned by (activation, method, variant, target
+    sparsity), in grid order (A's config first, then points only B has)."""
+    cells_a = {c.key: c for c in a.cells}
+    cells_b = {c.key: c for c in b.cells}
+    union = [*a.cells, *(c for c in b.cells if c.key not in cells_a)]
+    return [ComparedPoint(c.key, cells_a.get(c.key), cells_b.get(c.key)) for c in ordered_cells(union, a.axes)]

@@ -16,10 +16,10 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
 from lotto_engine.views.experiments import ExperimentSummary
-from lotto_engine.views.results import Cell, CurveKey, ResultsData, ordered_cells
+from lotto_engine.views.results import ComparedPoint, ResultsData, compare_results
 
 from .. import charts
-from ..formatting import cell_stat, cell_values, num, printable, text_width
+from ..formatting import cell_values, num, printable, text_width
 from .keys import HISTORY_KEYS, bindings
 
 HISTORY_COLUMNS = ("", "id", "name", "dataset", "model", "grid", "done", "problems", "flagged", "created")
@@ -158,28 +158,15 @@ COMPARE_NOTE = ("Δ = B − A of the means, in % points · mean ±95% CI over se
 COMPARE_TABS = ("compare-table-tab", "compare-charts-tab")
 
 
-def compare_rows(left: ResultsData, right: ResultsData) -> list[tuple[CurveKey, Cell | None, Cell | None]]:
-    """Both experiments' grid points aligned by (activation, method, variant, target
-    sparsity), in grid order (the left experiment's config first): a point only one of
-    them has gets None on the other side."""
-    a = {c.key: c for c in left.cells}
-    b = {c.key: c for c in right.cells}
-    union = list(a.values()) + [c for k, c in b.items() if k not in a]
-    return [(c.key, a.get(c.key), b.get(c.key)) for c in ordered_cells(union, left.axes)]
-
-
-def difference(a: Cell | None, b: Cell | None, metric: str) -> str:
+def difference(point: ComparedPoint, metric: str) -> str:
     """B's mean minus A's, in percentage points (``+0.25``); ``-`` when one is missing."""
-    x = cell_stat(a, metric).mean if a else None
-    y = cell_stat(b, metric).mean if b else None
-    if x is None or y is None:
-        return "-"
-    return f"{100 * (y - x):+.2f}"
+    diff = point.difference(metric)
+    return "-" if diff is None else f"{100 * diff:+.2f}"
 
 
-def compare_values(key: CurveKey, a: Cell | None, b: Cell | None, left: ResultsData,
-                   right: ResultsData) -> dict[str, str]:
+def compare_values(point: ComparedPoint, left: ResultsData, right: ResultsData) -> dict[str, str]:
     """One row of the comparison table by column (:data:`COMPARE_COLUMNS`)."""
+    a, b = point.a, point.b
     cell = a or b
     assert cell is not None
     va = cell_values(a, best=left.is_best(a), sep="\n") if a else {}
@@ -187,15 +174,15 @@ def compare_values(key: CurveKey, a: Cell | None, b: Cell | None, left: ResultsD
     return {
         "activation": printable(cell.activation), "method": printable(cell.label),
         "target": "-" if cell.method == "dense" else num(cell.target_sparsity, 2),
-        "val A": va.get("val %", "-"), "val B": vb.get("val %", "-"), "Δ val": difference(a, b, "val_acc"),
-        "test A": va.get("test %", "-"), "test B": vb.get("test %", "-"), "Δ test": difference(a, b, "test_acc"),
+        "val A": va.get("val %", "-"), "val B": vb.get("val %", "-"), "Δ val": difference(point, "val_acc"),
+        "test A": va.get("test %", "-"), "test B": vb.get("test %", "-"), "Δ test": difference(point, "test_acc"),
         "D A": va.get("D", "-"), "D B": vb.get("D", "-"), "n A": va.get("n", "-"), "n B": vb.get("n", "-"),
     }
 
 
 def fill_compare_table(table: DataTable, left: ResultsData, right: ResultsData, room: int = 0) -> tuple[str, ...]:
     """The comparison table; returns the columns left out for ``room``."""
-    rows = [compare_values(k, a, b, left, right) for k, a, b in compare_rows(left, right)]
+    rows = [compare_values(point, left, right) for point in compare_results(left, right)]
     names: tuple[str, ...] = COMPARE_COLUMNS
     if room:
         widths = {n: max([len(COMPARE_HEADERS.get(n, n)), *(text_width(r[n]) for r in rows)]) for n in names}
