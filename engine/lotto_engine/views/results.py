@@ -372,7 +372,6 @@ def load_results(
     axes = GridAxes.of(config)
     data_section = config.get("data")
     classes = DATASET_CLASSES.get(str(data_section.get("dataset"))) if isinstance(data_section, Mapping) else None
-    provenance = getattr(store, "provenance", None)
 
     @lru_cache(maxsize=None)
     def curve_of(run_id: int) -> list[EpochMetrics]:
@@ -398,7 +397,7 @@ def load_results(
         bands=bands,  # type: ignore[arg-type]
         best=best_points(c for c in cells if c.key in grid),
         chance=1.0 / classes if classes else None,
-        provenance=provenance(experiment_id) if provenance is not None else [],
+        provenance=store.provenance(experiment_id),
         config=config,
         name=name,
     )
