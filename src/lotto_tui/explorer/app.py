@@ -739,7 +739,8 @@ class ExplorerApp(App[int]):
         to nothing) a moment later; so focus now, and check again after the refresh.
         """
         def settle() -> None:
-            if self._exiting or not isinstance(self.screen, Screen) or self.screen is not self.screen_stack[0]:
+            # after the refresh the app may be shutting down with no screen left
+            if self._exiting or not self.screen_stack or self.screen is not self.screen_stack[0]:
                 return
             panel = self.query_one(f"#panels TabPane#{self.panel}")
             focused = self.focused
