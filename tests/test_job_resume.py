@@ -97,7 +97,7 @@ def test_the_runner_hands_ready_siblings_to_the_executor_together(tmp_path, monk
             groups.append([(task.spec.job.kind, task.spec.job.method) for task in group])
             super().submit(group)
 
-    monkeypatch.setattr(grid, "make_executor", lambda name, **kw: Recording(**kw))
+    monkeypatch.setattr(grid, "make_executor", lambda run, *, settings, **kw: Recording(**kw))
     config = tiny_config('grid.methods=["magnitude","random"]', "run.parallel=3")
     with Store(tmp_path / "runs") as store:
         assert Runner(config, store).run().ok

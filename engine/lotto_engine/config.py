@@ -51,6 +51,8 @@ MODELS = ("shallow-cnn", "lenet-300-100")
 # ``\d`` would accept non-ASCII digits.
 _DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 _REWIND_RE = re.compile(r"init|epoch:([0-9]+)")
+#: host:port or ray://host:port (a hostname, IPv4 or [IPv6] and a port)
+_ADDRESS_RE = re.compile(r"(ray://)?([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
 
 
 #: Bump when a change to the engine changes results for the same inputs: it is part of
@@ -107,6 +109,8 @@ def _path_text(value: str) -> str:
 PlainText = Annotated[str, AfterValidator(_plain_text)]
 #: A path: non-empty text without control characters.
 PathText = Annotated[str, AfterValidator(_path_text)]
+#: A path that may be left empty (unset); when given, a path as above.
+OptionalPath = Annotated[str, AfterValidator(lambda v: v if v == "" else _path_text(v))]
 
 
 class _Section(BaseModel):
@@ -367,18 +371,71 @@ class RunConfig(_Section):
     parallel: int = Field(
         0, ge=0, le=64,
         description=(
-            "jobs trained at once: 0 = auto (one per visible GPU, 1 on CPU); on CPU they share "
-            "the threads, which changes the numbers"
+            "jobs trained at once: 0 = auto (one per visible GPU, 1 on CPU; ray: what the "
+            "cluster's CPUs or GPUs hold; slurm: run.slurm_array_parallelism); on CPU, locally, "
+            "they share the threads, which changes the numbers"
         ),
     )
 
-    executor: Literal["local"] = Field(
+    executor: Literal["local", "ray", "slurm"] = Field(
         "local",
         description=(
             "where jobs run: local (this process: one job at a time, or run.parallel slots "
-            "over GPUs or CPU threads); changes nothing in the numbers"
+            "over GPUs or CPU threads) | ray (tasks on a Ray cluster, run.ray_*) | slurm "
+            "(job arrays through submitit, run.slurm_*); this process stays the driver and "
+            "the only writer of the store; changes nothing in the numbers"
         ),
     )
+    ray_address: str = Field(
+        "auto",
+        description=(
+            "ray: auto (join the running cluster: RAY_ADDRESS or the one `ray start` made "
+            "here) | local (start a private cluster on this machine) | host:port | ray://host:port"
+        ),
+    )
+    gpus_per_job: float = Field(
+        0, ge=0, le=64,
+        description=(
+            "ray and slurm: GPUs each job reserves (0 = CPU jobs); ray takes fractions "
+            "(0.25: four jobs share a GPU), slurm whole GPUs per task"
+        ),
+    )
+    cpus_per_job: int = Field(
+        1, ge=1, le=MAX_THREADS,
+        description="ray and slurm: CPUs each job reserves; its torch threads are run.threads, or this when 0",
+    )
+    retries: int = Field(
+        2, ge=0, le=100,
+        description=(
+            "ray and slurm: times a job whose worker or node died is run again, from its last "
+            "epoch checkpoint, before it is recorded failed with the reason"
+        ),
+    )
+    slurm_partition: PlainText = Field("", description="slurm: the partition (empty: the cluster's default)")
+    slurm_time: int = Field(
+        60, ge=1, le=60 * 24 * 365,
+        description=(
+            "slurm: minutes each task may run; a task that runs out of time (or is preempted) "
+            "is requeued and continues from its last epoch checkpoint"
+        ),
+    )
+    slurm_array_parallelism: int = Field(
+        16, ge=1, le=100_000, description="slurm: tasks of one job array running at once"
+    )
+    slurm_folder: OptionalPath = Field(
+        "",
+        description=(
+            "slurm: a folder this machine and every node share (job files, events, checkpoints); "
+            "required with run.executor = \"slurm\""
+        ),
+    )
+
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, v: str) -> str:
+        if v in ("auto", "local") or _ADDRESS_RE.fullmatch(v):
+            return v
+        raise ValueError(f"must be auto, local, host:port or ray://host:port, got {v!r}")
 
     @field_validator("device")
     @classmethod
@@ -405,6 +462,28 @@ class ExperimentConfig(_Section):
             raise ValueError(
                 f"prune.rewind: epoch {k} is past train.dense_epochs ({self.train.dense_epochs})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _executor_settings(self) -> ExperimentConfig:
+        run = self.run
+        if run.executor == "slurm":
+            if not run.slurm_folder:
+                raise ValueError(
+                    'run.slurm_folder: required with run.executor = "slurm" (a folder this machine '
+                    "and every node share)"
+                )
+            if run.gpus_per_job != int(run.gpus_per_job):
+                raise ValueError(
+                    f"run.gpus_per_job: slurm gives whole GPUs per task, got {run.gpus_per_job:g}"
+                )
+        if run.executor != "local" and run.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(
+                f"run.device: with run.executor = {run.executor!r} a job gets the device its worker is "
+                f"given (auto, cpu or cuda), got {run.device!r}"
+            )
+        if run.executor != "local" and run.device == "cpu" and run.gpus_per_job:
+            raise ValueError(f"run.device: cpu, but run.gpus_per_job = {run.gpus_per_job:g} reserves GPUs")
         return self
 
     def identity(self, precision: str = "fp32") -> str:

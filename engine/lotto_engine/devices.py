@@ -179,13 +179,28 @@ class Execution:
     fast: FastPath
     slots: list[torch.device]
     notes: tuple[str, ...] = ()
-    #: CPU threads for the whole grid (:func:`threads_for`); CPU job slots share them
+    #: CPU threads for the whole grid (:func:`threads_for`); CPU job slots share them.
+    #: With a remote executor: each job's threads on its worker
     threads: int = 1
+    #: run.executor; with ``ray`` or ``slurm`` jobs run on workers of a cluster and
+    #: ``slots`` holds this process's CPU only (where the driver checks saved tensors)
+    executor: str = "local"
+
+    @property
+    def remote(self) -> bool:
+        return self.executor != "local"
+
+    @property
+    def where(self) -> str:
+        """Where jobs train: ``cpu``, ``cuda:0, cuda:1``, ``ray: cuda per job``..."""
+        if self.remote:
+            return f"{self.executor}: {self.device.type} per job"
+        return describe_slots(self.slots)
 
     @property
     def label(self) -> str:
-        """``cpu fp32``, ``cuda:0, cuda:1 bf16``, ``cpu (2 jobs at once) fp32``..."""
-        return f"{describe_slots(self.slots)} {self.fast.precision}"
+        """``cpu fp32``, ``cuda:0, cuda:1 bf16``, ``cpu (2 jobs at once) fp32``, ``ray: cpu per job fp32``..."""
+        return f"{self.where} {self.fast.precision}"
 
 
 def execution(run: RunConfig) -> Execution:
@@ -193,7 +208,19 @@ def execution(run: RunConfig) -> Execution:
 
     Raises :class:`DeviceError` (one line) for a device that does not exist or a
     setting it cannot honour; call it before creating anything on disk.
+
+    With a remote executor (``ray``, ``slurm``) jobs train on the cluster's workers:
+    on a GPU when ``run.gpus_per_job`` reserves one, else on their CPUs, whatever this
+    machine has; the fast path is resolved for that device, and each job gets
+    ``run.threads`` threads (0: ``run.cpus_per_job``).
     """
+    if run.executor != "local":
+        device = torch.device("cuda" if run.gpus_per_job > 0 else "cpu")
+        if run.device == "cuda" and device.type == "cpu":
+            raise DeviceError(f"run.device: cuda, but run.gpus_per_job = 0 gives the {run.executor} jobs no GPU")
+        fast = fast_path(run.precision, run.channels_last, run.compile, device, run.cuda_graphs)
+        threads = run.threads or run.cpus_per_job
+        return Execution(device, fast, [torch.device("cpu")], (), threads, run.executor)
     device = resolve_device(run.device)
     fast = fast_path(run.precision, run.channels_last, run.compile, device, run.cuda_graphs)
     slots = job_devices(run.device, device, run.parallel)
@@ -201,4 +228,4 @@ def execution(run: RunConfig) -> Execution:
     if run.compile and len(slots) > 1:  # torch.compile is not thread-safe
         notes += (f"run.compile trains one job at a time (run.parallel asked for {len(slots)} at once)",)
         slots = slots[:1]
-    return Execution(device, fast, slots, notes, threads_for(run))
+    return Execution(device, fast, slots, notes, threads_for(run), run.executor)

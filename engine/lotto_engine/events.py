@@ -32,6 +32,10 @@ class JobStarted:
     device: str = ""  # where it trains (several devices or job slots can be busy at once)
     #: epochs already trained before an interruption (continued from a checkpoint); 0 = fresh
     resumed_from: int = 0
+    #: with a remote executor, the worker training it ("ray worker pid 123 on box2"); "" here
+    worker: str = ""
+    #: that worker's process id (0 in this process)
+    pid: int = 0
 
 
 @dataclass(frozen=True)

@@ -561,6 +561,13 @@ class Store:
             self._write_epochs(run_id, [metrics])
 
     @_sql
+    def keep_epochs(self, run_id: int, epochs: int) -> None:
+        """Drop a running run's epochs after the first ``epochs``: its job runs again
+        from the checkpoint made then (a remote worker died after it)."""
+        with self._lock, self._conn:
+            self._conn.execute("DELETE FROM epochs WHERE run_id = ? AND epoch > ?", (run_id, epochs))
+
+    @_sql
     def record_mask(self, run_id: int, actual_sparsity: float, layers: Iterable[LayerSparsity]) -> None:
         """Commit a running pruned run's mask sparsity as soon as the mask is cut."""
         with self._lock, self._conn:

@@ -55,8 +55,11 @@ def grid_started(event: GridStarted) -> Text:
 
 def job_started(event: JobStarted) -> Text:
     """``relu magnitude s=0.8 seed=0 on cuda:1 (resumed after epoch 3)``: where it trains
-    when that is not the CPU, and the epochs it had trained before an interruption."""
-    where = f" on {printable(event.device)}" if event.device and event.device != "cpu" else ""
+    when that is not the CPU, the remote worker (``... on cpu, ray worker pid 81 on box2``),
+    and the epochs it had trained before an interruption."""
+    where = f" on {printable(event.device)}" if event.device and (event.device != "cpu" or event.worker) else ""
+    if event.worker:
+        where += f", {printable(event.worker)}"
     resumed = f" (resumed after epoch {event.resumed_from})" if event.resumed_from > 0 else ""
     return Text(f"{printable(event.job.label)}{where}{resumed}")
 

@@ -11,7 +11,7 @@ The executor never writes the store: the runner does.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
@@ -42,6 +42,11 @@ class Started:
     batches: int
     resumed_from: int  # epochs trained before a resume; 0 = fresh
     device: str
+    #: where it runs, for people: "" in this process, "ray worker pid 123 on box2", "slurm job 77_1 on node1"
+    worker: str = ""
+    #: the process training it, and its machine (0 and "" in this process)
+    pid: int = 0
+    host: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,9 +86,25 @@ class Finished:
     wall_time: float = 0.0
     #: stopped by Ctrl-C before it could return an output (recorded cancelled, not failed)
     cancelled: bool = False
+    #: peak bytes per device in the worker that ran it (remote executors; see devices.peak_memory)
+    peak_memory: dict[str, int] = field(default_factory=dict)
 
 
-Message = Started | Masked | BatchDone | EpochDone | Checkpointed | Finished
+@dataclass(frozen=True)
+class Retrying:
+    """A remote job's worker or node died: the job runs again from its last checkpoint.
+
+    The runner keeps the run's first ``resume_epoch`` epochs (the rest were trained
+    after that checkpoint and will be trained again) and tells the user."""
+
+    key: str
+    reason: str  # one line: what happened to the worker
+    attempt: int  # the attempt starting now (2 = the first retry)
+    attempts: int  # attempts allowed in all (run.retries + 1)
+    resume_epoch: int  # epochs kept: the checkpoint it continues from (0 = from scratch)
+
+
+Message = Started | Masked | BatchDone | EpochDone | Checkpointed | Finished | Retrying
 
 
 class Executor(Protocol):
@@ -110,3 +131,37 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Stop accepting tasks and release workers; call after the last Finished."""
+
+
+class Attempts:
+    """Retry bookkeeping of a remote executor: each task's latest checkpoint (seen in
+    the messages that pass through) and how many times it ran, so that a job whose
+    worker died runs again from where it was, at most ``retries`` times."""
+
+    def __init__(self, retries: int) -> None:
+        self.retries = retries
+        self._checkpoints: dict[str, JobCheckpoint] = {}
+        self._tries: dict[str, int] = {}
+
+    def track(self, message: Message) -> None:
+        """Remember a :class:`Checkpointed` message's checkpoint; forget a finished task."""
+        if isinstance(message, Checkpointed):
+            self._checkpoints[message.key] = message.checkpoint
+        elif isinstance(message, Finished):
+            self.forget(message.key)
+
+    def retry(self, task: Task, reason: str) -> tuple[Task, Retrying] | None:
+        """``task`` to submit again (continuing from its latest checkpoint, else from
+        what it was given) with the message that says so; None once it has used up
+        its retries (the caller records it failed with ``reason``)."""
+        tried = self._tries.get(task.key, 1)
+        if tried > self.retries:
+            return None
+        self._tries[task.key] = tried + 1
+        resume = self._checkpoints.get(task.key, task.resume)
+        again = replace(task, resume=resume)
+        return again, Retrying(task.key, reason, tried + 1, self.retries + 1, 0 if resume is None else resume.epoch)
+
+    def forget(self, key: str) -> None:
+        self._checkpoints.pop(key, None)
+        self._tries.pop(key, None)

@@ -27,7 +27,8 @@ from .. import devices
 from ..data import Dataset
 from ..errors import one_line
 from ..protocol import JobHooks, run_job
-from .base import BatchDone, Checkpointed, EpochDone, Finished, Masked, Message, Started, Task
+from .base import Finished, Message, Task
+from .worker import job_hooks
 
 DataFor = Callable[[torch.device], Dataset]
 Deliver = Callable[[Message], None]
@@ -157,20 +158,4 @@ class LocalExecutor:
         return Finished(task.key, output, None, time.perf_counter() - started)
 
     def _hooks(self, task: Task, device: torch.device, put: Deliver) -> JobHooks:
-        key, interval = task.key, self._interval
-        last = [0.0]
-
-        def on_batch(epoch: int, batch: int, batches: int) -> None:
-            now = time.perf_counter()
-            if batch == batches or now - last[0] >= interval:
-                last[0] = now
-                put(BatchDone(key, epoch, batch, batches))
-
-        return JobHooks(
-            cancel=self._cancel,
-            on_start=lambda epochs, batches, done: put(Started(key, epochs, batches, done, str(device))),
-            on_mask=lambda actual, layers: put(Masked(key, actual, layers)),
-            on_batch=on_batch,
-            on_epoch=lambda metrics: put(EpochDone(key, metrics)),
-            on_checkpoint=lambda checkpoint: put(Checkpointed(key, checkpoint)),
-        )
+        return job_hooks(task, device, put, self._cancel, self._interval)

@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import threading
 import time
+from pathlib import Path
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -41,7 +42,10 @@ from ..events import (
     JobStarted,
     Notice,
 )
-from ..executors import BatchDone, Checkpointed, EpochDone, Executor, Finished, Masked, Message, Started, Task, make_executor
+from ..executors import (
+    BatchDone, Checkpointed, EpochDone, Executor, Finished, Masked, Message, Retrying, Started, Task, WorkerSettings,
+    make_executor,
+)
 from ..health import FLAGS
 from ..models import build_model
 from ..plan import Job, Plan, build_plan
@@ -121,6 +125,9 @@ class Runner:
         self.default_name = default_name
         self.store = store
         self.execution = devices.execution(config.run)
+        if self.execution.remote:  # a worker elsewhere reads the data from this path, not from its own cwd
+            root = str(Path(config.data.root).expanduser().absolute())
+            self.config = config = config.model_copy(update={"data": config.data.model_copy(update={"root": root})})
         self.device: torch.device = self.execution.device
         self.fast = self.execution.fast
         self.slots: list[torch.device] = self.execution.slots
@@ -135,6 +142,8 @@ class Runner:
         self._references: dict[str, dict[str, torch.Tensor]] = {}
         #: cancelled jobs that rerun_failed continues from their checkpoints
         self._continuable: frozenset[str] = frozenset()
+        #: peak memory reported by remote workers, per device
+        self._worker_peak: dict[str, int] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -149,6 +158,20 @@ class Runner:
         cpu_slots = sum(1 for d in self.slots if d.type == "cpu")
         threads = devices.configure(max(1, self.execution.threads // max(1, cpu_slots)), self.config.run.deterministic)
         devices.reset_peak_memory(self.slots)
+        self._worker_peak = {}
+        # connected before anything is written: an unreachable cluster leaves no experiment behind
+        executor = make_executor(
+            self.config.run, slots=self.slots, data_for=self._data, threads=threads, cancel=self.cancel,
+            settings=WorkerSettings(self.execution.device.type, self.execution.threads, self.config.run.deterministic,
+                                    self.progress_interval),
+            progress_interval=self.progress_interval,
+        )
+        try:
+            return self._run(jobs, executor, started)
+        finally:
+            executor.close()
+
+    def _run(self, jobs: Iterable[str] | None, executor: Executor, started: float) -> GridSummary:
         precision = self.fast.precision
         found = self.store.find_experiment(self.config, precision=precision)
         if found is None:
@@ -173,7 +196,7 @@ class Runner:
                 todo = [job for job in self.plan if job.key in wanted]
             todo_keys = {job.key for job in todo}
             skipped = frozenset(job.key for job in self.plan if job.key not in todo_keys)
-            self._emit(GridStarted(experiment.id, self.plan.jobs, skipped, devices.describe_slots(self.slots), reused))
+            self._emit(GridStarted(experiment.id, self.plan.jobs, skipped, self.execution.where, reused))
             self._notice(self.execution.notes)
             if todo:
                 self._data(self.slots[0])  # before provenance: a download has then happened
@@ -181,18 +204,12 @@ class Runner:
                 self._record_provenance(experiment.id, ran=len(todo), reused=len(reused),
                                         action="rerun" if not resuming else "start" if found is None else "resume")
             if todo:
-                executor = make_executor(
-                    self.config.run.executor, slots=self.slots, data_for=self._data, threads=threads,
-                    cancel=self.cancel, progress_interval=self.progress_interval,
-                )
-                try:
-                    self._drive(experiment.id, JobGraph(todo, failed_parents), executor, resuming=resuming)
-                finally:
-                    executor.close()
+                self._drive(experiment.id, JobGraph(todo, failed_parents), executor, resuming=resuming)
             counts, flags, flagged, unchecked = self._counts(experiment.id)
         wall = time.perf_counter() - started
         cancelled = self.cancel.is_set()
         peak = devices.peak_memory(self.slots)
+        peak.update(self._worker_peak)
         self._emit(GridFinished(experiment.id, counts, cancelled, wall, peak, flags, flagged, unchecked))
         return GridSummary(experiment.id, counts, cancelled, wall, peak, flags, flagged, unchecked)
 
@@ -410,7 +427,8 @@ class Runner:
         job, run_id = entry.job, entry.run_id
         if isinstance(message, Started):
             entry.epochs = message.epochs
-            self._emit(JobStarted(job, run_id, message.epochs, message.batches, message.device, message.resumed_from))
+            self._emit(JobStarted(job, run_id, message.epochs, message.batches, message.device, message.resumed_from,
+                                  message.worker, message.pid))
         elif isinstance(message, Masked):
             self.store.record_mask(run_id, message.actual_sparsity, message.layers)
         elif isinstance(message, BatchDone):
@@ -420,8 +438,16 @@ class Runner:
             self._emit(EpochFinished(job, message.metrics, entry.epochs))
         elif isinstance(message, Checkpointed):
             self.store.save_checkpoint(job.key, message.checkpoint.to_payload())
+        elif isinstance(message, Retrying):
+            self.store.keep_epochs(run_id, message.resume_epoch)
+            start = f"from epoch {message.resume_epoch}" if message.resume_epoch else "from the start"
+            self._notice([f"{job.label}: {message.reason}; running it again {start} "
+                          f"(attempt {message.attempt} of {message.attempts})"])
         elif isinstance(message, Finished):
             del running[message.key]
+            for device, size in message.peak_memory.items():
+                where = f"{self.execution.executor} workers {device}"
+                self._worker_peak[where] = max(size, self._worker_peak.get(where, 0))
             self._finish(job, run_id, message, graph)
 
     def _finish(self, job: Job, run_id: int, message: Finished, graph: JobGraph) -> None:
