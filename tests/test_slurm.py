@@ -1,0 +1,225 @@
+"""The Slurm executor: submitit's local executor (a process per task on this
+machine: the same pickles, events files, requeue and retry paths) runs the tiny grid
+with the local executor's numbers; a preempted task is requeued and continues from
+its checkpoint, a task whose worker was killed runs again from its last checkpoint,
+cancel stops a running task; and a real single-node Slurm (tests/slurm_cluster.py)
+runs the two-job grid end to end, or the test skips with the reason."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import astuple
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_config
+from lotto_engine import devices
+from lotto_engine.errors import DeviceError
+from lotto_engine.events import Notice
+from lotto_engine.executors import Checkpointed, EpochDone, Finished, Retrying, Started, Task, WorkerSettings
+from lotto_engine.executors import slurm
+from lotto_engine.executors.slurm_files import EventReader, EventWriter
+from lotto_engine.executors.worker import run_task
+from lotto_engine.plan import build_plan
+from lotto_engine.protocol import JobSpec
+from lotto_engine.runner import Runner
+from lotto_engine.store import Store
+from slurm_cluster import ClusterUnavailable, SlurmCluster, single_node_slurm
+
+SETTINGS = WorkerSettings("cpu", threads=1, deterministic=True)
+
+
+def numbers(curve: list) -> list[tuple]:
+    """A curve without its wall times."""
+    return [astuple(m)[:6] for m in curve]
+
+
+def slurm_config(folder: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return tiny_config('run.executor="slurm"', f'run.slurm_folder="{folder}"', *extra)
+
+
+def dense_task(*extra: str) -> Task:
+    config = tiny_config(*extra)
+    job = next(job for job in build_plan(config) if job.kind == "dense")
+    return Task(JobSpec.of(job, config, devices.execution(config.run).fast))
+
+
+def grid_results(store: Store) -> dict[str, tuple]:
+    return {run.job_key: (run.status, run.test_acc, numbers(store.curve(run.id))) for run in store.runs(1)}
+
+
+@pytest.fixture
+def local_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """submitit's local executor instead of sbatch; job states looked at often."""
+    monkeypatch.setattr(slurm, "CLUSTER", "local")
+    monkeypatch.setattr(slurm, "STATE_INTERVAL", 0.3)
+    monkeypatch.setattr(slurm, "LOST_AFTER", 0.5)
+
+
+def drive(executor: slurm.SlurmExecutor, on_message, limit: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + limit
+    while executor.busy:
+        assert time.monotonic() < deadline, "the executor did not finish in time"
+        executor.wait(on_message, 0.2)
+
+
+def test_the_event_files_carry_whole_records_in_order_across_restarts(tmp_path: Path) -> None:
+    task = dense_task()
+    first = EventWriter(tmp_path)
+    sent: list[object] = []
+    finished = run_task(task, SETTINGS, lambda m: (sent.append(m), first.put(m)))
+    reader = EventReader(tmp_path, task.key)
+    assert reader.started
+    with open(tmp_path / "events.000", "ab") as f:  # a record torn by a killed writer
+        f.write(b"\x40\x00\x00\x00\x00\x00\x00\x00partial")
+    first.close()
+    got = reader.read()
+    assert [type(m) for m in got] == [type(m) for m in sent] and Checkpointed in map(type, got)
+    for mine, theirs in zip(got, sent, strict=True):
+        if isinstance(mine, Checkpointed):  # loaded back from its own file
+            assert mine.checkpoint.epoch == theirs.checkpoint.epoch
+            assert mine.checkpoint.train.curve == theirs.checkpoint.train.curve
+        else:
+            assert mine == theirs
+    assert reader.read() == []  # the torn record waits: its writer might still finish it
+    second = EventWriter(tmp_path)  # the next start of the task: the torn record is dropped
+    second.put(finished)
+    second.close()
+    (again,) = reader.read()
+    assert second.number == 1 and isinstance(again, Finished) and again.output.result == finished.output.result
+    assert again.output.artifacts.keys() == finished.output.artifacts.keys()
+
+
+def test_squeue_lines_give_each_array_task_its_state() -> None:
+    text = "77_3|RUNNING\n77_[4-6,9%2]|PENDING\n78|COMPLETED\n79_1|CANCELLED by 0\n"
+    assert slurm.parse_squeue(text) == {
+        "77_3": "RUNNING", "77_4": "PENDING", "77_5": "PENDING", "77_6": "PENDING", "77_9": "PENDING",
+        "78": "COMPLETED", "79_1": "CANCELLED",
+    }
+
+
+def test_without_slurm_or_submitit_the_executor_fails_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    run = slurm_config(tmp_path).run
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
+    with pytest.raises(DeviceError, match=r'^run.executor = "slurm": sbatch, squeue, scancel, srun not found'):
+        slurm.SlurmExecutor(run, SETTINGS, cancel=threading.Event())
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    with pytest.raises(DeviceError, match=r'needs submitit: pip install "lotto-tui\[slurm\]"$'):
+        slurm.SlurmExecutor(run, SETTINGS, cancel=threading.Event())
+    assert not list(tmp_path.iterdir())  # nothing created
+
+
+@pytest.mark.slow
+def test_submitit_runs_the_tiny_grid_with_the_local_numbers(tmp_path: Path, local_cluster: None) -> None:
+    with Store(tmp_path / "local") as store:
+        Runner(tiny_config(), store).run()
+        local = grid_results(store)
+    events: list[object] = []
+    with Store(tmp_path / "slurm") as store:
+        summary = Runner(slurm_config(tmp_path / "shared"), store, on_event=events.append).run()
+        assert summary.counts == {"done": 2}
+        assert grid_results(store) == local
+    started = [e for e in events if type(e).__name__ == "JobStarted"]
+    assert len(started) == 2 and all(e.worker.startswith("submitit local job ") and e.pid for e in started)
+    # a clean end leaves only the job logs in the shared folder
+    (run_folder,) = (tmp_path / "shared").iterdir()
+    assert sorted(p.name for p in run_folder.iterdir()) == ["control", "jobs"]
+    assert not list(run_folder.glob("jobs/*/*.pkl")) and list(run_folder.glob("jobs/*/*.out"))
+
+
+@pytest.mark.slow
+def test_a_preempted_task_resumes_and_a_killed_one_runs_again_with_the_same_numbers(tmp_path: Path,
+                                                                                     local_cluster: None) -> None:
+    """Slurm's preemption warning (SIGUSR2 to the task): submitit requeues it and it
+    continues from its last checkpoint; then its worker is killed: it runs again from
+    the last checkpoint the driver got (a retry). The numbers are those of one run."""
+    extra = ("train.dense_epochs=30",)
+    task = dense_task(*extra)
+    plain = run_task(task, SETTINGS, lambda m: None)
+    run = slurm_config(tmp_path, *extra, "run.retries=1").run
+    executor = slurm.SlurmExecutor(run, SETTINGS, cancel=threading.Event())
+    messages: list[object] = []
+
+    def on_message(message: object) -> None:
+        messages.append(message)
+        starts = [m for m in messages if isinstance(m, Started)]
+        if isinstance(message, Checkpointed) and len(starts) == 1:
+            os.kill(starts[0].pid, signal.SIGUSR2)  # preempted (what Slurm sends before the end)
+        if isinstance(message, Checkpointed) and len(starts) == 2 and message.checkpoint.epoch >= starts[1].resumed_from + 2:
+            os.kill(starts[1].pid, signal.SIGKILL)  # the node died
+
+    executor.submit([task])
+    drive(executor, on_message)
+    executor.close()
+    starts = [m for m in messages if isinstance(m, Started)]
+    retries = [m for m in messages if isinstance(m, Retrying)]
+    assert len(starts) == 3 and len(retries) == 2
+    requeued, killed = retries
+    assert requeued.reason == "preempted or out of time, requeued by Slurm" and requeued.resume_epoch >= 1
+    assert starts[1].resumed_from == requeued.resume_epoch and starts[1].pid != starts[0].pid
+    assert killed.reason.endswith("ended (COMPLETED) without a result") and (killed.attempt, killed.attempts) == (2, 2)
+    assert starts[2].resumed_from == killed.resume_epoch > requeued.resume_epoch
+    finished = messages[-1]
+    assert isinstance(finished, Finished) and finished.error is None
+    assert numbers(finished.output.result.curve) == numbers(plain.output.result.curve)
+    assert finished.output.result.test_acc == plain.output.result.test_acc
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_running_task_which_reports_it(tmp_path: Path, local_cluster: None) -> None:
+    cancel = threading.Event()
+    executor = slurm.SlurmExecutor(slurm_config(tmp_path, "train.dense_epochs=200").run, SETTINGS, cancel=cancel)
+    messages: list[object] = []
+
+    def on_message(message: object) -> None:
+        messages.append(message)
+        if isinstance(message, EpochDone):
+            cancel.set()
+
+    executor.submit([dense_task("train.dense_epochs=200")])
+    drive(executor, on_message, limit=30)
+    executor.close()
+    finished = messages[-1]
+    assert isinstance(finished, Finished) and finished.output.result.status == "cancelled"
+    assert 1 <= len(finished.output.result.curve) < 50
+
+
+# ---------------------------------------------------------------------- a real Slurm
+
+
+@pytest.fixture(scope="module")
+def real_slurm(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    try:
+        with single_node_slurm(tmp_path_factory.mktemp("slurm")) as cluster:
+            yield cluster
+    except ClusterUnavailable as err:
+        print(f"\nno real Slurm here: {err}", file=sys.stderr)
+        pytest.skip(f"a real slurmctld/slurmd could not start here: {err}")
+
+
+@pytest.mark.slow
+def test_a_real_single_node_slurm_runs_the_two_job_grid(tmp_path: Path, real_slurm: SlurmCluster, monkeypatch) -> None:
+    monkeypatch.setenv("SLURM_CONF", str(real_slurm.conf))
+    monkeypatch.setattr(slurm, "STATE_INTERVAL", 1.0)
+    with Store(tmp_path / "local") as store:
+        Runner(tiny_config(), store).run()
+        local = grid_results(store)
+    events: list[object] = []
+    with Store(tmp_path / "slurm") as store:
+        summary = Runner(slurm_config(tmp_path / "shared"), store, on_event=events.append).run()
+        assert summary.counts == {"done": 2}, [e for e in events if isinstance(e, Notice)]
+        assert grid_results(store) == local
+    workers = [e.worker for e in events if type(e).__name__ == "JobStarted"]
+    assert len(workers) == 2 and all(w.startswith("slurm job ") and w.endswith(f" on {real_slurm.host}") for w in workers)
+    # without accounting, the job completion log is where ended jobs are told
+    deadline = time.monotonic() + 20
+    while real_slurm.jobcomp().count("JobState=COMPLETED") < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert real_slurm.jobcomp().count("JobState=COMPLETED") == 2, real_slurm.jobcomp()
+    logs = [path.read_text() for path in (tmp_path / "shared").glob("*/jobs/*/*.out")]
+    assert len(logs) == 2 and all("Job completed successfully" in log for log in logs)
