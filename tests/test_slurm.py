@@ -129,7 +129,7 @@ def test_submitit_runs_the_tiny_grid_with_the_local_numbers(tmp_path: Path, loca
     # a clean end leaves only the job logs in the shared folder
     (run_folder,) = (tmp_path / "shared").iterdir()
     assert sorted(p.name for p in run_folder.iterdir()) == ["control", "jobs"]
-    assert not list(run_folder.glob("jobs/*/*.pkl")) and list(run_folder.glob("jobs/*/*.out"))
+    assert not list(run_folder.glob("jobs/*/*_submitted.pkl")) and list(run_folder.glob("jobs/*/*.out"))
 
 
 @pytest.mark.slow
@@ -171,22 +171,37 @@ def test_a_preempted_task_resumes_and_a_killed_one_runs_again_with_the_same_numb
 
 
 @pytest.mark.slow
-def test_cancel_stops_a_running_task_which_reports_it(tmp_path: Path, local_cluster: None) -> None:
+def test_a_killed_task_without_retries_fails_with_the_reason_and_cancel_stops_the_rest(tmp_path: Path,
+                                                                                      local_cluster: None) -> None:
+    extra = ("train.dense_epochs=200", "grid.seeds=[0,1]")
+    config = slurm_config(tmp_path, *extra, "run.retries=0")
+    killed, cancelled = (Task(JobSpec.of(job, config, devices.execution(config.run).fast))
+                         for job in build_plan(config) if job.kind == "dense")
     cancel = threading.Event()
-    executor = slurm.SlurmExecutor(slurm_config(tmp_path, "train.dense_epochs=200").run, SETTINGS, cancel=cancel)
+    executor = slurm.SlurmExecutor(config.run, SETTINGS, cancel=cancel)
     messages: list[object] = []
 
     def on_message(message: object) -> None:
         messages.append(message)
-        if isinstance(message, EpochDone):
+        if isinstance(message, EpochDone) and message.key == killed.key and message.metrics.epoch == 1:
+            pid = next(m.pid for m in messages if isinstance(m, Started) and m.key == killed.key)
+            os.kill(pid, signal.SIGKILL)
+        # cancel once the killed one has ended (a task lost while cancelling is recorded
+        # cancelled, not failed) and the other one trains
+        ended = any(isinstance(m, Finished) and m.key == killed.key for m in messages)
+        if ended and any(isinstance(m, EpochDone) and m.key == cancelled.key for m in messages):
             cancel.set()
 
-    executor.submit([dense_task("train.dense_epochs=200")])
-    drive(executor, on_message, limit=30)
+    executor.submit([killed, cancelled])
+    drive(executor, on_message, limit=60)
     executor.close()
-    finished = messages[-1]
-    assert isinstance(finished, Finished) and finished.output.result.status == "cancelled"
-    assert 1 <= len(finished.output.result.curve) < 50
+    ends = {m.key: m for m in messages if isinstance(m, Finished)}
+    assert ends[killed.key].output is None and not ends[killed.key].cancelled
+    assert ends[killed.key].error.endswith("ended (COMPLETED) without a result (after 1 attempts)")
+    assert not any(isinstance(m, Retrying) for m in messages)
+    stopped = ends[cancelled.key].output.result
+    assert stopped.status == "cancelled" and 1 <= len(stopped.curve) < 200
+    assert isinstance(messages[-1], Finished)  # nothing of a task after its Finished
 
 
 # ---------------------------------------------------------------------- a real Slurm
@@ -206,6 +221,8 @@ def real_slurm(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
 def test_a_real_single_node_slurm_runs_the_two_job_grid(tmp_path: Path, real_slurm: SlurmCluster, monkeypatch) -> None:
     monkeypatch.setenv("SLURM_CONF", str(real_slurm.conf))
     monkeypatch.setattr(slurm, "STATE_INTERVAL", 1.0)
+    with pytest.raises(DeviceError, match=r"^run.slurm_partition: no partition 'gpu' on this cluster \(it has debug\)$"):
+        slurm.SlurmExecutor(slurm_config(tmp_path, 'run.slurm_partition="gpu"').run, SETTINGS, cancel=threading.Event())
     with Store(tmp_path / "local") as store:
         Runner(tiny_config(), store).run()
         local = grid_results(store)

@@ -84,7 +84,7 @@ class SlurmExecutor:
             raise DeviceError('run.executor = "slurm" needs submitit: pip install "lotto-tui[slurm]"') from None
         self._cluster = CLUSTER
         if self._cluster == "slurm":
-            _check_slurm()
+            _check_slurm(run.slurm_partition)
         if not run.slurm_folder:
             raise DeviceError('run.slurm_folder: required with run.executor = "slurm"')
         root = Path(run.slurm_folder).expanduser().absolute()
@@ -182,7 +182,12 @@ class SlurmExecutor:
                 tracked.ended_at, tracked.state, tracked.final = time.monotonic() - LOST_AFTER, "never submitted", True
             return
         runs = [SlurmTask(t.task, self._settings, str(t.folder), str(self._control)) for t in wave]
-        jobs = self._executor.submit_array(runs)
+        try:
+            jobs = self._executor.submit_array(runs)
+        except Exception as err:  # sbatch refused (limits, accounts...): the grid cannot go on
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            error = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else type(err).__name__)
+            raise DeviceError(f"run.executor = \"slurm\": submitting {len(wave)} tasks failed: {error}") from None
         for tracked, job in zip(wave, jobs, strict=True):
             tracked.job = job
             self._tracked[tracked.task.key] = tracked
@@ -340,8 +345,9 @@ def _job_error(job: Any) -> str | None:
     return None
 
 
-def _check_slurm() -> None:
-    """DeviceError (one line) unless Slurm's commands are here and its controller answers."""
+def _check_slurm(partition: str) -> None:
+    """DeviceError (one line) unless Slurm's commands are here, its controller answers
+    and knows ``partition`` (when one is asked for)."""
     missing = [name for name in ("sbatch", "squeue", "scancel", "srun") if shutil.which(name) is None]
     if missing:
         raise DeviceError(f'run.executor = "slurm": {", ".join(missing)} not found (run this on a Slurm login node)')
@@ -352,3 +358,6 @@ def _check_slurm() -> None:
     if out.returncode:
         line = (out.stderr.strip() or out.stdout.strip() or f"exit code {out.returncode}").splitlines()[-1]
         raise DeviceError(f'run.executor = "slurm": the Slurm controller does not answer: {line}')
+    known = [name.rstrip("*") for name in out.stdout.split()]
+    if partition and partition not in known:
+        raise DeviceError(f"run.slurm_partition: no partition {partition!r} on this cluster (it has {', '.join(known)})")
