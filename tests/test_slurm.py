@@ -23,7 +23,7 @@ from lotto_engine.errors import DeviceError
 from lotto_engine.events import Notice
 from lotto_engine.executors import Checkpointed, EpochDone, Finished, Retrying, Started, Task, WorkerSettings
 from lotto_engine.executors import slurm
-from lotto_engine.executors.slurm_files import EventReader, EventWriter
+from lotto_engine.executors.slurm_files import Attempt, EventReader, EventWriter, SlurmTask, save_checkpoint, worker_label
 from lotto_engine.executors.worker import run_task
 from lotto_engine.plan import build_plan
 from lotto_engine.protocol import JobSpec
@@ -93,6 +93,31 @@ def test_the_event_files_carry_whole_records_in_order_across_restarts(tmp_path: 
     (again,) = reader.read()
     assert second.number == 1 and isinstance(again, Finished) and again.output.result == finished.output.result
     assert again.output.artifacts.keys() == finished.output.artifacts.keys()
+
+
+def test_a_task_start_continues_from_the_newest_checkpoint_in_its_folder(tmp_path: Path) -> None:
+    task = dense_task("train.dense_epochs=3")
+    sent: list[object] = []
+    plain = run_task(task, SETTINGS, sent.append)
+    saved = [m.checkpoint for m in sent if isinstance(m, Checkpointed)]
+    assert [c.epoch for c in saved] == [1, 2]
+    for checkpoint in saved:  # what an earlier start left
+        save_checkpoint(tmp_path, checkpoint)
+    assert SlurmTask(task, {}, SETTINGS, str(tmp_path), str(tmp_path / "control"))() == "done"
+    got = EventReader(tmp_path, task.key).read()
+    assert got[0] == Attempt(0, 2, worker_label())
+    assert isinstance(got[1], Started) and got[1].resumed_from == 2
+    assert [m.metrics.epoch for m in got if isinstance(m, EpochDone)] == [3]
+    assert numbers(got[-1].output.result.curve) == numbers(plain.output.result.curve)
+
+
+def test_a_task_whose_inputs_cannot_be_read_says_so_in_its_finished(tmp_path: Path) -> None:
+    task = dense_task()
+    missing = tmp_path / "inputs" / "00000.pt"
+    error = SlurmTask(task, {"weights": str(missing)}, SETTINGS, str(tmp_path), str(tmp_path / "control"))()
+    assert error.startswith("FileNotFoundError: ") and str(missing) in error and error.endswith(f"(on {worker_label()})")
+    attempt, finished = EventReader(tmp_path, task.key).read()
+    assert isinstance(attempt, Attempt) and finished == Finished(task.key, None, error)
 
 
 def test_squeue_lines_give_each_array_task_its_state() -> None:

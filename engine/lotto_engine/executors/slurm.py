@@ -30,9 +30,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..config import RunConfig
 from ..errors import DeviceError
@@ -103,11 +105,14 @@ class SlurmExecutor:
         self._queued: list[_Tracked] = []  # submitted by the runner, not yet sent to Slurm
         self._tracked: dict[str, _Tracked] = {}  # sent, Finished not handed over
         self._numbers = itertools.count()
+        self._inputs: dict[tuple[str, str], Path] = {}  # a parent's artifact -> its file, written once
         self._cancelling = False
         self._checked = 0.0
         self._executor = submitit.AutoExecutor(
             folder=self.folder / "jobs" / "%j", cluster=self._cluster, slurm_max_num_timeout=MAX_TIMEOUTS,
             local_max_num_timeout=MAX_TIMEOUTS,
+            # a task's pickle is small (its parent's tensors go to files of their own)
+            slurm_max_pickle_size_gb=64.0, local_max_pickle_size_gb=64.0,
         )
         signal_delay = int(min(90, max(10, run.slurm_time * 60 // 4)))  # the warning before the time limit
         parameters: dict[str, Any] = {
@@ -160,6 +165,7 @@ class SlurmExecutor:
         self._queued.clear()
         if not left:
             shutil.rmtree(self.folder / "tasks", ignore_errors=True)
+            shutil.rmtree(self.folder / "inputs", ignore_errors=True)
             for pickle in (self.folder / "jobs").glob("*/*.pkl"):  # inputs and results: big, and read
                 with contextlib.suppress(OSError):
                     pickle.unlink()
@@ -181,7 +187,8 @@ class SlurmExecutor:
                 self._tracked[tracked.task.key] = tracked
                 tracked.ended_at, tracked.state, tracked.final = time.monotonic() - LOST_AFTER, "never submitted", True
             return
-        runs = [SlurmTask(t.task, self._settings, str(t.folder), str(self._control)) for t in wave]
+        runs = [SlurmTask(*self._inputs_to_files(t.task), self._settings, str(t.folder), str(self._control))
+                for t in wave]
         try:
             jobs = self._executor.submit_array(runs)
         except Exception as err:  # sbatch refused (limits, accounts...): the grid cannot go on
@@ -191,6 +198,23 @@ class SlurmExecutor:
         for tracked, job in zip(wave, jobs, strict=True):
             tracked.job = job
             self._tracked[tracked.task.key] = tracked
+
+    def _inputs_to_files(self, task: Task) -> tuple[Task, dict[str, str]]:
+        """``task`` without its parent's tensors, and the files that hold them: each
+        artifact saved once, however many siblings (sparsities, methods) read it."""
+        if task.parent is None:
+            return task, {}
+        files: dict[str, str] = {}
+        for local, tensors in task.parent.items():
+            source = task.spec.inputs.get(local, (task.key, local))
+            path = self._inputs.get(source)
+            if path is None:
+                path = self.folder / "inputs" / f"{len(self._inputs):05d}.pt"
+                path.parent.mkdir(exist_ok=True)
+                torch.save(dict(tensors), path)
+                self._inputs[source] = path
+            files[local] = str(path)
+        return replace(task, parent=None), files
 
     # ------------------------------------------------------------------ following
 

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import one_line
 from ..protocol import JobCheckpoint
-from .base import Checkpointed, Message, Task
+from .base import Checkpointed, Finished, Message, Task
 from .worker import PolledFlag, WorkerSettings, run_task
 
 _LENGTH = struct.Struct("<Q")
@@ -231,26 +232,42 @@ class SlurmTask:
     job and exits; the next start finds the newest checkpoint in ``folder`` and
     continues from there."""
 
-    def __init__(self, task: Task, settings: WorkerSettings, folder: str, control: str) -> None:
+    def __init__(self, task: Task, inputs: dict[str, str], settings: WorkerSettings, folder: str, control: str) -> None:
         self.task = task
+        #: the parent's tensors by name -> the file that holds them (shared by siblings)
+        self.inputs = inputs
         self.settings = settings
         self.folder = folder
         self.control = control
 
     def __call__(self) -> str:
         folder, control = Path(self.folder), Path(self.control)
-        task = self.task
-        saved = newest_checkpoint(folder, task.key)
-        if saved is not None and (task.resume is None or saved.epoch > task.resume.epoch):
-            task = replace(task, resume=saved)
         worker = worker_label()
         with EventWriter(folder) as writer:
-            writer.record(Attempt(writer.number, 0 if task.resume is None else task.resume.epoch, worker))
-            cancel = PolledFlag(lambda: read_control(control) == "cancel", every=CANCEL_POLL)
-            finished = run_task(task, self.settings, writer.put, cancel, worker=worker)
+            try:
+                task = self._inputs()
+            except Exception as err:  # e.g. a folder the node does not share: said in the Finished
+                writer.record(Attempt(writer.number, 0, worker))
+                finished = Finished(self.task.key, None, f"{type(err).__name__}: {one_line(err)} (on {worker})")
+            else:
+                writer.record(Attempt(writer.number, 0 if task.resume is None else task.resume.epoch, worker))
+                cancel = PolledFlag(lambda: read_control(control) == "cancel", every=CANCEL_POLL)
+                finished = run_task(task, self.settings, writer.put, cancel, worker=worker)
             writer.put(finished)
         # the result submitit pickles: small (the output went through the events file)
         return finished.error or "done"
+
+    def _inputs(self) -> Task:
+        """The task with its parent's tensors, continuing from the newest checkpoint
+        of an earlier start if there is one."""
+        task = self.task
+        if self.inputs:
+            task = replace(task, parent={local: torch.load(path, map_location="cpu", weights_only=True)
+                                         for local, path in self.inputs.items()})
+        saved = newest_checkpoint(Path(self.folder), task.key)
+        if saved is not None and (task.resume is None or saved.epoch > task.resume.epoch):
+            task = replace(task, resume=saved)
+        return task
 
     def checkpoint(self, *args: object, **kwargs: object) -> object:
         """submitit's hook on preemption/timeout: run again as is (the state is in ``folder``)."""
