@@ -53,6 +53,14 @@ def grid_results(store: Store) -> dict[str, tuple]:
     return {run.job_key: (run.status, run.test_acc, numbers(store.curve(run.id))) for run in store.runs(1)}
 
 
+@pytest.fixture(scope="module")
+def local_numbers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """The tiny grid's results from the local executor (run.threads = 1)."""
+    with Store(tmp_path_factory.mktemp("local") / "runs") as store:
+        Runner(tiny_config(), store).run()
+        return grid_results(store)
+
+
 @pytest.fixture
 def local_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     """submitit's local executor instead of sbatch; job states looked at often."""
@@ -140,15 +148,13 @@ def test_without_slurm_or_submitit_the_executor_fails_in_one_line(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_submitit_runs_the_tiny_grid_with_the_local_numbers(tmp_path: Path, local_cluster: None) -> None:
-    with Store(tmp_path / "local") as store:
-        Runner(tiny_config(), store).run()
-        local = grid_results(store)
+def test_submitit_runs_the_tiny_grid_with_the_local_numbers(tmp_path: Path, local_cluster: None,
+                                                           local_numbers: dict[str, tuple]) -> None:
     events: list[object] = []
     with Store(tmp_path / "slurm") as store:
         summary = Runner(slurm_config(tmp_path / "shared"), store, on_event=events.append).run()
         assert summary.counts == {"done": 2}
-        assert grid_results(store) == local
+        assert grid_results(store) == local_numbers
     started = [e for e in events if type(e).__name__ == "JobStarted"]
     assert len(started) == 2 and all(e.worker.startswith("submitit local job ") and e.pid for e in started)
     # a clean end leaves only the job logs in the shared folder
@@ -243,19 +249,17 @@ def real_slurm(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
 
 
 @pytest.mark.slow
-def test_a_real_single_node_slurm_runs_the_two_job_grid(tmp_path: Path, real_slurm: SlurmCluster, monkeypatch) -> None:
+def test_a_real_single_node_slurm_runs_the_two_job_grid(tmp_path: Path, real_slurm: SlurmCluster, monkeypatch,
+                                                       local_numbers: dict[str, tuple]) -> None:
     monkeypatch.setenv("SLURM_CONF", str(real_slurm.conf))
     monkeypatch.setattr(slurm, "STATE_INTERVAL", 1.0)
     with pytest.raises(DeviceError, match=r"^run.slurm_partition: no partition 'gpu' on this cluster \(it has debug\)$"):
         slurm.SlurmExecutor(slurm_config(tmp_path, 'run.slurm_partition="gpu"').run, SETTINGS, cancel=threading.Event())
-    with Store(tmp_path / "local") as store:
-        Runner(tiny_config(), store).run()
-        local = grid_results(store)
     events: list[object] = []
     with Store(tmp_path / "slurm") as store:
         summary = Runner(slurm_config(tmp_path / "shared"), store, on_event=events.append).run()
         assert summary.counts == {"done": 2}, [e for e in events if isinstance(e, Notice)]
-        assert grid_results(store) == local
+        assert grid_results(store) == local_numbers
     workers = [e.worker for e in events if type(e).__name__ == "JobStarted"]
     assert len(workers) == 2 and all(w.startswith("slurm job ") and w.endswith(f" on {real_slurm.host}") for w in workers)
     # without accounting, the job completion log is where ended jobs are told
