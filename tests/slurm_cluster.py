@@ -15,7 +15,9 @@ every second instead of every minute.
 
 :func:`single_node_slurm` raises :class:`ClusterUnavailable` (with the reason, one
 line, and the tail of the failing daemon's log) when a piece is missing or a daemon
-does not come up; it stops every daemon it started, by pid, whatever happens.
+does not come up; it stops every daemon it started, by pid, whatever happens, and
+the daemons get SIGTERM from the kernel should the test process die without
+cleaning up (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -132,20 +135,52 @@ def _config(root: Path, host: str, ports: list[int], cpus: int, memory_mb: int) 
     ])
 
 
-def _stop(processes: dict[str, subprocess.Popen]) -> None:
-    """SIGTERM each daemon we started (newest first), SIGKILL what is left after 5 s."""
-    for proc in reversed(list(processes.values())):
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    for proc in reversed(list(processes.values())):
+#: run by a watchdog process: on SIGTERM (the test process ended, or _stop), SIGKILL every
+#: process started by this cluster (their environment holds its SLURM_CONF): job steps
+#: (slurmstepd and what it runs) are no children of slurmd and outlive it
+_SWEEP = """
+import os, signal, sys, time
+mark, keep = ("SLURM_CONF=" + sys.argv[1]).encode() + b"\\0", {os.getpid(), os.getppid()}
+def sweep(*_):
+    for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait(5)
+            if int(pid) not in keep and mark in open(f"/proc/{pid}/environ", "rb").read():
+                os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+    sys.exit(0)
+signal.signal(signal.SIGTERM, sweep)
+while True:
+    time.sleep(3600)
+"""
+
+
+def _die_with_parent() -> None:
+    """In the daemon, before exec: SIGTERM when the test process ends, even killed
+    (SIGKILL, a CI timeout) without running its cleanup (Linux; elsewhere nothing)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _stop(processes: dict[str, subprocess.Popen]) -> None:
+    """SIGTERM the daemons (newest first), SIGKILL what is left after 5 s; then the
+    watchdog, whose sweep takes any job process still there."""
+    daemons = [proc for name, proc in reversed(processes.items()) if name != "watchdog"]
+    for group in (daemons, [processes["watchdog"]] if "watchdog" in processes else []):
+        for proc in group:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for proc in group:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait(5)
 
 
 def _cancel_jobs(cluster: SlurmCluster) -> None:
@@ -183,6 +218,7 @@ def single_node_slurm(root: Path, *, cpus: int = 2, memory_mb: int = 1000, timeo
     started = time.monotonic()
     munge = root / "munge"
     commands = {
+        "watchdog": [sys.executable, "-c", _SWEEP, str(conf)],
         "munged": [_which("munged"), "--foreground", "--force", f"--key-file={key}", f"--socket={munge}/munge.socket",
                    f"--pid-file={munge}/munged.pid", f"--log-file={root}/log/munged.log", f"--seed-file={munge}/seed"],
         "slurmctld": [_which("slurmctld"), "-D", "-f", str(conf)],
@@ -193,7 +229,8 @@ def single_node_slurm(root: Path, *, cpus: int = 2, memory_mb: int = 1000, timeo
             with open(root / "log" / f"{name}.out", "wb") as out:
                 # own session: a Ctrl-C of the test run reaches the daemons only through _stop
                 cluster.processes[name] = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                                           stdin=subprocess.DEVNULL, start_new_session=True)
+                                                           stdin=subprocess.DEVNULL, start_new_session=True,
+                                                           preexec_fn=_die_with_parent)
             if name == "munged":
                 _wait_for(lambda: (munge / "munge.socket").exists(), cluster, timeout, "munged's socket")
         _wait_for(lambda: _node_idle(cluster), cluster, timeout, "the node to be idle")
