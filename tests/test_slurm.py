@@ -1,6 +1,6 @@
 """The Slurm executor: submitit's local executor (a process per task on this
-machine: the same pickles, events files, requeue and retry paths) runs the tiny grid
-with the local executor's numbers; a preempted task is requeued and continues from
+machine: the same pickles, events files, requeue and retry paths) finishes a tiny grid
+started by the local executor, with its numbers; a preempted task is requeued and continues from
 its checkpoint, a task whose worker was killed runs again from its last checkpoint,
 cancel stops a running task; and a real single-node Slurm (tests/slurm_cluster.py)
 runs the two-job grid end to end, or the test skips with the reason."""
@@ -148,15 +148,23 @@ def test_without_slurm_or_submitit_the_executor_fails_in_one_line(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_submitit_runs_the_tiny_grid_with_the_local_numbers(tmp_path: Path, local_cluster: None,
-                                                           local_numbers: dict[str, tuple]) -> None:
+def test_a_grid_started_here_is_finished_through_submitit_with_the_local_numbers(
+    tmp_path: Path, local_cluster: None, local_numbers: dict[str, tuple],
+) -> None:
+    """Stopped locally after the dense job's first epoch, the same experiment is
+    finished by the Slurm executor (submitit's local cluster): the dense job continues
+    from its checkpoint, and every number is the local executor's."""
+    cancel = threading.Event()
     events: list[object] = []
-    with Store(tmp_path / "slurm") as store:
+    with Store(tmp_path / "runs") as store:
+        stop = lambda event: cancel.set() if type(event).__name__ == "EpochFinished" else None  # noqa: E731
+        assert Runner(tiny_config(), store, on_event=stop, cancel=cancel).run().counts == {"cancelled": 1, "pending": 1}
         summary = Runner(slurm_config(tmp_path / "shared"), store, on_event=events.append).run()
         assert summary.counts == {"done": 2}
         assert grid_results(store) == local_numbers
     started = [e for e in events if type(e).__name__ == "JobStarted"]
-    assert len(started) == 2 and all(e.worker.startswith("submitit local job ") and e.pid for e in started)
+    assert [e.resumed_from for e in started] == [1, 0]
+    assert all(e.worker.startswith("submitit local job ") and e.pid for e in started)
     # a clean end leaves only the job logs in the shared folder
     (run_folder,) = (tmp_path / "shared").iterdir()
     assert sorted(p.name for p in run_folder.iterdir()) == ["control", "jobs"]
