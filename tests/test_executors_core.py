@@ -193,3 +193,23 @@ def test_the_engine_imports_without_ray_or_submitit() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_store_on_a_network_file_system_is_named_in_a_note(tmp_path, monkeypatch) -> None:
+    from lotto_engine import files
+
+    mounts = (
+        "overlay / overlay rw 0 0\n"
+        f"server:/export {tmp_path / 'shared'} nfs4 rw,relatime 0 0\n"
+        f"/dev/sdb1 {tmp_path / 'shared' / 'local'} ext4 rw 0 0\n"
+    )
+    assert files.filesystem_type(tmp_path / "shared" / "runs" / "new", mounts) == "nfs4"  # need not exist yet
+    assert files.on_network_filesystem(tmp_path / "shared" / "local" / "runs", mounts) is None  # deepest mount wins
+    assert files.on_network_filesystem(tmp_path / "elsewhere", mounts) is None
+    assert files.filesystem_type(tmp_path) is not None  # this machine's own table reads
+    monkeypatch.setattr(grid, "on_network_filesystem", lambda path: "nfs4")
+    events: list[object] = []
+    with Store(tmp_path / "runs") as store:
+        Runner(tiny_config(), store, on_event=events.append).run([])
+    notes = [e.message for e in events if isinstance(e, Notice)]
+    assert any("is on a network file system (nfs4): SQLite's write-ahead log needs a local disk" in n for n in notes)

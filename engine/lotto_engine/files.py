@@ -146,3 +146,40 @@ def _removed_on_termination(tmp: Path) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+#: File systems shared over a network, where SQLite's locks and its write-ahead log's
+#: shared memory do not work as on a local disk (sqlite.org/wal.html: "WAL does not work
+#: over a network filesystem")
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "fuse.sshfs", "fuse.glusterfs",
+    "glusterfs", "9p", "afs", "fuse.s3fs", "fuse.gcsfuse", "fuse.cephfs",
+})
+
+
+def filesystem_type(path: str | Path, mounts: str | None = None) -> str | None:
+    """The type of the file system holding ``path`` (``ext4``, ``nfs4``...), from the
+    mount table (``/proc/self/mounts``, or ``mounts``: its text); None when unknown.
+    The path need not exist yet: its deepest existing folder counts."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/self/mounts").read_text()
+        except OSError:
+            return None
+    where = Path(os.path.realpath(path))
+    best: tuple[int, str] | None = None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = where == Path(point) or Path(point) in where.parents
+        if inside and (best is None or len(point) > best[0]):
+            best = (len(point), fields[2])
+    return None if best is None else best[1]
+
+
+def on_network_filesystem(path: str | Path, mounts: str | None = None) -> str | None:
+    """The network file system type holding ``path`` (``nfs4``...), or None."""
+    kind = filesystem_type(path, mounts)
+    return kind if kind in NETWORK_FILESYSTEMS else None

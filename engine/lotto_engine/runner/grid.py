@@ -46,6 +46,7 @@ from ..executors import (
     BatchDone, Checkpointed, EpochDone, Executor, Finished, Masked, Message, Retrying, Started, Task, WorkerSettings,
     make_executor,
 )
+from ..files import on_network_filesystem
 from ..health import FLAGS
 from ..models import build_model
 from ..plan import Job, Plan, build_plan
@@ -198,6 +199,11 @@ class Runner:
             skipped = frozenset(job.key for job in self.plan if job.key not in todo_keys)
             self._emit(GridStarted(experiment.id, self.plan.jobs, skipped, self.execution.where, reused))
             self._notice(self.execution.notes)
+            network = on_network_filesystem(self.store.root)
+            if network:
+                self._notice([f"the store {self.store.root} is on a network file system ({network}): SQLite's "
+                              "write-ahead log needs a local disk; keep --store on this machine's disk "
+                              "(workers never write it)"])
             if todo:
                 self._data(self.slots[0])  # before provenance: a download has then happened
             if todo or reused:
