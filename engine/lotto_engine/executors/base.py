@@ -100,7 +100,7 @@ class Retrying:
     key: str
     reason: str  # one line: what happened to the worker
     attempt: int  # the attempt starting now (2 = the first retry)
-    attempts: int  # attempts allowed in all (run.retries + 1)
+    attempts: int  # attempts allowed in all (run.retries + 1); 0: no set limit (requeued by the cluster)
     resume_epoch: int  # epochs kept: the checkpoint it continues from (0 = from scratch)
 
 

@@ -447,8 +447,8 @@ class Runner:
         elif isinstance(message, Retrying):
             self.store.keep_epochs(run_id, message.resume_epoch)
             start = f"from epoch {message.resume_epoch}" if message.resume_epoch else "from the start"
-            self._notice([f"{job.label}: {message.reason}; running it again {start} "
-                          f"(attempt {message.attempt} of {message.attempts})"])
+            of = f" of {message.attempts}" if message.attempts else ""
+            self._notice([f"{job.label}: {message.reason}; running it again {start} (attempt {message.attempt}{of})"])
         elif isinstance(message, Finished):
             del running[message.key]
             for device, size in message.peak_memory.items():
