@@ -244,6 +244,19 @@ def test_a_log_axis_leaves_out_non_positive_points_and_says_so() -> None:
     assert chart.notes[0] in charts.legend_lines(chart, 80)
 
 
+def test_a_log_chart_with_nothing_to_draw_still_draws(store_root: Path) -> None:
+    """A grid stopped before any pruned run finished has no D to plot, and every series
+    can be hidden from the legend: the log axis must not crash the report or the panel
+    (plotext raises TypeError building a log axis with no data)."""
+    from test_variants_views import cell
+
+    nothing = charts.stability_chart(ResultsData(1, cells=[cell("magnitude", 0.5)]))
+    nothing = nothing.__class__(**{**nothing.__dict__, "series": ()})
+    assert "Stability D" in drawn(nothing)
+    chart = charts.stability_chart(results(store_root))
+    assert "Stability D" in drawn(chart, hidden={s.id for s in chart.series})
+
+
 def test_x_ticks_are_exactly_the_grids_sparsities(store_root: Path) -> None:
     data = results(store_root)
     for chart in (charts.accuracy_chart(data), charts.mask_chart(data), charts.stability_chart(data)):

@@ -352,7 +352,7 @@ def draw(plt: Any, chart: Chart, *, hidden: Collection[str] = (), zoom: bool = F
     shown = chart.visible(hidden)
     refs = [s for s in shown if s.reference]
     data = [s for s in shown if not s.reference]
-    if chart.log:
+    if chart.log and shown:  # plotext cannot build a log axis with nothing on it (TypeError)
         plt.yscale("log")
     for s in refs:
         _line(plt, s.points, s.marker, s.color)
