@@ -212,8 +212,11 @@ class RayExecutor:
                 return
             if left <= 0:
                 return
-            done, _ = self._ray.wait(list(self._running), num_returns=1, timeout=min(POLL, left))
-            self._collect()
+            try:
+                done, _ = self._ray.wait(list(self._running), num_returns=1, timeout=min(POLL, left))
+                self._collect()
+            except self._ray.exceptions.RayError as err:  # the connection or the mailbox is gone
+                raise DeviceError(f"the Ray cluster at {self._where} stopped answering: {one_line(err)}") from None
             for ref in done:
                 self._settle(ref)
 
@@ -285,10 +288,10 @@ class RayExecutor:
         token, task = self._running.pop(ref)
         try:
             finished = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:  # cancelled before its job started
+            finished = Finished(task.key, None, "cancelled", cancelled=True)
         except ray.exceptions.RayTaskError as err:  # ray_task itself raised: not a worker's death
             finished = Finished(task.key, None, _task_error(err))
-        except ray.exceptions.TaskCancelledError:
-            finished = Finished(task.key, None, "cancelled", cancelled=True)
         except ray.exceptions.RayError as err:  # the worker, or its node, died
             self._collect()  # what it sent before it died
             reason = died(err, self._workers.get(token, "its ray worker"))
@@ -327,12 +330,20 @@ class RayExecutor:
         return False
 
     def _send_cancel(self) -> None:
-        if not self._cancel_sent:
-            self._cancel_sent = True
-            try:
-                self._mailbox.cancel.remote()
-            except Exception:
-                pass
+        """Raise the flag running jobs read; a task whose job has not started yet (still
+        queued, or its worker still starting) is cancelled by Ray instead: it would see
+        the flag only once started, seconds later."""
+        if self._cancel_sent:
+            return
+        self._cancel_sent = True
+        try:
+            self._mailbox.cancel.remote()
+            self._collect()
+            for ref, (token, _) in list(self._running.items()):
+                if token not in self._workers:
+                    self._ray.cancel(ref)
+        except Exception:  # the cluster is going away: the tasks go with it
+            pass
 
     def _disconnect(self) -> None:
         if self._owned:
