@@ -54,7 +54,7 @@ ON_RAY = ('run.executor="ray"',)
 
 
 def _warm_up() -> None:
-    import lotto_engine.executors.ray_executor  # noqa: F401  (what a job's task imports first)
+    importlib.import_module("lotto_engine.executors.ray_executor")  # what a job's task imports first
 
 
 @pytest.fixture(scope="module")
@@ -359,3 +359,25 @@ def test_jobs_that_fit_count_whole_jobs_per_node() -> None:
     assert jobs_that_fit(nodes, RunConfig(cpus_per_job=2)) == 5  # 4 + 1
     assert jobs_that_fit(nodes, RunConfig(gpus_per_job=0.25)) == 8  # 2 GPUs in quarters
     assert jobs_that_fit(nodes, RunConfig(gpus_per_job=1, cpus_per_job=6)) == 1
+
+
+def test_ray_init_gets_a_stderr_with_a_descriptor_inside_the_explorer(monkeypatch) -> None:
+    # ray.init calls faulthandler.enable() on sys.stderr, which fails on Textual's
+    # capture (fileno -1): "file.fileno() is not a valid file descriptor"
+    import faulthandler
+    import io
+
+    from lotto_engine.executors.ray_executor import stderr_with_fileno
+
+    class Captured(io.StringIO):
+        def fileno(self) -> int:
+            return -1
+
+    captured = Captured()
+    monkeypatch.setattr(sys, "stderr", captured)
+    with pytest.raises(RuntimeError, match="not a valid file descriptor"):
+        faulthandler.enable(all_threads=False)  # fails before it changes anything
+    with stderr_with_fileno():
+        os.fstat(sys.stderr.fileno())  # what faulthandler.enable() needs
+        print("still captured", file=sys.stderr)
+    assert sys.stderr is captured and captured.getvalue() == "still captured\n"

@@ -32,13 +32,17 @@ Why it is built this way:
 from __future__ import annotations
 
 import collections
+import contextlib
+import io
 import itertools
 import logging
 import os
 import pickle
 import socket
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..config import RunConfig
@@ -367,7 +371,8 @@ def connect(ray: Any, address: str) -> str:
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     if address == "local":
         try:
-            ray.init(address="local", include_dashboard=False, **quiet)
+            with stderr_with_fileno():
+                ray.init(address="local", include_dashboard=False, **quiet)
         except Exception as err:
             raise DeviceError(f"run.ray_address = local: could not start a Ray cluster here: {one_line(err)}") from None
         return "started"
@@ -376,12 +381,54 @@ def connect(ray: Any, address: str) -> str:
         target = _running_cluster(ray)
     _reachable(target, address)
     try:
-        ray.init(address=address, **quiet)
+        with stderr_with_fileno():
+            ray.init(address=address, **quiet)
     except Exception as err:
         raise DeviceError(f"run.ray_address = {address}: could not join the Ray cluster at {target}: {one_line(err)}") from None
     except SystemExit:  # Ray's core worker gives up on a GCS that never answered
         raise DeviceError(f"run.ray_address = {address}: no Ray cluster answered at {target}") from None
     return "joined"
+
+
+class _Fileno(io.TextIOBase):
+    """``stream`` for writing, with the descriptor of a spare file for whoever needs one."""
+
+    def __init__(self, stream: Any, spare: Any) -> None:
+        self._stream = stream
+        self._spare = spare
+
+    def write(self, text: str) -> int:
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def fileno(self) -> int:
+        return self._spare.fileno()
+
+
+@contextlib.contextmanager
+def stderr_with_fileno() -> Iterator[None]:
+    """``ray.init`` hands ``sys.stderr`` to :func:`faulthandler.enable`, which needs a
+    real file descriptor; in the explorer ``sys.stderr`` is Textual's capture (no
+    descriptor). Meanwhile, writes still go where they went; a fatal-error traceback
+    of this process would go to a spare temporary file (kept open: faulthandler
+    keeps writing to it)."""
+    stream = sys.stderr
+    try:
+        usable = stream is not None and stream.fileno() >= 0
+    except (AttributeError, OSError, ValueError):
+        usable = False
+    if usable:
+        yield
+        return
+    wrapper = _Fileno(stream, tempfile.TemporaryFile())
+    sys.stderr = wrapper
+    try:
+        yield
+    finally:
+        if sys.stderr is wrapper:  # (unless someone swapped it meanwhile: theirs stays)
+            sys.stderr = stream
 
 
 def _running_cluster(ray: Any) -> str:
