@@ -214,7 +214,8 @@ def test_follow_mode_sees_a_batch_run_on_ray_live(cluster, tmp_path) -> None:
     config = load_config(overrides=[*TINY, f"run.store='{tmp_path}'"])
     app = create_app(config, poll_interval=0.2)
     args = [sys.executable, "-m", "lotto_tui", "--batch", "--store", str(tmp_path)]
-    for item in (*TINY, *ON_RAY, f'run.ray_address="{cluster}"'):
+    # one job at a time: the new driver starts one worker (torch imported once), not two
+    for item in (*TINY, *ON_RAY, f'run.ray_address="{cluster}"', "run.parallel=1"):
         args += ["--set", item]
 
     async def scenario() -> tuple[set[str], str, list[str]]:

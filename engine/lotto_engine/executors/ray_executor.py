@@ -1,32 +1,29 @@
-"""The Ray executor (``run.executor = "ray"``): each job a Ray task on a cluster.
+"""The Ray executor (``run.executor = "ray"``): each job is a Ray task on a cluster.
 
 Why it is built this way:
 
-- A job is a Ray task that calls :func:`.worker.run_task` in the worker's main
-  thread (training from a second thread was much slower on CPU, see
-  :mod:`.local`), reserving ``run.cpus_per_job`` CPUs and ``run.gpus_per_job``
-  GPUs (fractions share a GPU). Ray's own retries are off (``max_retries=0``): Ray
-  would start a job over; here a job whose worker or node died runs again from its
-  last epoch checkpoint (:class:`.base.Attempts`), ``run.retries`` times, then is
-  recorded failed with the reason.
-- Live messages go through one small actor, the mailbox: a task sends each message
-  to it without waiting, and the driver drains it every few tens of milliseconds.
-  A single-threaded actor runs one caller's calls in order, and a task waits for
-  its last call before it returns, so a job's :class:`.base.Finished` (the task's
-  result) always comes after all of its other messages. (A streaming generator
-  would need the job on a second thread.) Each attempt has a token: whatever a dead
-  attempt sent late is dropped.
-- Cancel is a flag in the mailbox that each job reads, without blocking, at most
-  every 0.25 s: it stops at its next batch and returns its partial output, recorded
-  cancelled. A mailbox that is gone (the driver died) reads as cancelled.
-- Connecting: ``auto`` joins the running cluster (``RAY_ADDRESS``, or the one
-  ``ray start`` made on this machine), ``local`` starts a private one,
-  ``host:port`` / ``ray://host:port`` join that one. An address where nothing
-  answers fails in seconds with one line (Ray itself retries for minutes).
-  :meth:`RayExecutor.close` shuts down a private cluster, disconnects from a joined
-  one (it keeps running), and leaves alone a connection it did not make.
-- ``RAY_USAGE_STATS_ENABLED=0`` is set before Ray is imported: nothing calls home.
-  Ray is imported only here, when this executor is chosen.
+- A task calls :func:`.worker.run_task` in the worker's main thread (training from a
+  second thread is much slower on CPU, see :mod:`.local`) and reserves
+  ``run.cpus_per_job`` CPUs and ``run.gpus_per_job`` GPUs (fractions share a GPU).
+  Ray's own retries are off: Ray would start the job over, while here a job whose
+  worker or node died continues from its last epoch checkpoint (:class:`.base.Attempts`),
+  up to ``run.retries`` times, then is recorded failed with the reason.
+- Live messages go through one small actor, the mailbox, which tasks call without
+  waiting and the driver drains every 50 ms. An actor runs one caller's calls in
+  order and a task waits for its last call before returning, so a job's Finished
+  (the task's result) always comes after its other messages; each attempt has a
+  token, and what a dead attempt sent late is dropped. (Streaming generators would
+  need the job on a second thread.)
+- Cancel is a flag in the mailbox that a running job reads, without blocking, at
+  most every 0.25 s: it stops at its next batch and returns its partial output. A job
+  not started yet (its worker may take seconds to import torch) is cancelled by Ray.
+- ``auto`` joins the running cluster (``RAY_ADDRESS``, or ``ray start`` on this
+  machine), ``local`` starts a private one, ``host:port`` and ``ray://host:port``
+  join that one. Nothing listening there fails in seconds, in one line (Ray itself
+  retries for minutes). :meth:`RayExecutor.close` shuts down a cluster it started,
+  disconnects from one it joined (which keeps running), and leaves alone a
+  connection it did not make.
+- Ray is imported only here, with ``RAY_USAGE_STATS_ENABLED=0`` set first.
 """
 
 from __future__ import annotations
