@@ -112,16 +112,15 @@ def ray_task(mailbox: Any, token: int, task: Task, settings: WorkerSettings) -> 
     asked: list[Any] = []  # the pending read of the cancel flag, as a future (never blocks training)
 
     def cancelled() -> bool:
-        if not asked:
+        if asked and asked[0].done():
+            try:
+                if asked.pop().result():
+                    return True
+            except Exception:  # the mailbox is gone: so is the driver
+                return True
+        if not asked:  # ask again now: the answer is there by the next look
             asked.append(mailbox.cancelled.remote().future())
-            return False
-        if not asked[0].done():
-            return False
-        try:
-            answer = bool(asked.pop().result())
-        except Exception:  # the mailbox is gone: so is the driver
-            return True
-        return answer
+        return False
 
     host = socket.gethostname()
     finished = run_task(task, settings, put, PolledFlag(cancelled, CANCEL_POLL),
@@ -151,8 +150,7 @@ class RayExecutor:
         self._ray = ray = import_ray()
         self._run = run
         self._settings = settings
-        self._cancel = cancel
-        self._progress_interval = progress_interval
+        self._cancel = cancel  # (progress_interval: the workers' settings.progress_interval rate-limits them)
         self._owned = connect(ray, run.ray_address)  # "started", "joined", or "" (already connected)
         try:
             self._where = describe_cluster(ray, run.ray_address)
