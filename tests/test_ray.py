@@ -1,0 +1,391 @@
+"""The Ray executor against a real Ray cluster on this machine (``ray.init(num_cpus=2)``,
+once for the module): the same numbers as the local executor, bit for bit; a worker
+killed mid-job (``kill -9``) has its job run again from its checkpoint, or recorded
+failed with the reason when no retries are left; cancel stops a running grid; a
+grid started locally finishes on Ray and one started on Ray finishes locally; follow
+mode sees a ``--batch`` run on Ray live; an address where no cluster answers fails
+in one line before anything is written.
+
+Jobs run in Ray's worker processes, which import this checkout (the fixture puts it
+on their ``PYTHONPATH``). The cluster has no token (``RAY_AUTH_MODE=disabled``):
+nothing is written to ``~/.ray``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import astuple
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import lotto_engine
+import lotto_tui
+from conftest import TINY, tiny_config
+from lotto_engine.errors import DeviceError
+from lotto_engine.events import EpochFinished, Event, GridStarted, JobFailed, JobStarted, Notice
+from lotto_engine.runner import Runner
+from lotto_engine.store import Store
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason='Ray is not installed (pip install "lotto-tui[ray]")'
+)
+
+# The demo grid's shape, shrunk: two activations, dense + magnitude + random pruning
+# (2 dense and 4 pruned jobs); dense jobs long enough (20 epochs, about a second) to
+# be caught mid-job by a kill or a cancel that follows an epoch event.
+GRID = ('grid.activations=["relu","tanh"]', 'grid.methods=["magnitude","random"]', "train.dense_epochs=20")
+ON_RAY = ('run.executor="ray"',)
+
+
+def _warm_up() -> None:
+    """What a job's task does first in a new worker: imports, then torch's settings
+    (which import more of torch): seconds per worker on 2 busy cores."""
+    importlib.import_module("lotto_engine.executors.ray_executor")
+    importlib.import_module("lotto_engine.devices").configure(1, True)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A private Ray cluster with 2 CPUs for this module; its GCS address."""
+    from lotto_engine.executors.ray_executor import import_ray
+
+    ray = import_ray()
+    if ray.is_initialized():
+        pytest.skip("this process is already connected to a Ray cluster")
+    temp = tempfile.mkdtemp(prefix="lotto-ray-")  # short: Ray's socket paths live under it
+    code = [str(Path(lotto_engine.__file__).parents[1]), str(Path(lotto_tui.__file__).parents[1])]
+    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "PYTHONPATH")}
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # a cluster of this machine's processes only: no token in ~/.ray
+    os.environ["PYTHONPATH"] = os.pathsep.join([*code, *filter(None, [saved["PYTHONPATH"]])])
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 << 20, log_to_driver=False,
+                 logging_level=logging.ERROR, _temp_dir=temp)
+        # both workers import torch and the engine while the reference runs locally (seconds each)
+        warm = ray.remote(num_cpus=1)(_warm_up)
+        for _ in range(2):
+            warm.remote()
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- what a store holds
+
+
+def numbers(store: Store) -> dict[str, tuple]:
+    """Every number of every latest run, by job key (not wall times or where it ran)."""
+    return {
+        r.job_key: (r.status, r.val_acc, r.best_val_acc, r.test_acc, r.actual_sparsity, r.stability,
+                    r.stability_floor, r.kept_change, r.flags,
+                    [astuple(m)[:6] for m in store.curve(r.id)], [astuple(layer) for layer in store.layers(r.id)])
+        for r in store.runs(1)
+    }
+
+
+def tensors(root: Path) -> dict[tuple[str, str], dict[str, torch.Tensor]]:
+    """Every saved tensor file (weights, masks, rewind points) of a store."""
+    return {(p.parent.name, p.stem): load_file(str(p)) for p in sorted((root / "artifacts").glob("*/*.safetensors"))}
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and a
+    for name in a:
+        assert a[name].keys() == b[name].keys()
+        assert all(torch.equal(a[name][k], b[name][k]) for k in a[name]), name
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    """GRID on the local executor, straight through: its numbers and tensors."""
+    root = tmp_path_factory.mktemp("local")
+    with Store(root) as store:
+        summary = Runner(tiny_config(*GRID), store).run()
+        assert summary.counts == {"done": 6}
+        return numbers(store), tensors(root)
+
+
+def started_by_key(events: list[Event]) -> dict[str, list[JobStarted]]:
+    out: dict[str, list[JobStarted]] = {}
+    for event in events:
+        if isinstance(event, JobStarted):
+            out.setdefault(event.job.key, []).append(event)
+    return out
+
+
+def after_epoch(epoch: int, act: Callable[[EpochFinished, list[Event]], None], events: list[Event]):
+    """An event handler that records events and calls ``act`` once, after the first
+    dense job to finish ``epoch``."""
+    done: list[bool] = []
+
+    def on_event(event: Event) -> None:
+        events.append(event)
+        if not done and isinstance(event, EpochFinished) and event.job.kind == "dense" and event.metrics.epoch == epoch:
+            done.append(True)
+            act(event, events)
+
+    return on_event
+
+
+def kill_its_worker(event: EpochFinished, events: list[Event]) -> None:
+    (started,) = started_by_key(events)[event.job.key]
+    assert started.pid and started.pid != os.getpid()
+    os.kill(started.pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------- the tests
+
+
+@pytest.mark.slow
+def test_a_grid_on_ray_gives_the_local_numbers_bit_for_bit(cluster, reference, tmp_path) -> None:
+    events: list[Event] = []
+    with Store(tmp_path) as store:
+        summary = Runner(tiny_config(*GRID, *ON_RAY), store, on_event=events.append).run()
+        assert summary.counts == {"done": 6} and not summary.cancelled
+        assert numbers(store) == reference[0]
+    assert_same_tensors(tensors(tmp_path), reference[1])
+    # the jobs ran in Ray's worker processes, which the events name
+    (grid,) = [e for e in events if isinstance(e, GridStarted)]
+    assert grid.device == "ray: cpu per job"
+    starts = [s for runs in started_by_key(events).values() for s in runs]
+    assert len(starts) == 6
+    host = socket.gethostname()
+    assert all(s.pid not in (0, os.getpid()) and s.worker == f"ray worker pid {s.pid} on {host}" for s in starts)
+    assert summary.peak_memory["ray workers cpu"] > 0
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_ray_grid_mid_job_and_a_local_resume_finishes_it(cluster, reference, tmp_path) -> None:
+    cancel = threading.Event()
+    cancelled_at: list[float] = []
+
+    def stop(event: EpochFinished, events: list[Event]) -> None:
+        cancelled_at.append(time.monotonic())
+        cancel.set()
+
+    with Store(tmp_path) as store:
+        first = Runner(tiny_config(*GRID, *ON_RAY), store, cancel=cancel, on_event=after_epoch(2, stop, [])).run()
+        stopped = time.monotonic() - cancelled_at[0]
+        assert first.cancelled
+        runs = store.runs(1)
+        # both dense jobs had been handed to Ray: each stopped mid-way; no pruned job started
+        assert sorted((r.kind, r.status) for r in runs) == [("dense", "cancelled")] * 2
+        assert all(len(store.curve(r.id)) < 20 for r in runs)
+        # (a job whose worker was still starting is cancelled before its first epoch: no checkpoint)
+        continued = {r.job_key: r.id for r in runs if store.has_checkpoint(r.job_key)}
+        assert any(len(store.curve(r.id)) >= 2 for r in runs if r.job_key in continued)
+        assert stopped < 5, stopped  # at their next batch, not at the end of the job
+
+        second = Runner(tiny_config(*GRID), store).run()  # locally
+        assert second.counts == {"done": 6}
+        latest = {r.job_key: r.id for r in store.runs(1)}
+        assert all(latest[key] == run_id for key, run_id in continued.items())  # in the same run row
+        assert numbers(store) == reference[0]
+    assert_same_tensors(tensors(tmp_path), reference[1])
+
+
+@pytest.mark.slow
+def test_follow_mode_sees_a_batch_run_on_ray_live(cluster, tmp_path) -> None:
+    from lotto_tui.explorer import create_app
+    from textual.widgets import Static
+
+    from lotto_engine.config import load_config
+
+    # the runs are "running" from their submission: through the new driver's worker
+    # start-up (seconds) as well, so the shortest jobs are seen live
+    config = load_config(overrides=[*TINY, f"run.store='{tmp_path}'"])
+    app = create_app(config, poll_interval=0.2)
+    args = [sys.executable, "-m", "lotto_tui", "--batch", "--store", str(tmp_path)]
+    # one job at a time: the new driver starts one worker (torch imported once), not two
+    for item in (*TINY, *ON_RAY, f'run.ray_address="{cluster}"', "run.parallel=1"):
+        args += ["--set", item]
+
+    async def scenario() -> tuple[set[str], str, list[str]]:
+        seen: set[str] = set()
+        follow = ""
+        async with app.run_test(size=(100, 30)) as pilot:
+            deadline = time.monotonic() + 60
+            while not (app._engine_ready and app.plan is not None) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            batch = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            line = app.query_one("#jobs-follow", Static)
+            try:
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline and batch.poll() is None:
+                    if line.display and not follow:
+                        follow = str(line.render())
+                    progress = app.last_progress
+                    if progress is not None:
+                        seen.update(progress.counts)
+                    await pilot.pause(0.05)
+                out, err = batch.communicate(timeout=60)
+                assert batch.returncode == 0, err
+            finally:
+                batch.kill()
+        return seen, follow, out.splitlines()
+
+    seen, follow, out = asyncio.run(scenario())
+    assert "running" in seen  # it was watched while the Ray workers trained
+    assert "following: pid" in follow and "-m lotto_tui --batch --store" in follow
+    assert out[0] == "experiment 1: 2 jobs, 0 already done, 2 to run on ray: cpu per job", out
+    with Store(tmp_path, create=False) as store:
+        assert [r.status for r in store.runs(1)] == ["done"] * 2
+
+
+@pytest.mark.slow
+def test_a_grid_started_locally_finishes_on_ray_through_a_killed_worker_bit_for_bit(cluster, reference, tmp_path) -> None:
+    config = tiny_config(*GRID)
+    with Store(tmp_path) as store:
+        cancel = threading.Event()
+        first = Runner(config, store, cancel=cancel, on_event=after_epoch(2, lambda e, _: cancel.set(), [])).run()
+        assert first.cancelled and first.counts["cancelled"] == 1
+
+        # on Ray: the cancelled job continues from its checkpoint; the worker of the
+        # first dense job to reach epoch 5 there is killed, and its job runs again
+        events: list[Event] = []
+        second = Runner(tiny_config(*GRID, *ON_RAY), store, on_event=after_epoch(5, kill_its_worker, events)).run()
+        assert second.counts == {"done": 6}
+        starts = started_by_key(events)
+        (resumed,) = [runs[0] for runs in starts.values() if runs[0].resumed_from]
+        assert resumed.resumed_from == 2  # the local run's checkpoint
+        (killed,) = [runs for runs in starts.values() if len(runs) == 2]
+        notes = [e.message for e in events if isinstance(e, Notice) and "running it again" in e.message]
+        assert len(notes) == 1, notes
+        match = re.fullmatch(
+            rf"{re.escape(killed[0].job.label)}: ray worker pid {killed[0].pid} on \S+ died \(WorkerCrashedError: .*\); "
+            r"running it again from epoch (\d+) \(attempt 2 of 3\)",
+            notes[0],
+        )
+        assert match, notes[0]
+        assert 4 <= int(match[1]) < 20 and killed[1].resumed_from == int(match[1])  # from its last checkpoint
+        assert killed[1].pid != killed[0].pid
+        # one run row per job, its epochs trained once each, as if never stopped or killed
+        assert [r.attempt for r in store.runs(1, history=True)] == [1] * 6
+        assert numbers(store) == reference[0]
+    assert_same_tensors(tensors(tmp_path), reference[1])
+
+
+@pytest.mark.slow
+def test_with_no_retries_a_killed_workers_job_is_recorded_failed_with_the_reason(cluster, tmp_path) -> None:
+    config = tiny_config('grid.activations=["relu"]', "train.dense_epochs=20", *ON_RAY, "run.retries=0")
+    events: list[Event] = []
+    with Store(tmp_path) as store:
+        summary = Runner(config, store, on_event=after_epoch(2, kill_its_worker, events)).run()
+        assert summary.counts == {"failed": 2}
+        dense, pruned = sorted(store.runs(1), key=lambda r: r.kind)
+        (started,) = started_by_key(events)[dense.job_key]
+        assert re.fullmatch(rf"ray worker pid {started.pid} on \S+ died \(WorkerCrashedError: .*\); gave up after 1 attempt",
+                            dense.error or ""), dense.error
+        assert pruned.error == "its dense run did not finish"
+    assert [e.job.kind for e in events if isinstance(e, JobFailed)] == ["dense", "pruned"]
+    assert not any(isinstance(e, Notice) and "running it again" in e.message for e in events)
+
+
+def test_an_address_where_no_cluster_answers_fails_in_one_line_before_anything_is_written(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    from lotto_engine.executors.ray_executor import import_ray
+    from lotto_tui.cli import main
+
+    # in-process (no torch start-up to pay), as a process not connected to Ray yet
+    monkeypatch.setattr(import_ray(), "is_initialized", lambda: False)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = ["--batch", "--store", str(tmp_path / "runs")]
+    for item in (*TINY, *ON_RAY, f'run.ray_address="127.0.0.1:{port}"'):
+        args += ["--set", item]
+    started = time.monotonic()
+    assert main(args) == 2
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err
+    assert err == f"lotto-tui: run.ray_address = 127.0.0.1:{port}: no Ray cluster answers there (connection refused)\n"
+    with Store(tmp_path / "runs", create=False) as store:
+        assert store.experiments() == []
+
+
+@pytest.mark.slow
+def test_a_cluster_without_room_for_one_job_fails_in_one_line_and_a_reused_connection_stays(cluster) -> None:
+    import ray
+
+    from lotto_engine.executors import WorkerSettings
+    from lotto_engine.executors.ray_executor import RayExecutor
+
+    run = tiny_config(*ON_RAY, 'run.device="auto"', "run.gpus_per_job=0.5").run
+    with pytest.raises(DeviceError) as err:
+        RayExecutor(run, WorkerSettings("cuda", 1, True), cancel=threading.Event())
+    assert str(err.value).startswith('run.executor = "ray": no node of the Ray cluster at ')
+    assert "has 1 CPU and 0.5 GPU for a job" in str(err.value) and "it has 2 CPUs, 0 GPUs over 1 node" in str(err.value)
+    assert ray.is_initialized()  # the fixture's connection was used, and is still there
+    run = tiny_config(*ON_RAY, "run.cpus_per_job=2").run
+    executor = RayExecutor(run, WorkerSettings("cpu", 1, True), cancel=threading.Event())
+    assert executor.capacity == 1  # 2 CPUs, 2 a job
+    executor.close()
+    assert ray.is_initialized()
+
+
+def test_without_ray_the_executor_says_how_to_install_it_in_one_line(monkeypatch) -> None:
+    from lotto_engine.executors import WorkerSettings
+    from lotto_engine.executors.ray_executor import RayExecutor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    with pytest.raises(DeviceError, match=r'^run.executor = "ray" needs Ray: pip install "lotto-tui\[ray\]"$'):
+        RayExecutor(tiny_config(*ON_RAY).run, WorkerSettings("cpu", 1, True), cancel=threading.Event())
+
+
+def test_jobs_that_fit_count_whole_jobs_per_node() -> None:
+    from lotto_engine.config import RunConfig
+    from lotto_engine.executors.ray_executor import jobs_that_fit
+
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 2.0}},
+        {"Alive": True, "Resources": {"CPU": 3.0}},
+        {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}},
+    ]
+    assert jobs_that_fit(nodes, RunConfig()) == 11
+    assert jobs_that_fit(nodes, RunConfig(cpus_per_job=2)) == 5  # 4 + 1
+    assert jobs_that_fit(nodes, RunConfig(gpus_per_job=0.25)) == 8  # 2 GPUs in quarters
+    assert jobs_that_fit(nodes, RunConfig(gpus_per_job=1, cpus_per_job=6)) == 1
+
+
+def test_ray_init_gets_a_stderr_with_a_descriptor_inside_the_explorer(monkeypatch) -> None:
+    # ray.init calls faulthandler.enable() on sys.stderr, which fails on Textual's
+    # capture (fileno -1): "file.fileno() is not a valid file descriptor"
+    import faulthandler
+    import io
+
+    from lotto_engine.executors.ray_executor import stderr_with_fileno
+
+    class Captured(io.StringIO):
+        def fileno(self) -> int:
+            return -1
+
+    captured = Captured()
+    monkeypatch.setattr(sys, "stderr", captured)
+    with pytest.raises(RuntimeError, match="not a valid file descriptor"):
+        faulthandler.enable(all_threads=False)  # fails before it changes anything
+    with stderr_with_fileno():
+        os.fstat(sys.stderr.fileno())  # what faulthandler.enable() needs
+        print("still captured", file=sys.stderr)
+    assert sys.stderr is captured and captured.getvalue() == "still captured\n"
