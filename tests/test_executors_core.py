@@ -184,15 +184,22 @@ def test_remote_executors_settings_fail_in_one_line() -> None:
         assert text in str(err.value) and "\n" not in str(err.value)
 
 
-def test_the_engine_imports_without_ray_or_submitit() -> None:
+def test_the_engine_imports_without_ray_or_submitit_and_a_worker_starts_without_the_compiler() -> None:
+    """lotto_engine needs neither optional package; and setting up torch in a fresh
+    process (each Ray or Slurm worker, each CLI start) does not import torch's compiler
+    (about a second) while still turning deterministic kernels on, warn-only."""
     code = (
         "import sys; sys.modules['ray'] = None; sys.modules['submitit'] = None\n"
         "import lotto_engine.runner, lotto_engine.executors, lotto_engine.executors.worker\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'submitit') and sys.modules[m]))"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'submitit') and sys.modules[m]))\n"
+        "import torch; from lotto_engine import devices; devices.configure(1, True)\n"
+        "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
+        " 'torch._inductor' in sys.modules)\n"
+        "devices.compile_model(torch.nn.Linear(2, 2)); import torch._inductor.config as c; print(c.deterministic)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.split("\n")[:3] == ["[]", "True True False", "True"]
 
 
 def test_a_store_on_a_network_file_system_is_named_in_a_note(tmp_path, monkeypatch) -> None:

@@ -383,7 +383,8 @@ class RunConfig(_Section):
             "where jobs run: local (this process: one job at a time, or run.parallel slots "
             "over GPUs or CPU threads) | ray (tasks on a Ray cluster, run.ray_*) | slurm "
             "(job arrays through submitit, run.slurm_*); this process stays the driver and "
-            "the only writer of the store; changes nothing in the numbers"
+            "the only writer of the store; a job's numbers are those of local at the same threads "
+            "per job (ray, slurm: run.threads, else run.cpus_per_job)"
         ),
     )
     ray_address: str = Field(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -76,12 +78,32 @@ def configure(threads: int, deterministic: bool) -> int:
     if deterministic:
         # cuBLAS needs this before its first use to be deterministic.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    set_deterministic(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     return n
+
+
+def set_deterministic(mode: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=True)`` without importing
+    torch's compiler: that call imports ``torch._inductor`` to set its own copy of the
+    flag, 0.9 s of every CLI start and every Ray or Slurm worker's first job (2 s under
+    load, measured with ``python -X importtime``). Only ``torch.compile`` reads that
+    copy, so :func:`compile_model` sets it there."""
+    if "torch._inductor.config" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(mode, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=True)
+
+
+def compile_model(model: torch.nn.Module) -> Callable[..., Any]:
+    """``torch.compile(model)`` under the determinism in force (:func:`set_deterministic`)."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.deterministic = torch.are_deterministic_algorithms_enabled()
+    return torch.compile(model)
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
-from .devices import FastPath
+from .devices import FastPath, compile_model
 
 WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuDNN and allocator warm-up)
 # One capture at a time per process: torch.cuda.graph empties the allocator cache on
@@ -159,7 +159,7 @@ class EagerStep:
         self.channels_last = fast.channels_last
         if fast.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(model) if fast.compile else model
+        self.forward = compile_model(model) if fast.compile else model
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=fast.precision == "bf16")
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
