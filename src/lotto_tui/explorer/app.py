@@ -362,8 +362,8 @@ class ExplorerApp(App[int]):
         self.post_message(ReuseCounted(token, finished))
 
     def on_reuse_counted(self, message: ReuseCounted) -> None:
-        if message.token != self._preview_token:
-            return  # an older plan's count
+        if message.token != self._preview_token or self._exiting or not self.screen_stack:
+            return  # an older plan's count, or a count that arrived while the app shuts down
         self._preview_pending = False
         self.reuse = message.finished
         self._show_preview()
