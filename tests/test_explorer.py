@@ -386,7 +386,7 @@ def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path
 
 @pytest.mark.slow
 def test_help_screen_and_command_palette_list_every_action(tmp_path: Path) -> None:
-    app = create_app(tiny(tmp_path))
+    app = create_app(tiny(tmp_path / "store"))
 
     async def scenario() -> None:
         async with app.run_test(size=(100, 40)) as pilot:
@@ -405,6 +405,7 @@ def test_help_screen_and_command_palette_list_every_action(tmp_path: Path) -> No
             assert {k.description for k in APP_KEYS} <= titles
 
     asyncio.run(scenario())
+    assert not (tmp_path / "store").exists()  # a start and a quit with nothing run create no store
 
 
 @pytest.mark.slow
