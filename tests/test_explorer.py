@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from rich.console import Console
 from textual.widgets import DataTable, Input, OptionList, RichLog, Static
 from textual_plotext import PlotextPlot
 
+from conftest import db_rows
 from lotto_engine.config import load_config
 from lotto_engine.errors import ConfigError
 from lotto_engine.events import GridFinished, JobFinished
@@ -337,14 +341,30 @@ def test_export_writes_json_and_csv_and_says_where(tmp_path: Path) -> None:
     assert (tmp_path / "exports" / "experiment-1.csv").read_text().count("\n") == 5
 
 
+def freeze_once_running(proc: subprocess.Popen, db: Path, frozen: threading.Event) -> None:
+    """Stop ``proc`` (SIGSTOP) as soon as the store ``db`` shows a job running, and set
+    ``frozen``; the caller sends SIGCONT. Gives up when the process ends."""
+    while proc.poll() is None:
+        if db_rows(db, "SELECT 1 FROM runs WHERE status = 'running'", timeout=0.05):
+            os.kill(proc.pid, signal.SIGSTOP)
+            if db_rows(db, "SELECT 1 FROM runs WHERE status = 'running'", timeout=0.05):
+                frozen.set()  # what the explorer reads now stays so until the caller resumes it
+                return
+            os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.01)
+
+
 @pytest.mark.slow
 def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path) -> None:
-    # Long enough dense jobs (seconds each) that a 0.2 s poll sees them running
-    # even on a busy machine (30 epochs, well under a second, was missed under load).
-    config = tiny(tmp_path, "train.dense_epochs=150")
+    # The batch process is frozen (SIGSTOP) while a job of it is running, until the
+    # explorer's 0.2 s poll has seen it running and named the process: the job's length
+    # no longer decides whether the poll catches it, so one activation and a dense job
+    # of 40 epochs (not two of 150) do, however busy the machine.
+    extra = ["grid.activations=['relu']", "train.dense_epochs=40"]
+    config = tiny(tmp_path, *extra)
     app = create_app(config, poll_interval=0.2)
     args = [sys.executable, "-m", "lotto_tui", "--batch", "--store", str(tmp_path)]
-    for item in [*TINY, "train.dense_epochs=150"]:
+    for item in [*TINY, *extra]:
         args += ["--set", item]
 
     async def scenario() -> tuple[set[str], str, str]:
@@ -353,6 +373,11 @@ def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path
         async with app.run_test(size=(100, 30)) as pilot:
             await ready(pilot)
             batch = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            frozen = threading.Event()
+            freezer = threading.Thread(target=freeze_once_running, args=(batch, tmp_path / "lotto.db", frozen),
+                                       daemon=True)
+            freezer.start()
+            resumed = False
             line = app.query_one("#jobs-follow", Static)
             try:
                 deadline = time.monotonic() + 120
@@ -362,12 +387,17 @@ def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path
                     progress = app.last_progress
                     if progress is not None:
                         seen.update(progress.counts)
-                        if progress.counts.get("done") == 4:
+                        if progress.counts.get("done") == 2:
                             break
+                    if frozen.is_set() and not resumed and "running" in seen and follow:
+                        os.kill(batch.pid, signal.SIGCONT)
+                        resumed = True
                     await pilot.pause(0.05)
                 assert batch.wait(timeout=60) == 0, batch.stderr.read() if batch.stderr else ""
             finally:
-                batch.kill()
+                if batch.poll() is None:
+                    batch.kill()
+                freezer.join(5)
             ended = ""
             deadline = time.monotonic() + 30
             while not ended and time.monotonic() < deadline:
@@ -375,13 +405,13 @@ def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path
                               if f"{n.title}: {n.message}".startswith("Followed grid ended")), "")
                 await pilot.pause(0.1)
             assert not app.running  # nothing ran in the explorer itself
-            assert table_column(app.jobs.table, "status") == ["done"] * 4
+            assert table_column(app.jobs.table, "status") == ["done"] * 2
         return seen, follow, str(ended)
 
     seen, follow, ended = asyncio.run(scenario())
     assert "running" in seen  # it was watched live, not only read at the end
     assert "following: pid" in follow and "-m lotto_tui --batch --store" in follow
-    assert ended.endswith("stopped running experiment 1: 4 done, 0 failed")  # and said when it ended
+    assert ended.endswith("stopped running experiment 1: 2 done, 0 failed")  # and said when it ended
 
 
 @pytest.mark.slow
