@@ -113,6 +113,8 @@ def test_help_does_not_import_torch(tmp_path):
 
 
 # --------------------------------------------------------------------------- config errors
+# What a config problem prints and returns is the command's doing, not the process's:
+# these run in-process (the console script's own exit paths are tested above and below).
 
 
 @pytest.mark.parametrize(
@@ -136,20 +138,20 @@ def test_help_does_not_import_torch(tmp_path):
     ],
 )
 def test_each_config_problem_is_one_line_naming_its_key(tmp_path, override, key):
-    proc = lotto("--batch", *TINY, "--set", override, "--store", "runs", cwd=tmp_path, timeout=30)
+    proc = in_process("--batch", *TINY, "--set", override, "--store", "runs", cwd=tmp_path)
     line = assert_one_line_error(proc, f"{key}:")
     assert line.startswith("lotto-tui: config error:")
     assert not (tmp_path / "runs").exists()  # nothing ran, nothing was created
 
 
 def test_several_config_problems_give_one_line_each(tmp_path):
-    proc = lotto(
+    proc = in_process(
         "--batch", *TINY,
         "--set", "grid.sparsities=[1.5]",
         "--set", 'grid.activations=["nope"]',
         "--set", "model.depth=3",
         "--set", 'train.batch_size="big"',
-        "--store", "runs", cwd=tmp_path, timeout=30,
+        "--store", "runs", cwd=tmp_path,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.splitlines()
@@ -159,22 +161,22 @@ def test_several_config_problems_give_one_line_each(tmp_path):
 
 
 def test_missing_and_malformed_config_files_are_one_line(tmp_path):
-    missing = lotto("--batch", "--config", "nope.toml", cwd=tmp_path, timeout=30)
+    missing = in_process("--batch", "--config", "nope.toml", cwd=tmp_path)
     assert_one_line_error(missing, "nope.toml")
 
     bad = tmp_path / "bad.toml"
     bad.write_text("[train\nlr = 0.1\n")
-    malformed = lotto("--batch", "--config", str(bad), cwd=tmp_path, timeout=30)
+    malformed = in_process("--batch", "--config", str(bad), cwd=tmp_path)
     assert_one_line_error(malformed, "bad.toml", "invalid TOML")
 
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("[train]\nlearning_rate = 0.1\n")
-    assert_one_line_error(lotto("--batch", "--config", str(unknown), cwd=tmp_path, timeout=30),
+    assert_one_line_error(in_process("--batch", "--config", str(unknown), cwd=tmp_path),
                           "train.learning_rate")
 
 
 def test_set_without_equals_is_bad_input(tmp_path):
-    proc = lotto("--batch", *TINY, "--set", "train.lr", cwd=tmp_path, timeout=30)
+    proc = in_process("--batch", *TINY, "--set", "train.lr", cwd=tmp_path)
     assert_one_line_error(proc, "train.lr", "KEY=VALUE")
 
 
@@ -506,7 +508,7 @@ def test_an_unexpected_internal_error_is_one_line_with_exit_70(monkeypatch, caps
 def test_an_unreadable_config_file_is_one_line(tmp_path):
     bad = tmp_path / "binary.toml"
     bad.write_bytes(b"\xff\xfe\x00 not text")
-    proc = lotto("--batch", "--config", str(bad), cwd=tmp_path, timeout=30)
+    proc = in_process("--batch", "--config", str(bad), cwd=tmp_path)
     assert_one_line_error(proc, "not a UTF-8 text file")
 
 
