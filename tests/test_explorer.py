@@ -90,7 +90,10 @@ def table_column(table: DataTable, column: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_run_grid_fills_jobs_charts_and_table(tmp_path: Path) -> None:
+def test_run_grid_fills_jobs_charts_and_table_and_rerun_selected_job_makes_a_new_attempt_of_it_only(
+    tmp_path: Path,
+) -> None:
+    """One finished grid serves both: the panels it fills, then ``s`` on one job."""
     app = create_app(tiny(tmp_path))
 
     async def scenario() -> None:
@@ -126,22 +129,12 @@ def test_run_grid_fills_jobs_charts_and_table(tmp_path: Path) -> None:
             await pilot.press("]")
             assert app.query_one("#results-table", DataTable).row_count == 4
 
-    asyncio.run(scenario())
-    assert [s[2] for s in statuses(tmp_path)] == ["done"] * 4
-
-
-@pytest.mark.slow
-def test_rerun_selected_job_makes_a_new_attempt_of_that_job_only(tmp_path: Path) -> None:
-    app = create_app(tiny(tmp_path))
-
-    async def scenario() -> None:
-        async with app.run_test(size=(100, 30)) as pilot:
-            await ready(pilot)
-            await run_to_end(pilot)
+            await pilot.press("2")  # back to the jobs: rerun the selected job
             app.jobs.table.move_cursor(row=3)  # tanh magnitude 0.5
             await run_to_end(pilot, "s")
 
     asyncio.run(scenario())
+    assert [s[2] for s in statuses(tmp_path)] == ["done"] * 4
     attempts = {(a, m): n for a, m, _, n in statuses(tmp_path)}
     assert attempts == {("relu", "dense"): 1, ("relu", "magnitude"): 1, ("tanh", "dense"): 1, ("tanh", "magnitude"): 2}
 
