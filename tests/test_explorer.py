@@ -246,13 +246,14 @@ def test_invalid_edit_shows_the_cli_wording_under_the_field_and_blocks_the_run(t
 
 @pytest.mark.slow
 def test_editing_the_grid_reruns_only_new_jobs_and_keeps_the_old_experiment(tmp_path: Path) -> None:
+    Runner(tiny(tmp_path), Store(tmp_path)).run()  # the grid as it was (the app's own runs are tested above)
     app = create_app(tiny(tmp_path))
 
     async def scenario() -> None:
         async with app.run_test(size=(100, 30)) as pilot:
             await ready(pilot)
-            await run_to_end(pilot)
             first = app.experiment_id
+            assert first == 1 and table_column(app.jobs.table, "status") == ["done"] * 4
             await pilot.press("1")
             field = app.query_one("#field-grid-sparsities", Input)
             field.focus()
