@@ -55,17 +55,24 @@ async def wait_until(pilot, predicate, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.05)  # not pilot.pause: that pings every widget, starving the run
 
 
+async def settled(pilot) -> None:
+    """A refresh tick (every 0.25 s) has redrawn what changed, and every widget has
+    handled its messages: polled, where a fixed pause of a tick or more used to be."""
+    await wait_until(pilot, lambda: not pilot.app._dirty)
+    await pilot.pause(0)
+
+
 async def ready(pilot) -> None:
     await wait_until(pilot, lambda: pilot.app._engine_ready and pilot.app.plan is not None)
-    await pilot.pause(0.3)
+    await settled(pilot)
 
 
 async def run_to_end(pilot, key: str = "r") -> None:
     app = pilot.app
     ended = app.runs_ended
     await pilot.press(key)
-    await wait_until(pilot, lambda: app.runs_ended > ended)
-    await pilot.pause(0.4)  # one refresh tick
+    await wait_until(pilot, lambda: app.runs_ended > ended)  # marks the app dirty in the same handler
+    await settled(pilot)
 
 
 def dense_running(app) -> bool:
