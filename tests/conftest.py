@@ -9,7 +9,10 @@ a plain ``pytest``. Tests about such a variable set it themselves (``monkeypatch
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import importlib.util
+import io
 import os
 import sqlite3
 import subprocess
@@ -136,6 +139,16 @@ def _pin_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.setattr(theme, "_default", _TEXTUAL_DEFAULTS.DEFAULT_THEME)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Once every test module is imported (torch, textual, the engine, the clients and
+    the tests: a few hundred thousand objects that live as long as the process), take
+    them out of the garbage collector's full passes (:func:`gc.freeze`). Each full
+    collection walked all of them again, over and over while the apps and runs of the
+    tests made garbage. Objects the tests make are collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
 # In-process training runs on one thread, as the tiny config's run.threads=1 has the
 # CLI do: a thread count changes a run's numbers, and on a shared 2-core machine two
 # threads per test only wait for each other. A test may set more; it is put back.
@@ -185,6 +198,30 @@ def run_cli(*args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | N
         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_main(*args: str, cwd: Path, env: dict[str, str] | None = None) -> CliResult:
+    """``lotto-tui ARGS`` in this process (``lotto_tui.cli.main``): in ``cwd``, output
+    captured (so plain, as when piped), ``env`` added to the environment for the call.
+
+    The same command and exit code as :func:`run_cli` without a new interpreter's
+    start-up (torch and scikit-learn take 3-4 s there), for tests of what a command
+    prints, returns and stores. Tests of the process itself (signals, pipes, terminals,
+    memory, start-up) keep the real console script."""
+    from lotto_tui.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_cwd, saved_env = os.getcwd(), dict(os.environ)
+    try:
+        os.chdir(cwd)
+        os.environ.update(env or {})
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(list(args))
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return CliResult(rc, out.getvalue(), err.getvalue())
 
 
 def run_on_terminal(args: list[str], cwd: Path, timeout: float = 120) -> tuple[int, str]:

@@ -25,7 +25,7 @@ import pytest
 from lotto_engine.config import SECTIONS, load_config
 from lotto_tui.cli import main
 
-from conftest import db_rows, run_on_terminal
+from conftest import CliResult, db_rows, run_main, run_on_terminal
 
 LOTTO = Path(sys.executable).with_name("lotto-tui")
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +56,13 @@ def lotto(*args: str, cwd: Path, timeout: float = 120, **env: str) -> subprocess
     return subprocess.run(
         [str(LOTTO), *args], cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=timeout
     )
+
+
+def in_process(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """:func:`lotto` run in this process (``conftest.run_main``): for tests of what a
+    command prints, returns and stores, not of the process itself."""
+    result: CliResult = run_main(*args, cwd=cwd, env=env)
+    return subprocess.CompletedProcess(["lotto-tui", *args], result.rc, result.stdout, result.stderr)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
@@ -106,6 +113,8 @@ def test_help_does_not_import_torch(tmp_path):
 
 
 # --------------------------------------------------------------------------- config errors
+# What a config problem prints and returns is the command's doing, not the process's:
+# these run in-process (the console script's own exit paths are tested above and below).
 
 
 @pytest.mark.parametrize(
@@ -129,20 +138,20 @@ def test_help_does_not_import_torch(tmp_path):
     ],
 )
 def test_each_config_problem_is_one_line_naming_its_key(tmp_path, override, key):
-    proc = lotto("--batch", *TINY, "--set", override, "--store", "runs", cwd=tmp_path, timeout=30)
+    proc = in_process("--batch", *TINY, "--set", override, "--store", "runs", cwd=tmp_path)
     line = assert_one_line_error(proc, f"{key}:")
     assert line.startswith("lotto-tui: config error:")
     assert not (tmp_path / "runs").exists()  # nothing ran, nothing was created
 
 
 def test_several_config_problems_give_one_line_each(tmp_path):
-    proc = lotto(
+    proc = in_process(
         "--batch", *TINY,
         "--set", "grid.sparsities=[1.5]",
         "--set", 'grid.activations=["nope"]',
         "--set", "model.depth=3",
         "--set", 'train.batch_size="big"',
-        "--store", "runs", cwd=tmp_path, timeout=30,
+        "--store", "runs", cwd=tmp_path,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.splitlines()
@@ -152,22 +161,22 @@ def test_several_config_problems_give_one_line_each(tmp_path):
 
 
 def test_missing_and_malformed_config_files_are_one_line(tmp_path):
-    missing = lotto("--batch", "--config", "nope.toml", cwd=tmp_path, timeout=30)
+    missing = in_process("--batch", "--config", "nope.toml", cwd=tmp_path)
     assert_one_line_error(missing, "nope.toml")
 
     bad = tmp_path / "bad.toml"
     bad.write_text("[train\nlr = 0.1\n")
-    malformed = lotto("--batch", "--config", str(bad), cwd=tmp_path, timeout=30)
+    malformed = in_process("--batch", "--config", str(bad), cwd=tmp_path)
     assert_one_line_error(malformed, "bad.toml", "invalid TOML")
 
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("[train]\nlearning_rate = 0.1\n")
-    assert_one_line_error(lotto("--batch", "--config", str(unknown), cwd=tmp_path, timeout=30),
+    assert_one_line_error(in_process("--batch", "--config", str(unknown), cwd=tmp_path),
                           "train.learning_rate")
 
 
 def test_set_without_equals_is_bad_input(tmp_path):
-    proc = lotto("--batch", *TINY, "--set", "train.lr", cwd=tmp_path, timeout=30)
+    proc = in_process("--batch", *TINY, "--set", "train.lr", cwd=tmp_path)
     assert_one_line_error(proc, "train.lr", "KEY=VALUE")
 
 
@@ -250,7 +259,7 @@ def test_batch_piped_prints_epoch_lines_table_and_charts_without_ansi(tiny_grid)
     assert not (cwd / "lotto-runs").exists()  # --store was honoured
 
     # the same command again: nothing to run, the report again, still plain with NO_COLOR
-    again = lotto("--batch", *TINY, "--store", "runs", cwd=cwd, NO_COLOR="1")
+    again = in_process("--batch", *TINY, "--store", "runs", cwd=cwd, NO_COLOR="1")
     assert again.returncode == 0, again.stderr
     assert "2 already done, 0 to run" in again.stdout
     assert not re.search(r"^\[\d+/\d+\] .* epoch \d+/\d+ ", again.stdout, re.M)
@@ -347,7 +356,7 @@ def test_export_csv_to_file_and_bad_requests(tiny_grid):
 def test_missing_dataset_offline_is_one_line_and_store_stays_usable(tmp_path):
     data_root = tmp_path / "no-data-here"
     data_root.mkdir()
-    proc = lotto(
+    proc = in_process(
         "--batch", *TINY,
         "--set", 'data.dataset="cifar10"',
         "--set", f'data.root="{data_root}"',
@@ -358,9 +367,9 @@ def test_missing_dataset_offline_is_one_line_and_store_stays_usable(tmp_path):
     assert not (tmp_path / "runs").exists()  # the failed start made no store folder
 
     # an existing store stays usable and gains no empty experiment
-    assert lotto("--batch", *TINY, "--store", "runs", cwd=tmp_path).returncode == 0
-    again = lotto("--batch", *TINY, "--set", 'data.dataset="cifar10"', "--set", f'data.root="{data_root}"',
-                  "--set", "data.download=false", "--store", "runs", cwd=tmp_path)
+    assert in_process("--batch", *TINY, "--store", "runs", cwd=tmp_path).returncode == 0
+    again = in_process("--batch", *TINY, "--set", 'data.dataset="cifar10"', "--set", f'data.root="{data_root}"',
+                       "--set", "data.download=false", "--store", "runs", cwd=tmp_path)
     assert_one_line_error(again, str(data_root))
     db = tmp_path / "runs" / "lotto.db"
     assert _integrity(db) == "ok"
@@ -374,7 +383,7 @@ def test_missing_dataset_offline_is_one_line_and_store_stays_usable(tmp_path):
 def test_unavailable_device_is_one_line(tmp_path):
     if Path("/dev/nvidiactl").exists() or Path("/dev/dxg").exists():
         pytest.skip("this machine may have CUDA")
-    proc = lotto("--batch", *TINY, "--device", "cuda", "--store", "runs", cwd=tmp_path)
+    proc = in_process("--batch", *TINY, "--device", "cuda", "--store", "runs", cwd=tmp_path)
     assert_one_line_error(proc, "cuda")
     assert not (tmp_path / "runs").exists()
 
@@ -383,15 +392,16 @@ def test_unavailable_device_is_one_line(tmp_path):
 def test_cuda_graphs_on_without_cuda_is_one_line_and_creates_nothing(tmp_path):
     if Path("/dev/nvidiactl").exists() or Path("/dev/dxg").exists():
         pytest.skip("this machine may have CUDA")
-    proc = lotto("--batch", *TINY, "--device", "cpu", "--set", 'run.cuda_graphs="on"', "--store", "runs", cwd=tmp_path)
+    proc = in_process("--batch", *TINY, "--device", "cpu", "--set", 'run.cuda_graphs="on"', "--store", "runs",
+                      cwd=tmp_path)
     assert_one_line_error(proc, "run.cuda_graphs", "CUDA")
     assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow  # the parallel scheduler itself is tested fast in test_fast_engine.py
 def test_parallel_batch_run_reports_every_job_and_the_slots(tmp_path):
-    proc = lotto("--batch", *TINY, "--set", 'grid.activations=["relu","tanh"]', "--set", "run.parallel=2",
-                 "--store", "runs", cwd=tmp_path)
+    proc = in_process("--batch", *TINY, "--set", 'grid.activations=["relu","tanh"]', "--set", "run.parallel=2",
+                      "--store", "runs", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "(2 jobs at once)" in proc.stdout
     finished = [line for line in proc.stdout.splitlines() if line.startswith("[") and "epoch" not in line]
@@ -427,7 +437,7 @@ def test_ctrl_c_cancels_cleanly_and_the_same_command_resumes(tmp_path):
     assert ("cancelled", "cancelled") in rows, rows
     assert not [r for r in rows if r[0] == "running"]
 
-    again = lotto(*args, cwd=tmp_path)
+    again = in_process(*args, cwd=tmp_path)  # the same command (in this process: the signal was the real one)
     assert again.returncode == 0, again.stderr
     latest = db_rows(
         db,
@@ -440,7 +450,7 @@ def test_ctrl_c_cancels_cleanly_and_the_same_command_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_diverged_run_is_recorded_and_the_grid_goes_on(tmp_path):
-    proc = lotto("--batch", *TINY, "--set", "train.lr=1e6", "--store", "runs", cwd=tmp_path)
+    proc = in_process("--batch", *TINY, "--set", "train.lr=1e6", "--store", "runs", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "diverged" in proc.stdout
@@ -472,7 +482,7 @@ def test_a_corrupt_store_file_is_one_line_not_a_traceback(tmp_path):
     store = tmp_path / "store"
     store.mkdir()
     (store / "lotto.db").write_bytes(b"this is not a database" * 100)
-    proc = lotto("--batch", *TINY, "--store", str(store), cwd=tmp_path, timeout=120)
+    proc = in_process("--batch", *TINY, "--store", str(store), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr and "lotto.db" in lines[0], proc.stderr
@@ -498,7 +508,7 @@ def test_an_unexpected_internal_error_is_one_line_with_exit_70(monkeypatch, caps
 def test_an_unreadable_config_file_is_one_line(tmp_path):
     bad = tmp_path / "binary.toml"
     bad.write_bytes(b"\xff\xfe\x00 not text")
-    proc = lotto("--batch", "--config", str(bad), cwd=tmp_path, timeout=30)
+    proc = in_process("--batch", "--config", str(bad), cwd=tmp_path)
     assert_one_line_error(proc, "not a UTF-8 text file")
 
 

@@ -5,7 +5,10 @@ of a replaced file, escaped CSV, readers that go away from every command (at onc
 mid-write: exit 141), Ctrl-C during the report, no empty progress bar for a finished
 grid, failed starts that make no store, and damaged stores.
 
-Every store here is made by a real (tiny) run; subprocesses are the real console script.
+Every store here is made by a real (tiny) run; subprocesses are the real console script,
+kept wherever the process matters (pipes, signals, terminals); what a command prints,
+returns and stores is checked in-process (``conftest.run_main``), without a new
+interpreter's 3-4 s start-up.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from conftest import LOTTO, run_cli, run_on_terminal, tiny_args, tiny_config
+from conftest import LOTTO, run_cli, run_main, run_on_terminal, tiny_args, tiny_config
 from lotto_engine.plan import build_plan
 from lotto_engine.records import RunRecord
 from lotto_engine.stats import Stat
@@ -306,7 +309,7 @@ def test_a_damaged_store_is_one_line_exit_2_for_experiments_and_export(store_dir
 @pytest.mark.slow
 def test_a_damaged_store_is_one_line_exit_2_for_batch(store_dir: Path, tmp_path: Path) -> None:
     root = _corrupt_copy(store_dir, tmp_path)
-    proc = run_cli("--batch", *tiny_args('grid.activations=["relu","sigmoid"]'), "--store", str(root), cwd=tmp_path)
+    proc = run_main("--batch", *tiny_args('grid.activations=["relu","sigmoid"]'), "--store", str(root), cwd=tmp_path)
     assert proc.rc == 2, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr and "lotto.db" in lines[0], proc.stderr
@@ -333,7 +336,7 @@ def _lines_until(stream: object, needle: Callable[[str], bool], timeout: float) 
 def test_batch_marks_flagged_runs_counts_them_last_and_notes_mixed_numerics(tmp_path: Path) -> None:
     store = "runs-" + "in-a-folder-with-a-long-name-" * 3  # the last line exceeds 120 columns
     args = ["--batch", *tiny_args('grid.activations=["relu","sigmoid"]'), "--store", store]
-    proc = run_cli(*args, cwd=tmp_path)
+    proc = run_main(*args, cwd=tmp_path)
     assert proc.rc == 0, proc.stderr  # flags never change the exit code
     runs = {(r.activation, r.method): r for r in _runs(tmp_path / store)}
     flagged = [r for r in runs.values() if r.flags]
@@ -361,7 +364,7 @@ def test_batch_marks_flagged_runs_counts_them_last_and_notes_mixed_numerics(tmp_
     with sqlite3.connect(tmp_path / store / "lotto.db") as con:
         con.execute("UPDATE runs SET numerics = ? WHERE id = 1",
                     (json.dumps({"device": "cpu", "precision": "fp32", "threads": 2}),))
-    again = run_cli(*args, cwd=tmp_path)
+    again = run_main(*args, cwd=tmp_path)
     assert again.rc == 0, again.stderr
     out = again.stdout.splitlines()
     note = next(i for i, line in enumerate(out) if line.startswith("note: these runs mix threads"))
@@ -407,8 +410,12 @@ def test_ctrl_c_during_the_final_report_exits_130(tmp_path: Path) -> None:
         assert proc.stdout is not None
         fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)
         _lines_until(proc.stdout, lambda line: line.startswith("[2/2] done"), timeout=60)
-        time.sleep(1.0)  # the report fills the pipe and waits for a reader that does not come
+        # the report fills the pipe and waits for a reader that does not come
+        deadline = time.monotonic() + 30
+        while not _blocked_writing(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert proc.poll() is None, "the report was expected to be blocked on the full pipe"
+        assert _blocked_writing(proc.pid), "the report was expected to be blocked on the full pipe"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -430,8 +437,8 @@ def test_a_failed_start_creates_no_store_folder(tmp_path: Path) -> None:
     nothing under data.root either (the network is never asked)."""
     data_root = tmp_path / "data"
     data_root.mkdir()
-    proc = run_cli("--batch", *tiny_args('data.dataset="cifar10"', f'data.root="{data_root}"', "data.download=false"),
-                   "--store", "runs", cwd=tmp_path)
+    proc = run_main("--batch", *tiny_args('data.dataset="cifar10"', f'data.root="{data_root}"', "data.download=false"),
+                    "--store", "runs", cwd=tmp_path)
     assert proc.rc == 2, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and "cifar10" in lines[0] and str(data_root) in lines[0], proc.stderr

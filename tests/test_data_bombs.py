@@ -605,23 +605,16 @@ def _check_bombs(tmp_path: Path, roots: dict[str, tuple[str, Path, Path]]) -> No
         assert peak - base < 300 * 1024, f"{tag}: peak {peak // 1024} MiB, normal start {base // 1024} MiB"
 
 
-@pytest.mark.slow  # three real processes; the in-process bomb tests above stay fast
-def test_bombs_through_the_cli_exit_2_in_bounded_memory(tmp_path):
-    images = gzip_zeros(200 * MB, head=idx_header(0x08, 306_000, 28, 28), noise=MB // 4)  # 240 MB declared
-    idx_root = _idx_root(tmp_path, "gzip", images, n_train=306_000)
-    cifar_root = _cifar_root(tmp_path, "lists", PICKLE_BOMBS["shared-lists"][0]())
-    _check_bombs(
-        tmp_path,
-        {
-            "gzip": ("mnist", idx_root, idx_root / "mnist" / f"{idx.TRAIN_IMAGES}.gz"),
-            "lists": ("cifar10", cifar_root, cifar_root / cifar.FOLDER / "data_batch_1"),
-        },
-    )
-
-
-@pytest.mark.slow
-def test_every_bomb_and_non_batch_through_the_cli(tmp_path):
+@pytest.mark.slow  # eleven real processes (one a normal failed start); the in-process bomb tests above stay fast
+def test_every_bomb_and_non_batch_through_the_cli_exit_2_in_bounded_memory(tmp_path):
+    """Every bomb and non-batch file, each through its own lotto-tui process, measured
+    against one normal failed start."""
     roots: dict[str, tuple[str, Path, Path]] = {}
+    images = gzip_zeros(200 * MB, head=idx_header(0x08, 306_000, 28, 28), noise=MB // 4)  # 240 MB declared
+    gz = _idx_root(tmp_path, "gzip", images, n_train=306_000)
+    roots["gzip"] = ("mnist", gz, gz / "mnist" / f"{idx.TRAIN_IMAGES}.gz")
+    lists = _cifar_root(tmp_path, "lists", PICKLE_BOMBS["shared-lists"][0]())
+    roots["lists"] = ("cifar10", lists, lists / cifar.FOLDER / "data_batch_1")
     zeros = _idx_root(tmp_path, "zeros", gzip_zeros(1536 * MB), n_train=2)
     roots["zeros"] = ("mnist", zeros, zeros / "mnist" / f"{idx.TRAIN_IMAGES}.gz")
     overflow = _idx_root(tmp_path, "overflow", gzip.compress(idx_header(0x08, *[65536] * 4)), 2)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from rich.console import Console
 from textual.widgets import DataTable, Input, OptionList, RichLog, Static
 from textual_plotext import PlotextPlot
 
+from conftest import db_rows
 from lotto_engine.config import load_config
 from lotto_engine.errors import ConfigError
 from lotto_engine.events import GridFinished, JobFinished
@@ -51,17 +55,24 @@ async def wait_until(pilot, predicate, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.05)  # not pilot.pause: that pings every widget, starving the run
 
 
+async def settled(pilot) -> None:
+    """A refresh tick (every 0.25 s) has redrawn what changed, and every widget has
+    handled its messages: polled, where a fixed pause of a tick or more used to be."""
+    await wait_until(pilot, lambda: not pilot.app._dirty)
+    await pilot.pause(0)
+
+
 async def ready(pilot) -> None:
     await wait_until(pilot, lambda: pilot.app._engine_ready and pilot.app.plan is not None)
-    await pilot.pause(0.3)
+    await settled(pilot)
 
 
 async def run_to_end(pilot, key: str = "r") -> None:
     app = pilot.app
     ended = app.runs_ended
     await pilot.press(key)
-    await wait_until(pilot, lambda: app.runs_ended > ended)
-    await pilot.pause(0.4)  # one refresh tick
+    await wait_until(pilot, lambda: app.runs_ended > ended)  # marks the app dirty in the same handler
+    await settled(pilot)
 
 
 def dense_running(app) -> bool:
@@ -86,7 +97,10 @@ def table_column(table: DataTable, column: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_run_grid_fills_jobs_charts_and_table(tmp_path: Path) -> None:
+def test_run_grid_fills_jobs_charts_and_table_and_rerun_selected_job_makes_a_new_attempt_of_it_only(
+    tmp_path: Path,
+) -> None:
+    """One finished grid serves both: the panels it fills, then ``s`` on one job."""
     app = create_app(tiny(tmp_path))
 
     async def scenario() -> None:
@@ -122,22 +136,12 @@ def test_run_grid_fills_jobs_charts_and_table(tmp_path: Path) -> None:
             await pilot.press("]")
             assert app.query_one("#results-table", DataTable).row_count == 4
 
-    asyncio.run(scenario())
-    assert [s[2] for s in statuses(tmp_path)] == ["done"] * 4
-
-
-@pytest.mark.slow
-def test_rerun_selected_job_makes_a_new_attempt_of_that_job_only(tmp_path: Path) -> None:
-    app = create_app(tiny(tmp_path))
-
-    async def scenario() -> None:
-        async with app.run_test(size=(100, 30)) as pilot:
-            await ready(pilot)
-            await run_to_end(pilot)
+            await pilot.press("2")  # back to the jobs: rerun the selected job
             app.jobs.table.move_cursor(row=3)  # tanh magnitude 0.5
             await run_to_end(pilot, "s")
 
     asyncio.run(scenario())
+    assert [s[2] for s in statuses(tmp_path)] == ["done"] * 4
     attempts = {(a, m): n for a, m, _, n in statuses(tmp_path)}
     assert attempts == {("relu", "dense"): 1, ("relu", "magnitude"): 1, ("tanh", "dense"): 1, ("tanh", "magnitude"): 2}
 
@@ -249,13 +253,14 @@ def test_invalid_edit_shows_the_cli_wording_under_the_field_and_blocks_the_run(t
 
 @pytest.mark.slow
 def test_editing_the_grid_reruns_only_new_jobs_and_keeps_the_old_experiment(tmp_path: Path) -> None:
+    Runner(tiny(tmp_path), Store(tmp_path)).run()  # the grid as it was (the app's own runs are tested above)
     app = create_app(tiny(tmp_path))
 
     async def scenario() -> None:
         async with app.run_test(size=(100, 30)) as pilot:
             await ready(pilot)
-            await run_to_end(pilot)
             first = app.experiment_id
+            assert first == 1 and table_column(app.jobs.table, "status") == ["done"] * 4
             await pilot.press("1")
             field = app.query_one("#field-grid-sparsities", Input)
             field.focus()
@@ -337,14 +342,30 @@ def test_export_writes_json_and_csv_and_says_where(tmp_path: Path) -> None:
     assert (tmp_path / "exports" / "experiment-1.csv").read_text().count("\n") == 5
 
 
+def freeze_once_running(proc: subprocess.Popen, db: Path, frozen: threading.Event) -> None:
+    """Stop ``proc`` (SIGSTOP) as soon as the store ``db`` shows a job running, and set
+    ``frozen``; the caller sends SIGCONT. Gives up when the process ends."""
+    while proc.poll() is None:
+        if db_rows(db, "SELECT 1 FROM runs WHERE status = 'running'", timeout=0.05):
+            os.kill(proc.pid, signal.SIGSTOP)
+            if db_rows(db, "SELECT 1 FROM runs WHERE status = 'running'", timeout=0.05):
+                frozen.set()  # what the explorer reads now stays so until the caller resumes it
+                return
+            os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.01)
+
+
 @pytest.mark.slow
 def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path) -> None:
-    # Long enough dense jobs (seconds each) that a 0.2 s poll sees them running
-    # even on a busy machine (30 epochs, well under a second, was missed under load).
-    config = tiny(tmp_path, "train.dense_epochs=150")
+    # The batch process is frozen (SIGSTOP) while a job of it is running, until the
+    # explorer's 0.2 s poll has seen it running and named the process: the job's length
+    # no longer decides whether the poll catches it, so one activation and a dense job
+    # of 40 epochs (not two of 150) do, however busy the machine.
+    extra = ["grid.activations=['relu']", "train.dense_epochs=40"]
+    config = tiny(tmp_path, *extra)
     app = create_app(config, poll_interval=0.2)
     args = [sys.executable, "-m", "lotto_tui", "--batch", "--store", str(tmp_path)]
-    for item in [*TINY, "train.dense_epochs=150"]:
+    for item in [*TINY, *extra]:
         args += ["--set", item]
 
     async def scenario() -> tuple[set[str], str, str]:
@@ -353,6 +374,11 @@ def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path
         async with app.run_test(size=(100, 30)) as pilot:
             await ready(pilot)
             batch = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            frozen = threading.Event()
+            freezer = threading.Thread(target=freeze_once_running, args=(batch, tmp_path / "lotto.db", frozen),
+                                       daemon=True)
+            freezer.start()
+            resumed = False
             line = app.query_one("#jobs-follow", Static)
             try:
                 deadline = time.monotonic() + 120
@@ -362,12 +388,17 @@ def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path
                     progress = app.last_progress
                     if progress is not None:
                         seen.update(progress.counts)
-                        if progress.counts.get("done") == 4:
+                        if progress.counts.get("done") == 2:
                             break
+                    if frozen.is_set() and not resumed and "running" in seen and follow:
+                        os.kill(batch.pid, signal.SIGCONT)
+                        resumed = True
                     await pilot.pause(0.05)
                 assert batch.wait(timeout=60) == 0, batch.stderr.read() if batch.stderr else ""
             finally:
-                batch.kill()
+                if batch.poll() is None:
+                    batch.kill()
+                freezer.join(5)
             ended = ""
             deadline = time.monotonic() + 30
             while not ended and time.monotonic() < deadline:
@@ -375,18 +406,18 @@ def test_follow_mode_shows_a_batch_process_writing_the_same_store(tmp_path: Path
                               if f"{n.title}: {n.message}".startswith("Followed grid ended")), "")
                 await pilot.pause(0.1)
             assert not app.running  # nothing ran in the explorer itself
-            assert table_column(app.jobs.table, "status") == ["done"] * 4
+            assert table_column(app.jobs.table, "status") == ["done"] * 2
         return seen, follow, str(ended)
 
     seen, follow, ended = asyncio.run(scenario())
     assert "running" in seen  # it was watched live, not only read at the end
     assert "following: pid" in follow and "-m lotto_tui --batch --store" in follow
-    assert ended.endswith("stopped running experiment 1: 4 done, 0 failed")  # and said when it ended
+    assert ended.endswith("stopped running experiment 1: 2 done, 0 failed")  # and said when it ended
 
 
 @pytest.mark.slow
 def test_help_screen_and_command_palette_list_every_action(tmp_path: Path) -> None:
-    app = create_app(tiny(tmp_path))
+    app = create_app(tiny(tmp_path / "store"))
 
     async def scenario() -> None:
         async with app.run_test(size=(100, 40)) as pilot:
@@ -405,6 +436,7 @@ def test_help_screen_and_command_palette_list_every_action(tmp_path: Path) -> No
             assert {k.description for k in APP_KEYS} <= titles
 
     asyncio.run(scenario())
+    assert not (tmp_path / "store").exists()  # a start and a quit with nothing run create no store
 
 
 @pytest.mark.slow

@@ -111,11 +111,14 @@ def test_hangup_mid_run_cancels_the_job_and_leaves_a_resumable_store(tmp_path: P
 
 @pytest.mark.slow
 def test_q_mid_run_stops_the_job_then_quits_and_the_next_start_shows_it_cancelled(tmp_path: Path) -> None:
+    """The next start runs as ``lotto-tui 2>err.log``: the screen goes to the terminal
+    (stdout), not into the log (one app start serves both checks)."""
     store = tmp_path / "store"
     db = store / "lotto.db"
     term = Terminal([str(LOTTO), "--store", str(store), *TINY], cwd=tmp_path)
     try:
         wait_for(lambda: b"pending" in term.output, timeout=60)
+        assert not store.exists()  # a start alone creates nothing: the run does
         term.send(b"r")
         wait_for(lambda: ("dense", "running") in running_rows(db), timeout=60)
         started = time.monotonic()
@@ -126,29 +129,17 @@ def test_q_mid_run_stops_the_job_then_quits_and_the_next_start_shows_it_cancelle
         term.close()
     assert took < 30
     assert running_rows(db) == [("dense", "cancelled")]
-    again = Terminal([str(LOTTO), "--store", str(store), *TINY], cwd=tmp_path)
+    log = tmp_path / "err.log"
+    again = Terminal([str(LOTTO), "--store", str(store), *TINY], cwd=tmp_path, stderr=log)
     try:
+        wait_for(lambda: b"4 History" in again.output, timeout=60)  # the panel tabs are drawn
         wait_for(lambda: b"cancelled" in again.output, timeout=60)  # the jobs table shows it
         again.send(b"q")
         assert again.proc.wait(timeout=30) == 0
     finally:
         again.close()
-
-
-@pytest.mark.slow  # about 4 s: the app starts and loads the engine
-def test_with_only_stderr_redirected_the_explorer_draws_on_the_terminal(tmp_path: Path) -> None:
-    """``lotto-tui 2>err.log``: the screen goes to the terminal (stdout), not into the log."""
-    log = tmp_path / "err.log"
-    term = Terminal([str(LOTTO), "--store", str(tmp_path / "store"), *TINY], cwd=tmp_path, stderr=log)
-    try:
-        wait_for(lambda: b"4 History" in term.output, timeout=60)  # the panel tabs are drawn
-        term.send(b"q")
-        assert term.proc.wait(timeout=30) == 0
-    finally:
-        term.close()
-    assert b"\x1b[" in term.output  # drawn with escape sequences, on the pty
+    assert b"\x1b[" in again.output  # drawn with escape sequences, on the pty
     assert b"History" not in log.read_bytes() and b"\x1b[" not in log.read_bytes()
-    assert not (tmp_path / "store").exists()  # nothing ran
 
 
 def test_without_a_terminal_on_stdout_or_stderr_it_says_so_in_one_line_and_exits_2(tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ async def wait_until(predicate, timeout: float = 30.0) -> None:
 async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
     app = pilot.app
     await wait_until(lambda: app._engine_ready and app.plan is not None and not app._dirty, timeout=60)
-    await pilot.pause(0.2)
+    await pilot.pause(0)  # every widget has handled its messages
 
 
 def shown(widget) -> str:  # type: ignore[no-untyped-def]

@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import LOTTO, db_rows, tiny_args, tiny_config
+from conftest import LOTTO, db_rows, run_main, tiny_args, tiny_config
 from lotto_engine import devices
 from lotto_engine.events import EpochFinished, JobStarted, Notice
 from lotto_engine.plan import build_plan
@@ -60,6 +60,13 @@ def uninterrupted(tmp_path: Path, *extra: str):
         summary = Runner(config, store).run()
         assert summary.ok
         return numbers(store, summary.experiment_id), artifacts(tmp_path / "straight")
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory):
+    """:func:`uninterrupted` for the LONG grid, run once for the module: (numbers,
+    tensors) that every interrupted and resumed run of it must end with. Only read."""
+    return uninterrupted(tmp_path_factory.mktemp("straight"))
 
 
 # ---------------------------------------------------------------------- the graph
@@ -154,8 +161,10 @@ def _cancel_after(epoch: int, kind: str, cancel: threading.Event, seen: list):
 
 
 @pytest.mark.parametrize("kind", ["dense", pytest.param("pruned", marks=pytest.mark.slow)])
-def test_a_cancelled_job_continues_in_its_run_row_and_ends_bit_for_bit_as_if_never_stopped(tmp_path, kind):
-    expected, expected_tensors = uninterrupted(tmp_path)
+def test_a_cancelled_job_continues_in_its_run_row_and_ends_bit_for_bit_as_if_never_stopped(
+    tmp_path, kind, straight
+):
+    expected, expected_tensors = straight
     config = tiny_config(*LONG)
     with Store(tmp_path / "runs") as store:
         cancel, seen = threading.Event(), []
@@ -214,8 +223,8 @@ def test_a_checkpoint_made_under_other_numerics_settings_is_not_continued(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_corrupt_checkpoint_is_named_in_one_line_and_its_job_starts_over(tmp_path):
-    expected, _ = uninterrupted(tmp_path)
+def test_a_corrupt_checkpoint_is_named_in_one_line_and_its_job_starts_over(tmp_path, straight):
+    expected, _ = straight
     config = tiny_config(*LONG)
     with Store(tmp_path / "runs") as store:
         cancel = threading.Event()
@@ -235,8 +244,8 @@ def test_a_corrupt_checkpoint_is_named_in_one_line_and_its_job_starts_over(tmp_p
 
 
 @pytest.mark.slow
-def test_kill_9_mid_job_loses_at_most_one_epoch_and_the_job_ends_as_if_never_killed(tmp_path):
-    expected, expected_tensors = uninterrupted(tmp_path)
+def test_kill_9_mid_job_loses_at_most_one_epoch_and_the_job_ends_as_if_never_killed(tmp_path, straight):
+    expected, expected_tensors = straight
     store_dir = tmp_path / "runs"
     db = store_dir / DB_NAME
     cmd = [str(LOTTO), "--batch", *tiny_args(*LONG), "--store", str(store_dir)]
@@ -263,8 +272,10 @@ def test_kill_9_mid_job_loses_at_most_one_epoch_and_the_job_ends_as_if_never_kil
             proc.kill()
             proc.communicate()
 
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0, again.stderr
+    # the same command again, in this process (the kill was of a real one; a second
+    # interpreter would only add its start-up)
+    again = run_main(*cmd[1:], cwd=tmp_path)
+    assert again.rc == 0, again.stderr
     dense_epochs = [line for line in again.stdout.splitlines() if " dense seed=0 epoch " in line]
     # it continued from its checkpoint: the epochs trained before the kill, less at most one, are not trained again
     assert 8 - killed_after <= len(dense_epochs) <= 8 - killed_after + 1, again.stdout
