@@ -211,15 +211,14 @@ class ExplorerApp(App[int]):
     def _load_engine(self) -> None:
         """Import torch off the UI thread (about 2 s), so the window paints at once."""
         try:
-            import torch
+            import torch  # noqa: F401
 
             from lotto_engine import devices  # noqa: F401
             from lotto_engine.data import load_dataset  # noqa: F401
 
-            # What the first run would otherwise pay when `r` is pressed: torch's
-            # determinism switch imports its compiler stack (about 3 s here), and the
-            # digits loader imports scikit-learn (about 2 s).
-            torch.use_deterministic_algorithms(torch.are_deterministic_algorithms_enabled(), warn_only=True)
+            # What the first run would otherwise pay when `r` is pressed: the digits
+            # loader imports scikit-learn (about 2 s). (torch's compiler stack is no
+            # longer imported by a run: devices.set_deterministic.)
             import sklearn.datasets  # noqa: F401
         except Exception as err:  # pragma: no cover - a broken torch install
             self.post_message(EngineReady(error=f"cannot load torch: {err}"))
