@@ -158,7 +158,6 @@ def _sql(method: Callable[..., _T]) -> Callable[..., _T]:
     return wrapper
 
 
-
 def lock_path(root: str | Path, experiment_id: int) -> Path:
     """The file a runner holds while it works on ``experiment_id`` in the store at ``root``."""
     return Path(root) / "locks" / f"experiment-{experiment_id}.lock"

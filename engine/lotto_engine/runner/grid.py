@@ -20,9 +20,9 @@ import contextlib
 import itertools
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
