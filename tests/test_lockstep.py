@@ -152,6 +152,13 @@ def test_a_group_of_one_is_the_plain_path_bit_for_bit(tmp_path, wired):
     assert all(torch.equal(a[k][n], b[k][n]) for k in a for n in a[k])
 
 
+def test_with_several_slots_each_worker_takes_a_whole_group(tmp_path, wired):
+    numbers, events = run_grid(tmp_path / "runs", *SIBLINGS, "run.lockstep=\"on\"", "run.parallel=2")
+    assert wired.groups == [[0, 0, 0, 0]]
+    assert {status for status, *_ in numbers.values()} == {"done"} and len(numbers) == 5
+    assert sorted(e.job.key for e in events if isinstance(e, JobFinished)) == sorted(numbers)
+
+
 # ---------------------------------------------------------------------- the step
 
 
