@@ -1,8 +1,17 @@
-"""Does training several nets in one step pay? ``--models`` copies of the ``seed-paper``
-net in one ``torch.func.vmap`` step (grouped convolutions) against one net alone:
-forward and backward only, images per second, measured in one run.
+"""Does training sibling nets in lockstep pay? The engine's own steps, measured in one run.
 
-    python bench/lockstep.py --threads 2 --models 2
+For each group size in ``--models`` (say ``1,3,6,18``): that many ``seed-paper`` nets
+(CIFAR-10 shaped input, each with its own magnitude mask) trained in one
+:class:`lotto_engine.lockstep.GroupStep` (vmapped forward, backward, SGD with the
+mask enforced), against one net trained by the step it gets alone
+(:func:`lotto_engine.training.make_step`: on CUDA the captured bf16 step). The fast
+path is what ``run.* = auto`` resolves to on the device, torch is set up as the
+runner sets it (threads, deterministic mode, full fp32), and every step is a whole
+training step on the first full batch. Reports images per second in total and per
+net, and the peak GPU memory of each group (CUDA only).
+
+    python bench/lockstep.py --threads 2 --models 1,3,6
+    python bench/lockstep.py --device cuda --models 1,3,6,18 --repeats 20
 """
 
 from __future__ import annotations
@@ -13,51 +22,63 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
+from lotto_engine import devices
+from lotto_engine.config import load_config
+from lotto_engine.data import Split
 from lotto_engine.files import write_text_atomic
+from lotto_engine.lockstep import GroupStep
+from lotto_engine.models import build_model
+from lotto_engine.pruning import compute_masks
+from lotto_engine.training import LoopOptions, make_step, release_step
 
 
-def lockstep(models: int, batch: int, repeats: int, device: torch.device) -> tuple[float, float]:
-    """(vmapped img/s over ``models`` nets, one net's img/s), forward and backward."""
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
-    def sync() -> None:
+
+def seconds_per_step(step, x: torch.Tensor, y: torch.Tensor, repeats: int, device: torch.device) -> float:  # type: ignore[no-untyped-def]
+    """Wall seconds of one step, after two untimed ones."""
+    for _ in range(2):
+        step(x, y)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step(x, y)
+    sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def measure(sizes: list[int], batch: int, repeats: int, device: torch.device) -> dict[str, object]:
+    """Images per second of each group size in lockstep, and of one net alone."""
+    cfg = load_config(preset="seed-paper", overrides=[f"train.batch_size={batch}"])
+    fast = devices.fast_path("auto", "auto", False, device, "auto")
+    nets = [build_model(cfg.model, (3, 32, 32), 10, "relu", seed).to(device) for seed in range(max(sizes))]
+    masks = [compute_masks(net, "magnitude", 0.8) for net in nets]
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    split = Split(x, y)
+
+    alone_net = nets[0]
+    loop = LoopOptions(epochs=1, seed=0, masks=masks[0])
+    alone, notes = make_step(alone_net, split, cfg.train, fast, loop)
+    alone.start_epoch(cfg.train.lr)
+    one = batch / seconds_per_step(alone, x, y, repeats, device)
+    release_step(alone, alone_net, loop.step_cache)
+
+    groups = []
+    for size in sizes:
         if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    from torch.func import functional_call, grad_and_value, stack_module_state, vmap
-
-    from lotto_engine.config import load_config
-    from lotto_engine.models import build_model
-
-    cfg = load_config(preset="seed-paper")
-    nets = [build_model(cfg.model, (3, 32, 32), 10, "relu", seed).to(device) for seed in range(models)]
-    params, _ = stack_module_state(nets)
-    base = build_model(cfg.model, (3, 32, 32), 10, "relu", 0).to("meta")
-
-    def loss(p, x, y):  # type: ignore[no-untyped-def]
-        return F.cross_entropy(functional_call(base, p, (x,)), y)
-
-    step = vmap(grad_and_value(loss))
-    x = torch.randn(models, batch, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (models, batch), device=device)
-    for _ in range(2):
-        step(params, x, y)
-    sync()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        step(params, x, y)
-    sync()
-    together = models * batch * repeats / (time.perf_counter() - start)
-    net = nets[0]
-    for _ in range(2):
-        F.cross_entropy(net(x[0]), y[0]).backward()
-    sync()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        F.cross_entropy(net(x[0]), y[0]).backward()
-    sync()
-    return together, batch * repeats / (time.perf_counter() - start)
+            torch.cuda.reset_peak_memory_stats(device)
+        step = GroupStep(nets[:size], cfg.train, masks[:size], fast)
+        step.start_epoch(cfg.train.lr)
+        total = size * batch / seconds_per_step(step, x, y, repeats, device)
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        groups.append({"models": size, "images_per_s": round(total, 1), "per_net_images_per_s": round(total / size, 1),
+                       "vs_one_at_a_time": round(total / one, 2), "peak_memory_mib": peak and round(peak, 1)})
+        del step
+    return {"fast_path": fast.__dict__, "single_images_per_s": round(one, 1), "single_notes": notes, "groups": groups}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,17 +87,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--models", type=int, default=2, help="nets in the lockstep step")
+    parser.add_argument("--models", default="2", help="group sizes, comma-separated (1,3,6,18)")
+    parser.add_argument("--nondeterministic", action="store_true", help="as run.deterministic = false")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
+    sizes = [int(n) for n in args.models.split(",")]
     device = torch.device(args.device)
-    result: dict[str, object] = {"device": str(device), "threads": args.threads, "batch_size": args.batch_size, "torch": torch.__version__}
-    together, alone = lockstep(args.models, args.batch_size, args.repeats, device)
-    result.update(lockstep_models=args.models, lockstep_images_per_s=round(together, 1),
-                  single_images_per_s=round(alone, 1))
-    print(f"lockstep: {args.models} nets in one vmapped step {together:.0f} img/s; one net alone {alone:.0f} img/s")
+    threads = devices.configure(args.threads, not args.nondeterministic)
+
+    result: dict[str, object] = {"device": str(device), "threads": threads, "batch_size": args.batch_size,
+                                 "deterministic": not args.nondeterministic, "torch": torch.__version__}
+    result.update(measure(sizes, args.batch_size, args.repeats, device))
+    largest = result["groups"][-1]  # type: ignore[index]
+    result.update(lockstep_models=largest["models"], lockstep_images_per_s=largest["images_per_s"])
+    print(f"one net alone ({result['fast_path']}): {result['single_images_per_s']:.0f} img/s")
+    for group in result["groups"]:  # type: ignore[attr-defined]
+        memory = f", peak {group['peak_memory_mib']:.0f} MiB" if group["peak_memory_mib"] else ""
+        print(f"lockstep: {group['models']} nets in one step {group['images_per_s']:.0f} img/s "
+              f"({group['per_net_images_per_s']:.0f} per net, {group['vs_one_at_a_time']}x one at a time{memory})")
     if args.out:
         write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     return 0

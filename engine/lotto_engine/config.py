@@ -311,8 +311,8 @@ class PruneConfig(_Section):
 class RunConfig(_Section):
     """Where and how the grid runs, and with which numerics.
 
-    device, precision, threads, deterministic, channels_last, compile, cuda_graphs and
-    (on CPU, where jobs share the threads) parallel change the numbers: a rounding
+    device, precision, threads, deterministic, channels_last, compile, cuda_graphs,
+    lockstep and (on CPU, where jobs share the threads) parallel change the numbers: a rounding
     difference in the first steps compounds through training (2 threads vs 1 moved a
     dense ReLU net's test accuracy by 3 points). Each run records the settings it ran
     with. Only the resolved precision (fp32 or bf16) is part of the job key, so a grid
@@ -366,6 +366,14 @@ class RunConfig(_Section):
         description=(
             "replay each SGD step as one CUDA graph: auto (on for CUDA) | on | off; "
             "changes float rounding (the graph step's update rounds once more)"
+        ),
+    )
+    lockstep: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "train sibling nets (the pruned runs of one dense net) together in one vmapped step, each "
+            "still its own job: auto (on CUDA when a short probe finds it faster, with a note; off "
+            "elsewhere) | on | off; local executor only; changes float rounding"
         ),
     )
     parallel: int = Field(

@@ -138,6 +138,20 @@ def fast_path(
     )
 
 
+def lockstep_mode(setting: str, device: torch.device) -> str:
+    """``run.lockstep`` for the local executor on ``device``: ``on`` (siblings that can
+    share batches train in one step, :mod:`lotto_engine.lockstep`), ``off``, or
+    ``probe``: ``auto`` on CUDA, where a short probe on the first group of siblings
+    decides, per architecture and device (:class:`lotto_engine.lockstep.Choices`).
+    ``auto`` is off elsewhere: on CPU one net already keeps the cores busy, and
+    lockstep measured slower (0.64x)."""
+    if setting == "auto":
+        return "probe" if device.type == "cuda" else "off"
+    if setting not in ("on", "off"):
+        raise ValueError(f"run.lockstep: {setting!r} is not auto, on or off")
+    return setting
+
+
 def job_devices(spec: str, device: torch.device, parallel: int) -> list[torch.device]:
     """The device of each job slot: ``parallel`` slots (0 = auto).
 
@@ -242,7 +256,10 @@ def execution(run: RunConfig) -> Execution:
             raise DeviceError(f"run.device: cuda, but run.gpus_per_job = 0 gives the {run.executor} jobs no GPU")
         fast = fast_path(run.precision, run.channels_last, run.compile, device, run.cuda_graphs)
         threads = run.threads or run.cpus_per_job
-        return Execution(device, fast, [torch.device("cpu")], (), threads, run.executor)
+        notes: tuple[str, ...] = ()
+        if run.lockstep == "on":
+            notes = (f"run.lockstep is for the local executor: on {run.executor} each job trains alone",)
+        return Execution(device, fast, [torch.device("cpu")], notes, threads, run.executor)
     device = resolve_device(run.device)
     fast = fast_path(run.precision, run.channels_last, run.compile, device, run.cuda_graphs)
     slots = job_devices(run.device, device, run.parallel)
@@ -250,4 +267,6 @@ def execution(run: RunConfig) -> Execution:
     if run.compile and len(slots) > 1:  # torch.compile is not thread-safe
         notes += (f"run.compile trains one job at a time (run.parallel asked for {len(slots)} at once)",)
         slots = slots[:1]
+    if run.compile and run.lockstep == "on":
+        notes += ("run.lockstep does not combine with run.compile: each job trains alone",)
     return Execution(device, fast, slots, notes, threads_for(run), run.executor)

@@ -91,7 +91,13 @@ class TrainStep(Protocol):
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The ``torch.optim`` optimizer of :class:`EagerStep` (foreach: one kernel per op
     over all parameters, not one per tensor)."""
-    params = list(model.parameters())
+    return optimizer_for(list(model.parameters()), cfg)
+
+
+def optimizer_for(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``cfg``'s optimizer over ``params`` (foreach). Every update is elementwise, so
+    over parameters stacked from several nets (:mod:`lotto_engine.lockstep`) each
+    net's slice is updated as that net's own optimizer would update it."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(
             params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay,
@@ -102,7 +108,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
-def _cpu_state(per_param: Mapping[str, Mapping[str, Any]], optimizer: str) -> dict[str, Any]:
+def cpu_state(per_param: Mapping[str, Mapping[str, Any]], optimizer: str) -> dict[str, Any]:
     """The common state format: CPU copies of each parameter's optimizer tensors."""
     return {
         "optimizer": optimizer,
@@ -114,7 +120,7 @@ def _cpu_state(per_param: Mapping[str, Mapping[str, Any]], optimizer: str) -> di
     }
 
 
-def _checked_state(
+def checked_state(
     state: Mapping[str, Any], optimizer: str, shapes: Mapping[str, torch.Size]
 ) -> dict[str, dict[str, Any]]:
     """The per-parameter part of ``state``, checked against this step (ValueError, one line)."""
@@ -202,7 +208,7 @@ class EagerStep:
         params = [p for group in groups for p in group["params"]]
         per_param = {name: self.optimizer.state[p] for name, p in zip(self.names, params, strict=True)
                      if self.optimizer.state.get(p)}
-        return _cpu_state(per_param, self.kind)
+        return cpu_state(per_param, self.kind)
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state` through ``torch.optim``'s own loader (which puts each
@@ -211,7 +217,7 @@ class EagerStep:
         own = self.optimizer.state_dict()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         shapes = {name: p.shape for name, p in zip(self.names, params, strict=True)}
-        loaded = _checked_state(state, self.kind, shapes)
+        loaded = checked_state(state, self.kind, shapes)
         index = {name: i for i, name in enumerate(self.names)}
         own["state"] = {
             index[name]: {key: v.clone() if isinstance(v, torch.Tensor) else v for key, v in values.items()}
@@ -317,14 +323,14 @@ class GraphedSgdStep:
     def state(self) -> dict[str, Any]:
         """The momentum buffers by parameter name (the same format as an SGD
         :class:`EagerStep`; all zeros while momentum is 0)."""
-        return _cpu_state({name: {"momentum_buffer": buf} for name, buf in zip(self.names, self.bufs)}, "sgd")
+        return cpu_state({name: {"momentum_buffer": buf} for name, buf in zip(self.names, self.bufs)}, "sgd")
 
     @torch.no_grad()
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Copy the momentum buffers of :meth:`state` into the static ones (in place: a
         captured graph keeps reading them). A parameter without one starts from zero,
         as ``torch.optim.SGD`` does on its first step."""
-        loaded = _checked_state(state, "sgd", {name: p.shape for name, p in zip(self.names, self.params)})
+        loaded = checked_state(state, "sgd", {name: p.shape for name, p in zip(self.names, self.params)})
         for name, buf in zip(self.names, self.bufs):
             value = loaded.get(name, {}).get("momentum_buffer")
             if value is None:

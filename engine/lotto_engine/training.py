@@ -11,6 +11,9 @@
 :class:`~lotto_engine.step.GraphedSgdStep` when CUDA graphs are asked for and cover
 the setup, else an :class:`~lotto_engine.step.EagerStep`. Both implement the
 :class:`~lotto_engine.step.TrainStep` protocol, the only thing the epoch loop knows.
+Its pieces (:func:`begin`, :func:`make_step`, :func:`start_order`, :func:`keep_epoch`)
+are public so that :mod:`lotto_engine.lockstep` keeps the same books for every net
+of a group trained in one step.
 
 The data already sits normalised on the training device (:mod:`lotto_engine.data`),
 so a batch is an index slice of a seeded permutation. Loss and accuracy accumulate
@@ -347,6 +350,24 @@ def train(
     """
     if loop is None:
         raise TypeError("train() needs loop=LoopOptions(epochs=..., seed=...)")
+    outcome, more = begin(model, loop)
+    if not more:
+        return outcome
+    step, notes = make_step(model, train_split, cfg, fast, loop)
+    outcome.notes.extend(notes)
+    try:
+        _run_epochs(step, model, train_split, val_split, cfg, outcome, loop, precision=fast.precision)
+    finally:
+        release_step(step, model, loop.step_cache)
+    return outcome
+
+
+def begin(model: nn.Module, loop: LoopOptions) -> tuple[TrainOutcome, bool]:
+    """Put ``model`` where ``loop`` starts: the resume's weights (when resuming), then
+    the mask applied. Returns the outcome so far and whether epochs are left to train
+    (a resume at or past ``loop.epochs`` leaves none: the outcome is ``done`` with the
+    resume's curve, snapshots and orders). A fresh run asked for ``snapshot_epochs``
+    containing 0 gets its snapshot of the starting weights here."""
     if not _is_int(loop.schedule_offset) or loop.schedule_offset < 0:
         raise ValueError(f"loop.schedule_offset must be an int >= 0, not {loop.schedule_offset!r}")
     if loop.data_order is not None and not (_is_order(loop.data_order) and loop.data_order.device.type == "cpu"):
@@ -365,17 +386,28 @@ def train(
         outcome.curve = list(loop.resume.curve)
         outcome.snapshots = dict(loop.resume.snapshots)
         outcome.snapshot_orders = dict(loop.resume.snapshot_orders)
-        return outcome
+        return outcome, False
     if loop.resume is None and 0 in loop.snapshot_epochs:
         outcome.snapshots[0] = _cpu_copy(model)
+    return outcome, True
 
-    step: TrainStep | None = None
+
+def make_step(
+    model: nn.Module, train_split: Split, cfg: TrainConfig, fast: FastPath, loop: LoopOptions
+) -> tuple[TrainStep, list[str]]:
+    """The step that trains ``model`` alone, and what the fast path could not do:
+    a :class:`~lotto_engine.step.GraphedSgdStep` when CUDA graphs are asked for and
+    cover the setup (from ``loop.step_cache`` when one fits), else an
+    :class:`~lotto_engine.step.EagerStep`. Hand it back with :func:`release_step`."""
+    masks = dict(loop.masks or {})
+    params = dict(model.named_parameters())
+    notes: list[str] = []
     if fast.cuda_graphs:
         why = sgd_step_supported(cfg.optimizer, fast.precision)
         if why is None and fast.compile:
             why = "CUDA graphs and run.compile do not combine"
         if why is not None:
-            outcome.notes.append(f"{why}; training eagerly")
+            notes.append(f"{why}; training eagerly")
         else:
             # a failed capture still trains with the graph step, uncaptured: the numbers
             # of a run never depend on whether capture worked
@@ -386,16 +418,62 @@ def train(
                 precision=fast.precision, channels_last=fast.channels_last, cache=loop.step_cache,
             )
             if why is not None:
-                outcome.notes.append(f"{why}; the same step runs uncaptured")
-    if step is None:
-        step = EagerStep(model, cfg, masks, fast)
-    try:
-        _run_epochs(step, model, train_split, val_split, cfg, outcome, loop, precision=fast.precision)
-    finally:
-        step.sync_to(model)
-        if isinstance(step, GraphedSgdStep) and step.graph is not None and loop.step_cache is not None:
-            loop.step_cache.checkin(step)
-    return outcome
+                notes.append(f"{why}; the same step runs uncaptured")
+            return step, notes
+    return EagerStep(model, cfg, masks, fast), notes
+
+
+def release_step(step: TrainStep, model: nn.Module, cache: StepCache | None) -> None:
+    """After a run: the step's weights into ``model``, a captured step back to ``cache``."""
+    step.sync_to(model)
+    if isinstance(step, GraphedSgdStep) and step.graph is not None and cache is not None:
+        cache.checkin(step)
+
+
+def start_order(loop: LoopOptions, outcome: TrainOutcome) -> tuple[torch.Generator, int]:
+    """The data-order generator where ``loop`` starts and the first (0-based) epoch to
+    train. With ``loop.resume`` the generator is the resume's and ``outcome`` gets the
+    resume's curve, snapshots and snapshot orders; otherwise the generator starts from
+    ``loop.data_order`` when given, else from ``loop.seed``, and a snapshot at epoch 0
+    records its state."""
+    generator = torch.Generator().manual_seed(loop.seed)
+    if loop.resume is not None:
+        generator.set_state(loop.resume.generator)
+        outcome.curve.extend(loop.resume.curve)
+        outcome.snapshots.update(loop.resume.snapshots)
+        outcome.snapshot_orders.update(loop.resume.snapshot_orders)
+        return generator, loop.resume.epoch
+    if loop.data_order is not None:
+        generator.set_state(loop.data_order)
+    if 0 in loop.snapshot_epochs:
+        outcome.snapshot_orders[0] = generator.get_state()
+    return generator, 0
+
+
+def keep_epoch(
+    model: nn.Module,
+    generator: torch.Generator,
+    outcome: TrainOutcome,
+    loop: LoopOptions,
+    epoch: int,
+    step_state: Callable[[], dict[str, Any]],
+) -> None:
+    """After 1-based ``epoch`` ended with a finite loss (``model`` holds the trained
+    weights): the snapshot and the checkpoint ``loop`` asks for. ``step_state`` gives
+    the step's optimizer state (called only when a checkpoint is taken)."""
+    if epoch in loop.snapshot_epochs:
+        outcome.snapshots[epoch] = _cpu_copy(model)
+        outcome.snapshot_orders[epoch] = generator.get_state()
+    if loop.on_checkpoint is not None and epoch < loop.epochs:
+        loop.on_checkpoint(TrainState(
+            epoch=epoch,
+            weights=_cpu_copy(model),
+            step=step_state(),
+            generator=generator.get_state(),
+            curve=list(outcome.curve),
+            snapshots=dict(outcome.snapshots),
+            snapshot_orders=dict(outcome.snapshot_orders),
+        ))
 
 
 def _run_epochs(
@@ -418,20 +496,9 @@ def _run_epochs(
     after its epoch; the model's weights are the caller's business (``train`` loads
     them before it builds the step). Otherwise the generator starts from
     ``loop.data_order`` when given, else from ``loop.seed``."""
-    generator = torch.Generator().manual_seed(loop.seed)
-    first = 0
     if loop.resume is not None:
         step.load_state(loop.resume.step)
-        generator.set_state(loop.resume.generator)
-        outcome.curve.extend(loop.resume.curve)
-        outcome.snapshots.update(loop.resume.snapshots)
-        outcome.snapshot_orders.update(loop.resume.snapshot_orders)
-        first = loop.resume.epoch
-    else:
-        if loop.data_order is not None:
-            generator.set_state(loop.data_order)
-        if 0 in loop.snapshot_epochs:
-            outcome.snapshot_orders[0] = generator.get_state()
+    generator, first = start_order(loop, outcome)
     n_batches = batches_per_epoch(len(train_split), cfg.batch_size)
     for epoch in range(first, loop.epochs):
         started = time.perf_counter()
@@ -467,19 +534,7 @@ def _run_epochs(
         if not math.isfinite(train_loss):
             outcome.status = "diverged"
             return
-        if epoch + 1 in loop.snapshot_epochs:
-            outcome.snapshots[epoch + 1] = _cpu_copy(model)
-            outcome.snapshot_orders[epoch + 1] = generator.get_state()
-        if loop.on_checkpoint is not None and epoch + 1 < loop.epochs:
-            loop.on_checkpoint(TrainState(
-                epoch=epoch + 1,
-                weights=_cpu_copy(model),
-                step=step.state(),
-                generator=generator.get_state(),
-                curve=list(outcome.curve),
-                snapshots=dict(outcome.snapshots),
-                snapshot_orders=dict(outcome.snapshot_orders),
-            ))
+        keep_epoch(model, generator, outcome, loop, epoch + 1, step.state)
 
 
 def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -47,7 +47,8 @@ def make_executor(
     would. Raises :class:`~lotto_engine.errors.DeviceError` (one line) when the
     cluster cannot be reached or its package is not installed."""
     if run.executor == "local":
-        return LocalExecutor(slots, data_for, threads=threads, cancel=cancel, progress_interval=progress_interval)
+        return LocalExecutor(slots, data_for, threads=threads, cancel=cancel, progress_interval=progress_interval,
+                             lockstep=run.lockstep)
     if run.executor == "ray":
         from .ray_executor import RayExecutor
 

@@ -24,6 +24,12 @@ continue from, reports through :class:`JobHooks`, stops when ``hooks.cancel`` is
 and returns a :class:`JobOutput` of plain records and CPU tensors. Seeds come from
 the job, never from execution order, so a job gives the same numbers wherever and
 whenever it runs (same device, precision and threads).
+
+A job runs in three phases: :func:`prepare_job` (the net, a pruned job's mask, the
+loop with its hooks and resume point), training, and :attr:`PreparedJob.finish`
+(the record and the tensors to keep). :func:`run_job` trains the net alone; the local
+executor may train the nets of several siblings together in one step
+(:mod:`lotto_engine.lockstep`), each still prepared and finished as its own job.
 """
 
 from __future__ import annotations
@@ -43,7 +49,9 @@ from ..provenance import device_label, run_provenance
 from ..pruning import Masks, compute_masks, prunable_names, shuffle_masks
 from ..records import LayerSparsity, RunResult
 from ..scores import METHODS
-from ..training import BatchCallback, CancelFlag, EpochCallback, LoopOptions, TrainOutcome, batches_per_epoch, evaluate, train
+from ..training import (
+    BatchCallback, CancelFlag, EpochCallback, LoopOptions, TrainOutcome, batches_per_epoch, evaluate, train,
+)
 from .checkpoint import JobCheckpoint
 from .spec import JobSpec
 
@@ -75,6 +83,22 @@ class JobOutput:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class PreparedJob:
+    """A job ready to train: its net (on the data's device, where the job starts), its
+    loop (mask, hooks, resume point) and how its output is made from the outcome.
+
+    ``run_job`` is ``prepared.finish(train(prepared.model, ..., prepared.loop))``; the
+    local executor trains the nets of several prepared siblings in one step instead
+    (:mod:`lotto_engine.lockstep`) and finishes each on its own."""
+
+    spec: JobSpec
+    model: torch.nn.Module
+    loop: LoopOptions
+    #: the job's output from how its training went (artifacts, test accuracy, stability...)
+    finish: Callable[[TrainOutcome], JobOutput]
+
+
 def run_job(
     spec: JobSpec,
     data: Dataset,
@@ -85,6 +109,21 @@ def run_job(
 ) -> JobOutput:
     """Run one job: dense, or pruned from ``parent`` (its artifacts by name, see
     :attr:`JobSpec.inputs`); continue from ``resume`` when given."""
+    job = prepare_job(spec, data, parent=parent, resume=resume, hooks=hooks)
+    return job.finish(train(job.model, data.train, data.val, spec.train, spec.fast, job.loop))
+
+
+def prepare_job(
+    spec: JobSpec,
+    data: Dataset,
+    *,
+    parent: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    resume: JobCheckpoint | None = None,
+    hooks: JobHooks | None = None,
+) -> PreparedJob:
+    """Everything of :func:`run_job` before training: the net, a pruned job's mask
+    (``hooks.on_mask``), ``hooks.on_start``, and the loop to train with. A checkpoint
+    made under other numerics is dropped (the job starts over, with a note)."""
     hooks = hooks or JobHooks()
     note = None
     if resume is not None and resume.numerics is not None:
@@ -94,36 +133,27 @@ def run_job(
                     f"{_words(now)}; the job starts over")
             resume = None
     if spec.job.kind == "dense":
-        output = run_dense(spec, data, resume=resume, hooks=hooks)
+        prepared = _prepare_dense(spec, data, resume, hooks)
     elif parent is None:
         raise ValueError(f"a pruned job needs its parent's tensors ({', '.join(spec.inputs)})")
     else:
-        output = run_pruned(spec, data, parent, resume=resume, hooks=hooks)
+        prepared = _prepare_pruned(spec, data, parent, resume, hooks)
     if note is not None:
-        output.notes.insert(0, note)
-    return output
+        finish = prepared.finish
+
+        def finish_with_note(outcome: TrainOutcome) -> JobOutput:
+            output = finish(outcome)
+            output.notes.insert(0, note)
+            return output
+
+        prepared.finish = finish_with_note
+    return prepared
 
 
 def run_dense(spec: JobSpec, data: Dataset, *, resume: JobCheckpoint | None = None, hooks: JobHooks | None = None) -> JobOutput:
     """Train the dense net of ``spec.job`` from its seed."""
-    hooks = hooks or JobHooks()
-    job, rewind = spec.job, spec.prune.rewind_epoch
-    model = build_model(spec.model, data.input_shape, data.num_classes, job.activation, job.seed)
-    theta0 = {k: v.clone() for k, v in model.state_dict().items()}
-    model.to(data.train.x.device)
-    outcome = _train(spec, data, model, resume, hooks, masks=None, snapshot_epochs=() if rewind is None else (rewind,))
-    names = prunable_names(model, exclude_classifier=spec.prune.exclude_classifier)
-    params = dict(model.named_parameters())
-    _, layers = mask_sparsity({n: torch.ones_like(params[n], dtype=torch.bool) for n in names})
-    result = _result(spec, outcome, model, data, actual_sparsity=0.0, layers=layers)
-    artifacts: dict[str, Tensors] = {}
-    if outcome.status == "done":
-        artifacts["theta0"] = theta0
-        if rewind is not None:
-            artifacts["rewind"] = outcome.snapshots[rewind]
-            artifacts["rewind_order"] = {"generator": outcome.snapshot_orders[rewind]}
-        artifacts["dense"] = _cpu(model)
-    return JobOutput(result, artifacts, outcome.notes)
+    job = _prepare_dense(spec, data, resume, hooks or JobHooks())
+    return job.finish(train(job.model, data.train, data.val, spec.train, spec.fast, job.loop))
 
 
 def run_pruned(
@@ -136,7 +166,45 @@ def run_pruned(
 ) -> JobOutput:
     """Cut the mask of ``spec.job`` (method, sparsity, variant, imp level) from its
     inputs (:attr:`JobSpec.inputs`) and retrain the ticket."""
-    hooks = hooks or JobHooks()
+    job = _prepare_pruned(spec, data, parent, resume, hooks or JobHooks())
+    return job.finish(train(job.model, data.train, data.val, spec.train, spec.fast, job.loop))
+
+
+def _prepare_dense(spec: JobSpec, data: Dataset, resume: JobCheckpoint | None, hooks: JobHooks) -> PreparedJob:
+    """The dense net of ``spec.job`` from its seed; its output keeps theta0, the
+    trained weights and, for a late rewind, the weights and data order after epoch K."""
+    job, rewind = spec.job, spec.prune.rewind_epoch
+    model = build_model(spec.model, data.input_shape, data.num_classes, job.activation, job.seed)
+    theta0 = {k: v.clone() for k, v in model.state_dict().items()}
+    model.to(data.train.x.device)
+    loop = _loop(spec, data, resume, hooks, masks=None, snapshot_epochs=() if rewind is None else (rewind,))
+
+    def finish(outcome: TrainOutcome) -> JobOutput:
+        names = prunable_names(model, exclude_classifier=spec.prune.exclude_classifier)
+        params = dict(model.named_parameters())
+        _, layers = mask_sparsity({n: torch.ones_like(params[n], dtype=torch.bool) for n in names})
+        result = _result(spec, outcome, model, data, actual_sparsity=0.0, layers=layers)
+        artifacts: dict[str, Tensors] = {}
+        if outcome.status == "done":
+            artifacts["theta0"] = theta0
+            if rewind is not None:
+                artifacts["rewind"] = outcome.snapshots[rewind]
+                artifacts["rewind_order"] = {"generator": outcome.snapshot_orders[rewind]}
+            artifacts["dense"] = _cpu(model)
+        return JobOutput(result, artifacts, outcome.notes)
+
+    return PreparedJob(spec, model, loop, finish)
+
+
+def _prepare_pruned(
+    spec: JobSpec,
+    data: Dataset,
+    parent: Mapping[str, Mapping[str, torch.Tensor]],
+    resume: JobCheckpoint | None,
+    hooks: JobHooks,
+) -> PreparedJob:
+    """The ticket of ``spec.job``: its mask cut (or the one of its checkpoint), the net
+    at its rewind point; its output measures it against the dense net."""
     job, prune = spec.job, spec.prune
     missing = [name for name in spec.inputs if name not in parent]
     if missing:
@@ -158,17 +226,21 @@ def run_pruned(
         model.load_state_dict(theta0 if rewind is None else parent["rewind"])
     model.to(device)
     order = None if rewind is None else parent["rewind_order"]["generator"]
-    outcome = _train(spec, data, model, resume, hooks, masks=masks, schedule_offset=rewind or 0, data_order=order)
-    result = _result(spec, outcome, model, data, actual_sparsity=actual, layers=layers)
-    artifacts: dict[str, Tensors] = {}
-    if outcome.status == "done":
-        final = _cpu(model)
-        result.stability, result.stability_floor, result.kept_change = stability_parts(
-            {n: dense[n] for n in masks}, {n: final[n] for n in masks}, masks
-        )
-        artifacts["mask"] = {n: m.to("cpu") for n, m in masks.items()}
-        artifacts["final"] = final
-    return JobOutput(result, artifacts, outcome.notes)
+    loop = _loop(spec, data, resume, hooks, masks=masks, schedule_offset=rewind or 0, data_order=order)
+
+    def finish(outcome: TrainOutcome) -> JobOutput:
+        result = _result(spec, outcome, model, data, actual_sparsity=actual, layers=layers)
+        artifacts: dict[str, Tensors] = {}
+        if outcome.status == "done":
+            final = _cpu(model)
+            result.stability, result.stability_floor, result.kept_change = stability_parts(
+                {n: dense[n] for n in masks}, {n: final[n] for n in masks}, masks
+            )
+            artifacts["mask"] = {n: m.to("cpu") for n, m in masks.items()}
+            artifacts["final"] = final
+        return JobOutput(result, artifacts, outcome.notes)
+
+    return PreparedJob(spec, model, loop, finish)
 
 
 def variant_seed(seed: int, variant: str) -> int:
@@ -213,10 +285,9 @@ def _cut_mask(spec: JobSpec, data: Dataset, model: torch.nn.Module, parent: Mapp
 # ---------------------------------------------------------------------- helpers
 
 
-def _train(
+def _loop(
     spec: JobSpec,
     data: Dataset,
-    model: torch.nn.Module,
     resume: JobCheckpoint | None,
     hooks: JobHooks,
     *,
@@ -224,8 +295,9 @@ def _train(
     snapshot_epochs: tuple[int, ...] = (),
     schedule_offset: int = 0,
     data_order: torch.Tensor | None = None,
-) -> TrainOutcome:
-    """The one training call of both jobs: the spec's loop, the hooks, the resume point."""
+) -> LoopOptions:
+    """The one training loop of both jobs: the spec's epochs and seed, the hooks, the
+    resume point. Calls ``hooks.on_start``: the job starts here."""
     epochs = spec.epochs
     if hooks.on_start is not None:
         hooks.on_start(epochs, batches_per_epoch(len(data.train), spec.train.batch_size), 0 if resume is None else resume.epoch)
@@ -235,7 +307,7 @@ def _train(
         kept = None if masks is None else {n: m.to("cpu") for n, m in masks.items()}
         numerics = _numerics(data.train.x.device, spec.fast.precision)
         on_checkpoint = lambda state: report(JobCheckpoint(key, state, kept, numerics))  # noqa: E731
-    loop = LoopOptions(
+    return LoopOptions(
         epochs=epochs,
         seed=spec.job.seed,
         masks=masks,
@@ -250,7 +322,6 @@ def _train(
         on_checkpoint=on_checkpoint,
         resume=None if resume is None else resume.train,
     )
-    return train(model, data.train, data.val, spec.train, spec.fast, loop)
 
 
 def _result(
