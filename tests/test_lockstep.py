@@ -33,7 +33,7 @@ from lotto_engine.executors import LocalExecutor, local
 from lotto_engine.lockstep import Choices, GroupStep, train_together
 from lotto_engine.models import build_model
 from lotto_engine.pruning import compute_masks
-from lotto_engine.runner import Runner, grid
+from lotto_engine.runner import Runner
 from lotto_engine.step import EagerStep
 from lotto_engine.store import Store
 from lotto_engine.training import LoopOptions, train
@@ -52,9 +52,8 @@ class Wiring:
 
 
 def wire(monkeypatch: pytest.MonkeyPatch) -> Wiring:
-    """The runner's executor gets ``run.lockstep`` (``make_executor`` in
-    lotto_engine/executors/__init__.py is to pass it; until then the tests wire it
-    here) and the groups trained in one step are recorded."""
+    """Record the groups trained in one step, and give the executors a fresh memo of
+    auto's choices (the real one lives for the process)."""
     wiring = Wiring()
     real = local.train_together
 
@@ -62,12 +61,8 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Wiring:
         wiring.groups.append([loop.seed for loop in loops])
         return real(models, train_split, val_split, cfg, fast, loops)
 
-    def make(run, *, slots, data_for, threads, cancel, settings, progress_interval=0.1):
-        return LocalExecutor(slots, data_for, threads=threads, cancel=cancel, progress_interval=progress_interval,
-                             lockstep=run.lockstep, choices=wiring.choices)
-
     monkeypatch.setattr(local, "train_together", recording)
-    monkeypatch.setattr(grid, "make_executor", make)
+    monkeypatch.setattr(local, "CHOICES", wiring.choices)
     return wiring
 
 
@@ -345,7 +340,7 @@ def test_the_probe_decides_once_per_architecture_and_device_with_a_note(digits):
 @pytest.mark.parametrize("faster", [True, False])
 def test_auto_on_cuda_probes_the_first_group_and_says_so(tmp_path, wired, monkeypatch, faster):
     monkeypatch.setattr(devices, "lockstep_mode", lambda setting, device: "probe")  # as on CUDA
-    wired.choices = Choices(clock=Ticks(together=1.0 if faster else 8.0, alone=1.0))
+    monkeypatch.setattr(local, "CHOICES", Choices(clock=Ticks(together=1.0 if faster else 8.0, alone=1.0)))
     numbers, events = run_grid(tmp_path / "runs", *SIBLINGS)
     notes = [e.message for e in events if isinstance(e, Notice) and "lockstep" in e.message]
     verdict = "siblings train together" if faster else "each net trains alone"
