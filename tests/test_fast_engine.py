@@ -283,6 +283,23 @@ def test_fp32_means_fp32_on_cuda_too(monkeypatch):
     assert torch.backends.cuda.matmul.allow_tf32 is False
 
 
+def test_deterministic_mode_does_not_nan_fill_every_new_tensor(monkeypatch):
+    # torch.use_deterministic_algorithms(True) also fills each torch.empty with NaN:
+    # a kernel per allocation on CUDA, for reads of uninitialised memory the engine
+    # never makes. The runner's setup keeps determinism and drops the fill.
+    import torch.utils.deterministic
+
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)
+    was = torch.are_deterministic_algorithms_enabled()
+    try:
+        devices.configure(1, True)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert torch.utils.deterministic.fill_uninitialized_memory is False
+    finally:
+        devices.set_deterministic(was)
+
+
 def test_peak_memory_reset_before_any_cuda_allocation_is_skipped_not_an_error(monkeypatch):
     # Seen on an H200 with torch 2.11: `lotto-tui --batch --device cuda` exited 70 with
     # "Invalid device argument", because the runner reset CUDA's peak-memory counters

@@ -65,6 +65,13 @@ def configure(threads: int, deterministic: bool) -> int:
     """Set torch's CPU threads (0 = all cores this process may use; capped at those
     cores, see :func:`threads_for`), determinism, and full fp32 on CUDA.
 
+    ``deterministic`` (``run.deterministic``, on by default) costs on CUDA: cuDNN may
+    pick only deterministic convolution algorithms and never autotunes
+    (``cudnn.benchmark`` stays off), and a few ops (scatter/index adds) take their
+    deterministic kernels. Off, cuDNN autotunes on the first batches and a rerun may
+    differ in the last bits. Deterministic mode's NaN-fill of new tensors is turned
+    off either way (it guards against reads the engine never makes).
+
     torch lets cuDNN run fp32 convolutions as TF32 (10-bit mantissa) by default. Then
     "fp32" runs are not fp32: on an H200 the eager and the captured fp32 step drifted
     1.5% apart in validation loss after one epoch with TF32, and 8e-7 without
@@ -79,6 +86,10 @@ def configure(threads: int, deterministic: bool) -> int:
         # cuBLAS needs this before its first use to be deterministic.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     set_deterministic(deterministic)
+    # Deterministic mode also fills every torch.empty with NaN (and integers with
+    # their max) so that reading uninitialised memory shows; the engine never does,
+    # and on CUDA the fill is one more kernel per allocation. Off.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cudnn.allow_tf32 = False
