@@ -438,6 +438,43 @@ def test_augmented_batches_repeat_per_seed():
     assert all(p[0].shape[1:] == (3, 6, 6) for p in a)
 
 
+def _per_batch_epoch(x, y, batch_size, generator, padding):
+    """The epoch as batches were drawn before the draws moved in one copy: the order,
+    then per batch its rows, a padded copy, its crop offsets and flips."""
+    perm = torch.randperm(x.shape[0], generator=generator)
+    for start in range(0, x.shape[0], batch_size):
+        idx = perm[start : start + batch_size]
+        xb = x.index_select(0, idx)
+        b, c, h, w = xb.shape
+        offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator)
+        flip = torch.rand(b, generator=generator) < 0.5
+        padded = torch.nn.functional.pad(xb, (padding,) * 4)
+        rows = offsets[0, :, None] + torch.arange(h)
+        cols = offsets[1, :, None] + torch.arange(w)
+        cols = torch.where(flip[:, None], cols.flip(1), cols)
+        yield padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                     rows[:, None, :, None], cols[:, None, None, :]], y.index_select(0, idx)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_an_epochs_batches_are_those_drawn_batch_by_batch_bit_for_bit(augment):
+    # a seed's batches and augmentations (and the generator's state after the epoch,
+    # which checkpoints and late rewinding keep) do not change with how they are drawn
+    x, y = torch.randn(37, 3, 6, 5), torch.arange(37)
+    a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    if augment:
+        expected = list(_per_batch_epoch(x, y, 8, a, padding=3))
+    else:
+        perm = torch.randperm(37, generator=a)
+        expected = [(x[perm[s : s + 8]], y[perm[s : s + 8]]) for s in range(0, 37, 8)]
+    got = list(epoch_batches(x, y, 8, b, augment=augment, padding=3))
+    assert len(got) == len(expected) == 5
+    for (gx, gy), (ex, ey) in zip(got, expected, strict=True):
+        assert torch.equal(gx, ex) and torch.equal(gy, ey)
+        assert not torch.signbit(gx[gx == 0]).any()  # padding is +0.0, as a zero pad writes it
+    assert torch.equal(a.get_state(), b.get_state())
+
+
 def _shifted(img: torch.Tensor, dy: int, dx: int, p: int, flip: bool) -> torch.Tensor:
     """The reference crop: pad with zeros, cut the window at (dy, dx), maybe mirror."""
     _, h, w = img.shape
