@@ -123,7 +123,7 @@ def test_a_run_resumed_from_a_saved_checkpoint_is_bit_for_bit_the_uninterrupted_
     # training from the state never wrote into it: it can be resumed from again
     assert _same(state.to_payload(), kept.to_payload())
     if name == "graphed-replayed":
-        (step,) = cache._idle
+        (step,) = cache.idle()
         assert step.graph.replays > 0  # the replayed path really ran
 
 

@@ -185,9 +185,12 @@ def describe_slots(slots: list[torch.device]) -> str:
 
 @contextmanager
 def on_device(device: torch.device) -> Iterator[None]:
-    """Make ``device`` the current CUDA device in this thread (no-op elsewhere)."""
+    """Make ``device`` the current CUDA device in this thread, with a stream of the
+    thread's own (no-op elsewhere). Job slots that share a GPU then overlap instead
+    of queueing on its default stream, and a slot's work never joins another slot's
+    CUDA graph capture (work on the legacy default stream would)."""
     if device.type == "cuda":
-        with torch.cuda.device(device):
+        with torch.cuda.device(device), torch.cuda.stream(torch.cuda.Stream(device)):
             yield
     else:
         yield

@@ -54,8 +54,8 @@ from .devices import FastPath
 from .records import EpochMetrics
 from .step import checked_state, cpu_state, optimizer_for
 from .training import (
-    CancelFlag, LoopOptions, TrainOutcome, batches_per_epoch, begin, evaluate, keep_epoch, lr_at, make_step, release_step,
-    start_order, train,
+    CancelFlag, LoopOptions, TrainOutcome, batches_per_epoch, begin, evaluation_sums, keep_epoch, lr_at, make_step,
+    read_numbers, release_step, start_order, train,
 )
 
 #: nets in one step at most; a bigger set of siblings trains in groups of this size
@@ -280,12 +280,18 @@ def train_together(
                     if on_batch is not None:
                         on_batch(epoch + 1, b + 1, n_batches)
             diverged = []
-            for row, (i, (loss_sum, correct)) in enumerate(zip(live, step.metrics(), strict=True)):
+            sums = [step.loss_sum, step.correct]
+            for row, i in enumerate(live):
                 step.sync_to(row, models[i])
-                val_loss, val_acc = evaluate(models[i], val_split, cfg.eval_batch_size, precision=fast.precision)
+                sums += evaluation_sums(models[i], val_split, cfg.eval_batch_size, precision=fast.precision)
+            numbers, n_val = read_numbers(sums), max(len(val_split), 1)  # every net's epoch in one host sync
+            k = len(live)
+            for row, i in enumerate(live):
+                val_sum, val_correct = numbers[2 * k + 2 * row : 2 * k + 2 * row + 2]
                 metrics = EpochMetrics(
-                    epoch=epoch + 1, train_loss=loss_sum / n, train_acc=correct / n, val_loss=val_loss,
-                    val_acc=val_acc, lr=lr, seconds=time.perf_counter() - started,
+                    epoch=epoch + 1, train_loss=numbers[row] / n, train_acc=numbers[k + row] / n,
+                    val_loss=val_sum / n_val, val_acc=val_correct / n_val, lr=lr,
+                    seconds=time.perf_counter() - started,
                 )
                 outcomes[i].curve.append(metrics)
                 on_epoch = loops[i].on_epoch

@@ -45,6 +45,7 @@ update (so weight decay or any optimizer quirk cannot revive them).
 from __future__ import annotations
 
 import copy
+import gc
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,14 +54,18 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from .config import TrainConfig
 from .devices import FastPath, compile_model
 
 WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuDNN and allocator warm-up)
-# One capture at a time per process: torch.cuda.graph empties the allocator cache on
-# entry, which asserts that no other capture is underway (on any device).
+# One capture at a time per process: two captures at once share the allocator's
+# capture bookkeeping, and a failed one could take the other down.
 _CAPTURE_LOCK = threading.Lock()
+#: a key is captured again after a failure (another thread's CUDA work can break a
+#: capture) until it has failed this many times; then its runs go straight to eager
+CAPTURE_TRIES = 2
 
 
 @runtime_checkable
@@ -76,6 +81,10 @@ class TrainStep(Protocol):
 
     def metrics(self) -> tuple[float, int]:
         """(summed loss, correct predictions) this epoch (one host sync)."""
+
+    def sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`metrics` as the device's 0-d tensors (no sync; valid until the next
+        :meth:`start_epoch`)."""
 
     def sync_to(self, model: nn.Module) -> None:
         """Copy the trained weights into ``model`` (a no-op for a step that trains it)."""
@@ -198,6 +207,9 @@ class EagerStep:
         """(summed loss, correct predictions) this epoch (one host sync)."""
         return float(self.loss_sum.item()), int(self.correct.item())
 
+    def sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.loss_sum, self.correct
+
     def sync_to(self, model: nn.Module) -> None:
         """The step trains ``model`` itself: nothing to copy."""
 
@@ -282,6 +294,12 @@ class GraphedSgdStep:
         self.masked = [self.params[i] for i in self.masked_at]
         self.masks = [torch.ones_like(p) for p in self.masked]
         self.bufs = [torch.zeros_like(p) for p in self.params]
+        # bf16: the weights autocast would cast at every use, kept as bf16 copies that
+        # the step refreshes after each update (see _step)
+        lowered = _lowered_by_autocast(model) if key.precision == "bf16" else set()
+        self.half_at = [i for i, name in enumerate(self.names) if name in lowered]
+        self.half = [self.params[i].detach().to(torch.bfloat16).requires_grad_() for i in self.half_at]
+        self.half_grads = [torch.zeros_like(self.params[i]) for i in self.half_at]
         self.lr = torch.zeros((), device=self.device)
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -310,6 +328,7 @@ class GraphedSgdStep:
             static.copy_(masks[name])
         if self.masked:
             torch._foreach_mul_(self.masked, self.masks)
+        self._refresh_half()
         for buf in self.bufs:
             buf.zero_()
 
@@ -348,6 +367,9 @@ class GraphedSgdStep:
         """(summed loss, correct predictions) since :meth:`start_epoch` (one host sync)."""
         return float(self.loss_sum.item()), int(self.correct.item())
 
+    def sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.loss_sum, self.correct
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One step on a batch: replayed when captured and ``x`` is full, else eager."""
         if self.graph is not None and x.shape[0] == self.x.shape[0]:
@@ -360,12 +382,25 @@ class GraphedSgdStep:
     # ------------------------------------------------------------------ the step
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        # bf16: the layers autocast lowers read the bf16 copies of their weights, so no
+        # weight is cast in the step; their bf16 gradients go into fp32 buffers in one
+        # foreach copy (what autocast's cast would have given back: the same numbers)
+        leaves = list(self.params)
+        for i, half in zip(self.half_at, self.half):
+            leaves[i] = half
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
                             enabled=self.key.precision == "bf16", cache_enabled=False):
-            logits = self.model(x)
+            if self.half:
+                logits = functional_call(self.model, {self.names[i]: h for i, h in zip(self.half_at, self.half)}, (x,))
+            else:
+                logits = self.model(x)
             loss = F.cross_entropy(logits, y)
-        grads = torch.autograd.grad(loss, self.params)
+        grads = list(torch.autograd.grad(loss, leaves))
         with torch.no_grad():
+            if self.half:
+                torch._foreach_copy_(self.half_grads, [grads[i] for i in self.half_at])
+                for i, grad in zip(self.half_at, self.half_grads):
+                    grads[i] = grad
             if self.masked:
                 torch._foreach_mul_([grads[i] for i in self.masked_at], self.masks)
             if self.key.weight_decay:
@@ -379,8 +414,15 @@ class GraphedSgdStep:
             torch._foreach_add_(self.params, torch._foreach_mul(direction, -self.lr))
             if self.masked:
                 torch._foreach_mul_(self.masked, self.masks)
+            self._refresh_half()
             self.loss_sum.add_(loss.detach().float() * y.shape[0])
             self.correct.add_((logits.argmax(1) == y).sum())
+
+    @torch.no_grad()
+    def _refresh_half(self) -> None:
+        """The bf16 copies from the fp32 weights (one foreach copy)."""
+        if self.half:
+            torch._foreach_copy_(self.half, [self.params[i] for i in self.half_at])
 
     def capture(self) -> None:
         """Record the step on full batches as a CUDA graph; state is left as it was.
@@ -393,28 +435,50 @@ class GraphedSgdStep:
             caller = torch.cuda.current_stream(self.device)
             state = [*self.params, *self.bufs, self.loss_sum, self.correct]
             saved = [t.detach().clone() for t in state]
+            side = torch.cuda.Stream(self.device)
+            # its own stream on this step's device (the default capture stream is one per
+            # process, made on whichever device was current first)
+            capture = torch.cuda.Stream(self.device)
             try:
-                side = torch.cuda.Stream(self.device)
                 side.wait_stream(caller)
                 with torch.cuda.stream(side):
                     for _ in range(WARMUP_STEPS):
                         self._step(self.x, self.y)
-                caller.wait_stream(side)
+                capture.wait_stream(side)
                 graph = torch.cuda.CUDAGraph()
-                # its own stream on this step's device (the default capture stream is
-                # one per process, made on whichever device was current first)
-                capture = torch.cuda.Stream(self.device)
-                with torch.cuda.graph(graph, stream=capture, capture_error_mode="thread_local"):
-                    self._step(self.x, self.y)
+                # Not torch.cuda.graph(): on entry it synchronises the whole device and
+                # empties the allocator's cache, stalling every other job slot's stream.
+                # Capture errors count for this thread only, so the other slots (each on
+                # its own stream, devices.on_device) go on while this one captures.
+                gc.collect()  # no Python-side frees of CUDA tensors in mid-capture
+                with torch.cuda.stream(capture):
+                    graph.capture_begin(capture_error_mode="thread_local")
+                    try:
+                        self._step(self.x, self.y)
+                    finally:
+                        graph.capture_end()
             except Exception as err:  # noqa: BLE001 - any capture failure means: run uncaptured
                 raise CaptureUnsupported(f"CUDA graph capture failed: {type(err).__name__}: {err}") from err
             finally:
                 torch.cuda.set_stream(caller)  # a failed capture can leave another stream current
-                torch.cuda.synchronize(self.device)  # warm-up done before the state goes back
+                caller.wait_stream(side)  # the warm-up's writes before the state goes back
+                caller.wait_stream(capture)
                 with torch.no_grad():
                     for t, value in zip(state, saved):
                         t.copy_(value)
+                self._refresh_half()
         self.graph = graph
+
+
+def _lowered_by_autocast(model: nn.Module) -> set[str]:
+    """Names of the parameters bf16 autocast casts at every use: those of the
+    convolutions and linear layers (the rest, e.g. a norm's, stay fp32 under autocast)."""
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    return {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, module in model.named_modules() if isinstance(module, kinds)
+        for name, _ in module.named_parameters(recurse=False)
+    }
 
 
 def sgd_step_supported(optimizer: str, precision: str) -> str | None:
@@ -429,39 +493,78 @@ def sgd_step_supported(optimizer: str, precision: str) -> str | None:
 class StepCache:
     """Captured steps kept for reuse, checked out by one run at a time (thread-safe).
 
-    At most ``size`` idle steps are kept per process; the oldest goes first. A key
-    whose capture failed is remembered with the reason, so later runs go straight
-    to eager training instead of failing again.
+    At most ``size`` idle steps are kept per process; the oldest goes first, and
+    :meth:`clear` lets them all go (the runner does at the end of a grid: each holds
+    its graph's memory). A key whose capture failed :data:`CAPTURE_TRIES` times is
+    remembered with the reason, so later runs go straight to eager training instead
+    of failing again. On CUDA a step checked in records an event on the stream of
+    the run that used it, and the next run's stream waits for it (job slots train on
+    their own streams), so no run touches a step's tensors while the last one's
+    kernels may still read them.
     """
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
-        self._idle: list[GraphedSgdStep] = []
-        self._failed: dict[StepKey, str] = {}
+        self._idle: list[tuple[GraphedSgdStep, Any]] = []
+        self._failed: dict[StepKey, tuple[int, str]] = {}
         self._lock = threading.Lock()
 
     def failed(self, key: StepKey) -> str | None:
+        """Why ``key`` is not captured any more, or None while it may be tried."""
         with self._lock:
-            return self._failed.get(key)
+            count, reason = self._failed.get(key, (0, ""))
+            return reason if count >= CAPTURE_TRIES else None
 
     def remember_failure(self, key: StepKey, reason: str) -> None:
         with self._lock:
-            self._failed[key] = reason
+            count, _ = self._failed.get(key, (0, ""))
+            self._failed[key] = (count + 1, reason)
 
     def checkout(self, key: StepKey) -> GraphedSgdStep | None:
         with self._lock:
-            for i, step in enumerate(self._idle):
+            for i, (step, done) in enumerate(self._idle):
                 if step.key == key:
-                    return self._idle.pop(i)
-        return None
+                    del self._idle[i]
+                    break
+            else:
+                return None
+        if done is not None:
+            torch.cuda.current_stream(step.device).wait_event(done)
+        return step
 
     def checkin(self, step: GraphedSgdStep) -> None:
+        done = None
+        if step.device.type == "cuda":
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(step.device))
         with self._lock:
-            self._idle.append(step)
-            if self.size <= 0:
-                self._idle.clear()
-            else:
-                del self._idle[: -self.size]
+            self._idle.append((step, done))
+            keep = max(self.size, 0)
+            evicted, self._idle = self._idle[: len(self._idle) - keep], self._idle[len(self._idle) - keep:]
+        _let_go(evicted)
+
+    def clear(self) -> None:
+        """Let every idle step go (and its graph's memory)."""
+        with self._lock:
+            evicted, self._idle = self._idle, []
+        _let_go(evicted)
+
+    def idle(self) -> list[GraphedSgdStep]:
+        """The steps kept, oldest first."""
+        with self._lock:
+            return [step for step, _ in self._idle]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+
+def _let_go(steps: list[tuple[GraphedSgdStep, Any]]) -> None:
+    """Drop steps once their last run's kernels are done (their memory may be reused
+    by another stream the moment they go)."""
+    for _, done in steps:
+        if done is not None:
+            done.synchronize()
 
 
 STEPS = StepCache()

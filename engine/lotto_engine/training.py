@@ -17,7 +17,8 @@ of a group trained in one step.
 
 The data already sits normalised on the training device (:mod:`lotto_engine.data`),
 so a batch is an index slice of a seeded permutation. Loss and accuracy accumulate
-on the device and are read once per epoch: no host sync per step.
+on the device; an epoch's training and validation numbers are read in one host
+sync at its end: none per step.
 
 Checkpoints: after every finished epoch but the last, ``loop.on_checkpoint`` gets a
 :class:`TrainState`, everything the run needs to go on as plain CPU data (weights,
@@ -53,7 +54,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
@@ -291,8 +292,11 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int, *, precision: str = "fp32") -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on ``split`` (loss summed in fp32)."""
+def evaluation_sums(
+    model: nn.Module, split: Split, batch_size: int, *, precision: str = "fp32"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed cross-entropy in fp32, correct predictions) of ``model`` on ``split``,
+    left on the device: reading them is the caller's one host sync (:func:`read_numbers`)."""
     was_training = model.training
     model.eval()
     autocast = torch.autocast(split.x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -306,8 +310,21 @@ def evaluate(model: nn.Module, split: Split, batch_size: int, *, precision: str 
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
+    return loss_sum, correct
+
+
+def evaluate(model: nn.Module, split: Split, batch_size: int, *, precision: str = "fp32") -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on ``split`` (loss summed in fp32)."""
+    loss_sum, correct = read_numbers(evaluation_sums(model, split, batch_size, precision=precision))
     n = max(len(split), 1)
-    return loss_sum.item() / n, correct.item() / n
+    return loss_sum / n, correct / n
+
+
+def read_numbers(tensors: Sequence[torch.Tensor]) -> list[float]:
+    """The elements of tensors on one device as Python numbers, in order, in one host
+    sync instead of one each (float64 holds fp32 sums and counts exactly: the same
+    numbers as ``.item()``)."""
+    return torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors]).tolist()
 
 
 def train(
@@ -514,17 +531,19 @@ def _run_epochs(
             step(x, y)
             if loop.on_batch is not None:
                 loop.on_batch(epoch + 1, i + 1, n_batches)
-        n = len(train_split)
-        loss_sum, correct = step.metrics()
-        train_loss = loss_sum / n
+        n, n_val = len(train_split), max(len(val_split), 1)
         step.sync_to(model)
-        val_loss, val_acc = evaluate(model, val_split, cfg.eval_batch_size, precision=precision)
+        # the epoch's four numbers in one host sync
+        loss_sum, correct, val_sum, val_correct = read_numbers(
+            [*step.sums(), *evaluation_sums(model, val_split, cfg.eval_batch_size, precision=precision)]
+        )
+        train_loss = loss_sum / n
         metrics = EpochMetrics(
             epoch=epoch + 1,
             train_loss=train_loss,
             train_acc=correct / n,
-            val_loss=val_loss,
-            val_acc=val_acc,
+            val_loss=val_sum / n_val,
+            val_acc=val_correct / n_val,
             lr=lr,
             seconds=time.perf_counter() - started,
         )

@@ -6,8 +6,9 @@ On CPU this matters for speed: a 2-thread job trained from a second thread ran t
 `demo` grid 2.5x slower on the 2-core reference machine (training in the main thread
 under ``OMP_WAIT_POLICY=PASSIVE`` was as slow: OpenMP's spin-waits, most likely).
 
-With several slots (a GPU each, or shares of the CPU threads), one worker thread per
-slot takes the next task when free, and :meth:`wait` hands their messages over.
+With several slots (a GPU each, or shares of the CPU threads), or one on a GPU, one
+worker thread per slot takes the next task when free, and :meth:`wait` hands their
+messages over.
 Each job seeds itself, so its numbers do not depend on which slot runs it or when;
 on CPU the slots share the threads (``run.threads / slots`` each), and the thread
 count, as always, changes the rounding.
@@ -35,6 +36,7 @@ from ..data import Dataset
 from ..errors import one_line
 from ..lockstep import CHOICES, MAX_GROUP, Choices, group_key, train_together, unsupported
 from ..protocol.jobs import JobHooks, JobOutput, PreparedJob, prepare_job, run_job
+from ..step import STEPS
 from ..training import TrainOutcome, train
 from .base import Finished, Message, Task
 from .worker import job_hooks
@@ -85,10 +87,14 @@ class LocalExecutor:
         self._inbox: queue.Queue[list[Task] | None] = queue.Queue()
         self._outbox: queue.Queue[Message] = queue.Queue()
         self._in_workers = 0  # tasks handed to the workers whose Finished was not handed over
+        # one CPU slot trains in the runner's thread (see the module doc); on a GPU a
+        # slot thread only launches kernels, and the runner's store writes (a SQLite
+        # commit per epoch) then stay off the training thread
+        threaded = len(self.slots) > 1 or self.slots[0].type != "cpu"
         self._workers = [
             threading.Thread(target=self._work, args=(d,), name=f"lotto-job-{i}", daemon=True)
             for i, d in enumerate(self.slots)
-        ] if len(self.slots) > 1 else []
+        ] if threaded else []
         for worker in self._workers:
             worker.start()
 
@@ -135,6 +141,7 @@ class LocalExecutor:
                     worker.join(0.2)
                 except KeyboardInterrupt:
                     self._cancel.set()
+        STEPS.clear()  # captured steps hold their graphs' memory: the grid is over
 
     # ------------------------------------------------------------------ one slot
 
