@@ -293,22 +293,26 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
 
 @torch.no_grad()
 def evaluation_sums(
-    model: nn.Module, split: Split, batch_size: int, *, precision: str = "fp32"
+    model: nn.Module, split: Split, batch_size: int, *, precision: str = "fp32", channels_last: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed cross-entropy in fp32, correct predictions) of ``model`` on ``split``,
-    left on the device: reading them is the caller's one host sync (:func:`read_numbers`)."""
+    left on the device: reading them is the caller's one host sync (:func:`read_numbers`).
+    One autocast region for all batches, so bf16 casts each weight once per call;
+    ``channels_last`` feeds images in the layout a channels-last model trains in."""
     was_training = model.training
     model.eval()
     autocast = torch.autocast(split.x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     loss_sum = torch.zeros((), device=split.x.device)
     correct = torch.zeros((), device=split.x.device, dtype=torch.long)
-    for start in range(0, len(split), batch_size):
-        x = split.x[start : start + batch_size]
-        y = split.y[start : start + batch_size]
-        with autocast:
+    with autocast:
+        for start in range(0, len(split), batch_size):
+            x = split.x[start : start + batch_size]
+            y = split.y[start : start + batch_size]
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
     return loss_sum, correct
 
@@ -373,7 +377,8 @@ def train(
     step, notes = make_step(model, train_split, cfg, fast, loop)
     outcome.notes.extend(notes)
     try:
-        _run_epochs(step, model, train_split, val_split, cfg, outcome, loop, precision=fast.precision)
+        _run_epochs(step, model, train_split, val_split, cfg, outcome, loop, precision=fast.precision,
+                    channels_last=fast.channels_last)
     finally:
         release_step(step, model, loop.step_cache)
     return outcome
@@ -503,9 +508,10 @@ def _run_epochs(
     loop: LoopOptions,
     *,
     precision: str = "fp32",
+    channels_last: bool = False,
 ) -> None:
     """The epoch loop of :func:`train` with a given ``step``: batches, per-epoch
-    metrics, validation of ``model`` (the step's weights synced into it first),
+    metrics, validation (of the step's own net when it has one, in its layout; the step's weights synced into ``model`` first),
     snapshots and checkpoints. Sets ``outcome.status`` when it stops early.
 
     With ``loop.resume`` it restores what the loop carries from epoch to epoch (the
@@ -535,7 +541,8 @@ def _run_epochs(
         step.sync_to(model)
         # the epoch's four numbers in one host sync
         loss_sum, correct, val_sum, val_correct = read_numbers(
-            [*step.sums(), *evaluation_sums(model, val_split, cfg.eval_batch_size, precision=precision)]
+            [*step.sums(), *evaluation_sums(_evaluated(step, model), val_split, cfg.eval_batch_size,
+                                            precision=precision, channels_last=channels_last)]
         )
         train_loss = loss_sum / n
         metrics = EpochMetrics(
@@ -554,6 +561,12 @@ def _run_epochs(
             outcome.status = "diverged"
             return
         keep_epoch(model, generator, outcome, loop, epoch + 1, step.state)
+
+
+def _evaluated(step: TrainStep, model: nn.Module) -> nn.Module:
+    """The net to validate: a graph step's own (the same weights as ``model`` after
+    ``sync_to``, already in the training layout), else ``model``."""
+    return step.model if isinstance(step, GraphedSgdStep) else model
 
 
 def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
