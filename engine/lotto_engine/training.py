@@ -511,8 +511,8 @@ def _run_epochs(
     channels_last: bool = False,
 ) -> None:
     """The epoch loop of :func:`train` with a given ``step``: batches, per-epoch
-    metrics, validation (of the step's own net when it has one, in its layout; the step's weights synced into ``model`` first),
-    snapshots and checkpoints. Sets ``outcome.status`` when it stops early.
+    metrics, validation (of the step's own net when it has one, in its layout; the
+    step's weights synced into ``model`` first), snapshots and checkpoints. Sets ``outcome.status`` when it stops early.
 
     With ``loop.resume`` it restores what the loop carries from epoch to epoch (the
     step's state, the generator, the curve, snapshots and snapshot orders) and starts
