@@ -178,10 +178,28 @@ def test_remote_executors_settings_fail_in_one_line() -> None:
         (['run.executor="ray"', 'run.ray_address="not an address"'], "run.ray_address: must be auto, local"),
         (['run.executor="ray"', 'run.device="cuda:1"'], "the device its worker is given"),
         (['run.executor="ray"', "run.ray_gpus=1"], "run.ray_gpus: unknown key"),
+        (['run.executor="ray"', "run.gpus_per_job=1.5"], "in fractions below 1, above that whole GPUs"),
     ]:
         with pytest.raises(ConfigError) as err:
             load_config(preset="demo", overrides=overrides)
         assert text in str(err.value) and "\n" not in str(err.value)
+
+
+def test_settings_the_chosen_executor_does_not_read_are_named_in_a_note() -> None:
+    def notes(*overrides: str) -> list[str]:
+        run = load_config(preset="demo", overrides=list(overrides)).run
+        return [n for n in devices.execution(run).notes if "not read by" in n]
+
+    assert notes("run.gpus_per_job=1", "run.slurm_time=5") == [
+        "run.gpus_per_job, run.slurm_time: not read by run.executor = local, ignored"
+    ]
+    assert notes('run.executor="ray"', "run.slurm_time=5", "run.cpus_per_job=2") == [
+        "run.slurm_time: not read by run.executor = ray, ignored"
+    ]
+    assert notes('run.executor="slurm"', 'run.slurm_folder="/x"', 'run.ray_address="local"') == [
+        "run.ray_address: not read by run.executor = slurm, ignored"
+    ]
+    assert notes() == notes('run.executor="ray"', "run.gpus_per_job=0.5") == []
 
 
 def test_the_engine_imports_without_ray_or_submitit_and_a_worker_starts_without_the_compiler() -> None:

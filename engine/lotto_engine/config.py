@@ -439,6 +439,22 @@ class RunConfig(_Section):
         ),
     )
 
+    def unused_settings(self) -> list[str]:
+        """The ``run.*`` settings given (not at their defaults) that the chosen
+        executor does not read: ``ray`` and ``slurm`` ones under ``local``, and each
+        cluster's own under the other."""
+        used = {
+            "local": set(),
+            "ray": {"ray_address", "gpus_per_job", "cpus_per_job", "retries"},
+            "slurm": {"gpus_per_job", "cpus_per_job", "retries", "slurm_partition", "slurm_time",
+                      "slurm_array_parallelism", "slurm_folder"},
+        }[self.executor]
+        cluster = {"ray_address", "gpus_per_job", "cpus_per_job", "retries", "slurm_partition", "slurm_time",
+                   "slurm_array_parallelism", "slurm_folder"}
+        fields = type(self).model_fields
+        return [f"run.{name}" for name in fields
+                if name in cluster - used and getattr(self, name) != fields[name].default]
+
     @field_validator("ray_address")
     @classmethod
     def _ray_address(cls, v: str) -> str:
@@ -486,6 +502,11 @@ class ExperimentConfig(_Section):
                 raise ValueError(
                     f"run.gpus_per_job: slurm gives whole GPUs per task, got {run.gpus_per_job:g}"
                 )
+        if run.executor == "ray" and run.gpus_per_job > 1 and run.gpus_per_job != int(run.gpus_per_job):
+            raise ValueError(
+                f"run.gpus_per_job: ray shares a GPU in fractions below 1, above that whole GPUs, "
+                f"got {run.gpus_per_job:g}"
+            )
         if run.executor != "local" and run.device not in ("auto", "cpu", "cuda"):
             raise ValueError(
                 f"run.device: with run.executor = {run.executor!r} a job gets the device its worker is "

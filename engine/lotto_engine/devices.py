@@ -264,20 +264,22 @@ def execution(run: RunConfig) -> Execution:
     machine has; the fast path is resolved for that device, and each job gets
     ``run.threads`` threads (0: ``run.cpus_per_job``).
     """
+    unused = run.unused_settings()
+    ignored = (f"{', '.join(unused)}: not read by run.executor = {run.executor}, ignored",) if unused else ()
     if run.executor != "local":
         device = torch.device("cuda" if run.gpus_per_job > 0 else "cpu")
         if run.device == "cuda" and device.type == "cpu":
             raise DeviceError(f"run.device: cuda, but run.gpus_per_job = 0 gives the {run.executor} jobs no GPU")
         fast = fast_path(run.precision, run.channels_last, run.compile, device, run.cuda_graphs)
         threads = run.threads or run.cpus_per_job
-        notes: tuple[str, ...] = ()
+        notes: tuple[str, ...] = ignored
         if run.lockstep == "on":
-            notes = (f"run.lockstep is for the local executor: on {run.executor} each job trains alone",)
+            notes += (f"run.lockstep is for the local executor: on {run.executor} each job trains alone",)
         return Execution(device, fast, [torch.device("cpu")], notes, threads, run.executor)
     device = resolve_device(run.device)
     fast = fast_path(run.precision, run.channels_last, run.compile, device, run.cuda_graphs)
     slots = job_devices(run.device, device, run.parallel)
-    notes = _threads_note(run)
+    notes = ignored + _threads_note(run)
     if run.compile and len(slots) > 1:  # torch.compile is not thread-safe
         notes += (f"run.compile trains one job at a time (run.parallel asked for {len(slots)} at once)",)
         slots = slots[:1]
