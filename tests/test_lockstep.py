@@ -135,6 +135,12 @@ def test_lockstep_on_trains_each_sibling_as_if_alone_with_its_own_rows_artifacts
             epochs = [e.metrics.epoch for e in collected if isinstance(e, EpochFinished) and e.job.key == key]
             assert epochs == [m.epoch for m in together[key][4]]
     assert not [e for e in events if isinstance(e, Notice) and "lockstep" in e.message]
+    # each run says how it was trained: with how many nets in its step (1: alone)
+    for root, sizes in ((tmp_path / "on", {4, 1}), (tmp_path / "off", {1})):
+        with Store(root) as store:
+            runs = store.runs(store.experiments()[0].id)
+            assert {r.provenance["lockstep"] for r in runs} == sizes
+            assert all(r.provenance["lockstep"] == 1 for r in runs if r.job_key.startswith("dense"))
 
 
 def test_a_group_of_one_is_the_plain_path_bit_for_bit(tmp_path, wired):

@@ -238,6 +238,8 @@ def train_together(
     # each net where its run starts (resume weights, mask); all resume from one epoch
     begun = [begin(model, loop) for model, loop in zip(models, loops)]
     outcomes = [outcome for outcome, _ in begun]
+    for outcome in outcomes:
+        outcome.group = len(models)
     if not begun[0][1]:
         return outcomes
     step = GroupStep(models, cfg, [loop.masks or {} for loop in loops], fast)

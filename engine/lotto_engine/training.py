@@ -92,6 +92,8 @@ class TrainOutcome:
     snapshot_orders: dict[int, torch.Tensor] = field(default_factory=dict)
     #: what the fast path could not do (e.g. why CUDA graphs fell back to eager)
     notes: list[str] = field(default_factory=list)
+    #: nets trained in one step with this one (:mod:`lotto_engine.lockstep`); 1: alone
+    group: int = 1
 
 
 #: 2 added ``snapshot_orders``. A version 1 payload is refused: it has no data orders

@@ -354,6 +354,7 @@ def _result(
     )
     result.numerics = _numerics(data.train.x.device, spec.fast.precision)
     result.provenance = run_provenance(data.train.x.device, spec.fast.precision, torch.get_num_threads(), fast=spec.fast)
+    result.provenance["lockstep"] = outcome.group  # nets trained in one step with it (1: alone)
     return result
 
 
