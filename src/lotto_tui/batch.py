@@ -157,7 +157,7 @@ class _Interrupts:
         if self.cancel.is_set() or self.notify is None:
             raise KeyboardInterrupt
         self.cancel.set()
-        self.notify("stopping: the job in flight ends at its next batch (Ctrl-C again to stop now)")
+        self.notify("stopping: jobs in flight end at their next batch (Ctrl-C again to stop now)")
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
