@@ -69,7 +69,8 @@ def cluster() -> Iterator[str]:
     if ray.is_initialized():
         pytest.skip("this process is already connected to a Ray cluster")
     temp = tempfile.mkdtemp(prefix="lotto-ray-")  # short: Ray's socket paths live under it
-    code = [str(Path(lotto_engine.__file__).parents[1]), str(Path(lotto_tui.__file__).parents[1])]
+    # (and this module's folder: the warm-up below is a function of this module)
+    code = [str(Path(lotto_engine.__file__).parents[1]), str(Path(lotto_tui.__file__).parents[1]), str(Path(__file__).parent)]
     saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "PYTHONPATH")}
     os.environ["RAY_AUTH_MODE"] = "disabled"  # a cluster of this machine's processes only: no token in ~/.ray
     os.environ["PYTHONPATH"] = os.pathsep.join([*code, *filter(None, [saved["PYTHONPATH"]])])
