@@ -219,8 +219,19 @@ def test_follow_mode_sees_a_batch_run_on_ray_live(cluster, tmp_path) -> None:
     app = create_app(config, poll_interval=0.2)
     args = [sys.executable, "-m", "lotto_tui", "--batch", "--store", str(tmp_path)]
     # one job at a time: the new driver starts one worker (torch imported once), not two
-    for item in (*TINY, *ON_RAY, f'run.ray_address="{cluster}"', "run.parallel=1"):
+    for item in (*TINY, *ON_RAY, "run.parallel=1"):
         args += ["--set", item]
+    # The batch run joins with run.ray_address = auto, as after `ray start`: Ray's
+    # record of the cluster it made last is in $TMPDIR/ray. Its HOME has a token in
+    # .ray/auth_token and RAY_AUTH_MODE is unset, which made Ray expect a token from
+    # this cluster (it has none) and the run stop: "the Ray cluster ... stopped answering".
+    temp = Path(tempfile.mkdtemp(prefix="lf-"))
+    (temp / "ray").mkdir()
+    (temp / "ray" / "ray_current_cluster").write_text(cluster)
+    (temp / "home" / ".ray").mkdir(parents=True)
+    (temp / "home" / ".ray" / "auth_token").write_text("a-token-of-another-cluster")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    env.update(TMPDIR=str(temp), HOME=str(temp / "home"))
 
     async def scenario() -> tuple[set[str], str, list[str]]:
         seen: set[str] = set()
@@ -229,7 +240,7 @@ def test_follow_mode_sees_a_batch_run_on_ray_live(cluster, tmp_path) -> None:
             deadline = time.monotonic() + 60
             while not (app._engine_ready and app.plan is not None) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            batch = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            batch = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             line = app.query_one("#jobs-follow", Static)
             try:
                 deadline = time.monotonic() + 90
@@ -246,7 +257,10 @@ def test_follow_mode_sees_a_batch_run_on_ray_live(cluster, tmp_path) -> None:
                 batch.kill()
         return seen, follow, out.splitlines()
 
-    seen, follow, out = asyncio.run(scenario())
+    try:
+        seen, follow, out = asyncio.run(scenario())
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     assert "running" in seen  # it was watched while the Ray workers trained
     assert "following: pid" in follow and "-m lotto_tui --batch --store" in follow
     assert out[0] == "experiment 1: 2 jobs, 0 already done, 2 to run on ray: cpu per job", out
