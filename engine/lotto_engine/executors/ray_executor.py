@@ -625,15 +625,18 @@ def _speaks_ray(target: str, address: str) -> str:
         code = err.code()
     except Exception:  # not a question grpc can ask here: ray.init will tell
         return ""
-    if code is None:
-        return "disabled" if not scheme else ""
-    if code == grpc.StatusCode.UNAUTHENTICATED:
-        return "token"
+    named = f" ({target})" if target != address else ""
+    gcs = code is None or code == grpc.StatusCode.UNAUTHENTICATED
+    if gcs and not scheme:
+        return "token" if code is not None else "disabled"
     if code == grpc.StatusCode.UNIMPLEMENTED and scheme:  # a gRPC server: Ray Client's, as asked
         return ""
-    named = f" ({target})" if target != address else ""
+    if gcs:  # (Ray Client would keep trying there)
+        raise DeviceError(f"run.ray_address = {address}{named}: {hostport} is a Ray cluster's GCS, not its Ray Client "
+                          f"server: join it as {hostport} from a node of the cluster, or use ray://HOST:10001")
+    hint = f" (it speaks gRPC: a Ray Client server? then ray://{hostport})" if code == grpc.StatusCode.UNIMPLEMENTED else ""
     what = "a Ray Client server" if scheme else "a Ray cluster (GCS)"
-    raise DeviceError(f"run.ray_address = {address}{named}: {hostport} answers but is not {what}")
+    raise DeviceError(f"run.ray_address = {address}{named}: {hostport} answers but is not {what}{hint}")
 
 
 def _have_token(target: str, address: str) -> None:
