@@ -439,13 +439,14 @@ def test_a_private_cluster_leaves_no_token_no_files_and_no_ray_text_behind(tmp_p
 # A cluster with token authentication, in its own process (its HOME gets the token),
 # until its stdin closes.
 TOKEN_CLUSTER = """
-import logging, os, sys, tempfile
+import logging, shutil, sys, tempfile
 import ray
-ray.init(num_cpus=0, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-         _temp_dir=tempfile.mkdtemp(prefix="lt-"))
+temp = tempfile.mkdtemp(prefix="lt-")
+ray.init(num_cpus=0, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, _temp_dir=temp)
 print(ray.get_runtime_context().gcs_address, flush=True)
 sys.stdin.read()
 ray.shutdown()
+shutil.rmtree(temp, ignore_errors=True)
 """
 
 
