@@ -36,7 +36,7 @@ from safetensors.torch import load_file
 
 import lotto_engine
 import lotto_tui
-from conftest import TINY, tiny_config
+from conftest import LOTTO, TINY, tiny_args, tiny_config
 from lotto_engine.errors import DeviceError
 from lotto_engine.events import EpochFinished, Event, GridStarted, JobFailed, JobStarted, Notice
 from lotto_engine.runner import Runner
@@ -69,7 +69,8 @@ def cluster() -> Iterator[str]:
     if ray.is_initialized():
         pytest.skip("this process is already connected to a Ray cluster")
     temp = tempfile.mkdtemp(prefix="lotto-ray-")  # short: Ray's socket paths live under it
-    code = [str(Path(lotto_engine.__file__).parents[1]), str(Path(lotto_tui.__file__).parents[1])]
+    # (and this module's folder: the warm-up below is a function of this module)
+    code = [str(Path(lotto_engine.__file__).parents[1]), str(Path(lotto_tui.__file__).parents[1]), str(Path(__file__).parent)]
     saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "PYTHONPATH")}
     os.environ["RAY_AUTH_MODE"] = "disabled"  # a cluster of this machine's processes only: no token in ~/.ray
     os.environ["PYTHONPATH"] = os.pathsep.join([*code, *filter(None, [saved["PYTHONPATH"]])])
@@ -218,8 +219,19 @@ def test_follow_mode_sees_a_batch_run_on_ray_live(cluster, tmp_path) -> None:
     app = create_app(config, poll_interval=0.2)
     args = [sys.executable, "-m", "lotto_tui", "--batch", "--store", str(tmp_path)]
     # one job at a time: the new driver starts one worker (torch imported once), not two
-    for item in (*TINY, *ON_RAY, f'run.ray_address="{cluster}"', "run.parallel=1"):
+    for item in (*TINY, *ON_RAY, "run.parallel=1"):
         args += ["--set", item]
+    # The batch run joins with run.ray_address = auto, as after `ray start`: Ray's
+    # record of the cluster it made last is in $TMPDIR/ray. Its HOME has a token in
+    # .ray/auth_token and RAY_AUTH_MODE is unset, which made Ray expect a token from
+    # this cluster (it has none) and the run stop: "the Ray cluster ... stopped answering".
+    temp = Path(tempfile.mkdtemp(prefix="lf-"))
+    (temp / "ray").mkdir()
+    (temp / "ray" / "ray_current_cluster").write_text(cluster)
+    (temp / "home" / ".ray").mkdir(parents=True)
+    (temp / "home" / ".ray" / "auth_token").write_text("a-token-of-another-cluster")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    env.update(TMPDIR=str(temp), HOME=str(temp / "home"))
 
     async def scenario() -> tuple[set[str], str, list[str]]:
         seen: set[str] = set()
@@ -228,7 +240,7 @@ def test_follow_mode_sees_a_batch_run_on_ray_live(cluster, tmp_path) -> None:
             deadline = time.monotonic() + 60
             while not (app._engine_ready and app.plan is not None) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            batch = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            batch = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             line = app.query_one("#jobs-follow", Static)
             try:
                 deadline = time.monotonic() + 90
@@ -245,7 +257,10 @@ def test_follow_mode_sees_a_batch_run_on_ray_live(cluster, tmp_path) -> None:
                 batch.kill()
         return seen, follow, out.splitlines()
 
-    seen, follow, out = asyncio.run(scenario())
+    try:
+        seen, follow, out = asyncio.run(scenario())
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     assert "running" in seen  # it was watched while the Ray workers trained
     assert "following: pid" in follow and "-m lotto_tui --batch --store" in follow
     assert out[0] == "experiment 1: 2 jobs, 0 already done, 2 to run on ray: cpu per job", out
@@ -287,9 +302,10 @@ def test_a_grid_started_locally_finishes_on_ray_through_a_killed_worker_bit_for_
 
 
 @pytest.mark.slow
-def test_with_no_retries_a_killed_workers_job_is_recorded_failed_with_the_reason(cluster, tmp_path) -> None:
+def test_with_no_retries_a_killed_workers_job_is_recorded_failed_with_the_reason(cluster, tmp_path, capfd, caplog) -> None:
     config = tiny_config('grid.activations=["relu"]', "train.dense_epochs=20", *ON_RAY, "run.retries=0")
     events: list[Event] = []
+    caplog.set_level(logging.INFO, logger="lotto_engine.executors.ray_executor")
     with Store(tmp_path) as store:
         summary = Runner(config, store, on_event=after_epoch(2, kill_its_worker, events)).run()
         assert summary.counts == {"failed": 2}
@@ -297,9 +313,20 @@ def test_with_no_retries_a_killed_workers_job_is_recorded_failed_with_the_reason
         (started,) = started_by_key(events)[dense.job_key]
         assert re.fullmatch(rf"ray worker pid {started.pid} on \S+ died \(WorkerCrashedError: .*\); gave up after 1 attempt",
                             dense.error or ""), dense.error
+        # the reason says where the dead worker's log is
+        log = re.search(r"its log: (python-core-worker-\*_(\d+)\.log) in (\S+)\)", dense.error or "")
+        assert log and int(log[2]) == started.pid, dense.error
+        assert list(Path(log[3]).glob(log[1]))
         assert pruned.error == "its dense run did not finish"
     assert [e.job.kind for e in events if isinstance(e, JobFailed)] == ["dense", "pruned"]
     assert not any(isinstance(e, Notice) and "running it again" in e.message for e in events)
+    # Ray's own "(raylet) A worker died ..." (coloured) reached its logger, not the output
+    deadline = time.monotonic() + 5
+    while not any("A worker died" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(r.getMessage().startswith("ray (raylet): A worker died") for r in caplog.records)
+    out, err = capfd.readouterr()
+    assert "(raylet)" not in out + err and "\x1b[" not in out + err, out + err
 
 
 def test_an_address_where_no_cluster_answers_fails_in_one_line_before_anything_is_written(
@@ -325,6 +352,152 @@ def test_an_address_where_no_cluster_answers_fails_in_one_line_before_anything_i
         assert store.experiments() == []
 
 
+def test_an_address_where_another_service_answers_fails_fast_in_one_line(tmp_path, monkeypatch) -> None:
+    # a web server (as Ray's dashboard on 8265 is): Ray itself would retry there for minutes
+    import http.server
+
+    from conftest import run_main
+    from lotto_engine.executors.ray_executor import import_ray
+
+    monkeypatch.setattr(import_ray(), "is_initialized", lambda: False)  # as a process not connected to Ray yet
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    server.RequestHandlerClass.log_message = lambda *args: None  # (its request log)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        for address, what in ((f"127.0.0.1:{port}", "a Ray cluster (GCS)"), (f"ray://127.0.0.1:{port}", "a Ray Client server")):
+            started = time.monotonic()
+            result = run_main("--batch", "--store", str(tmp_path / "runs"), *tiny_args(*ON_RAY, f'run.ray_address="{address}"'),
+                              cwd=tmp_path)
+            assert time.monotonic() - started < 8  # (not the minutes Ray keeps retrying)
+            assert result.rc == 2
+            assert result.stderr == f"lotto-tui: run.ray_address = {address}: 127.0.0.1:{port} answers but is not {what}\n"
+    finally:
+        server.shutdown()
+        server.server_close()
+    with Store(tmp_path / "runs", create=False) as store:
+        assert store.experiments() == []
+
+
+@pytest.mark.slow
+def test_a_clusters_gcs_given_as_a_ray_client_address_fails_in_one_line(cluster) -> None:
+    # Ray Client would keep trying to speak its protocol to the GCS
+    from lotto_engine.executors.ray_executor import connect_to, import_ray
+
+    with pytest.raises(DeviceError) as err:
+        connect_to(import_ray(), f"ray://{cluster}", {})
+    assert str(err.value) == (
+        f"run.ray_address = ray://{cluster}: {cluster} is a Ray cluster's GCS, not its Ray Client server: "
+        f"join it as {cluster} from a node of the cluster, or use ray://HOST:10001"
+    )
+
+
+def test_auto_joins_the_cluster_ray_start_made_last_and_says_so_when_others_run() -> None:
+    from lotto_engine.executors.ray_executor import choose_cluster
+
+    assert choose_cluster(["10.0.0.5:6379"], None) == ("10.0.0.5:6379", "")
+    assert choose_cluster(["10.0.0.5:6379"], "10.0.0.5:6379") == ("10.0.0.5:6379", "")
+    assert choose_cluster(["10.0.0.5:6379", "10.0.0.5:41000", "10.0.0.5:42000"], "10.0.0.5:6379") == (
+        "10.0.0.5:6379",
+        "run.ray_address = auto: 3 Ray clusters run on this machine; joined 10.0.0.5:6379, the one `ray start` "
+        "made last, not 10.0.0.5:41000, 10.0.0.5:42000 (run.ray_address or RAY_ADDRESS chooses)",
+    )
+    with pytest.raises(DeviceError, match=r"^run.ray_address = auto: 2 Ray clusters run on this machine "
+                                          r"\(10.0.0.5:41000, 10.0.0.5:42000\) and none was made by `ray start`; give "):
+        choose_cluster({"10.0.0.5:42000", "10.0.0.5:41000"}, None)
+    with pytest.raises(DeviceError, match=r"^run.ray_address = auto: no running Ray cluster found "):
+        choose_cluster([], None)
+
+
+@pytest.mark.slow
+def test_a_private_cluster_leaves_no_token_no_files_and_no_ray_text_behind(tmp_path) -> None:
+    # run.ray_address = local with RAY_AUTH_MODE unset: Ray would switch token auth on and
+    # write ~/.ray/auth_token, after which `auto` expects a token from `ray start`
+    # clusters that have none; its session folder (logs, sockets) would stay in /tmp/ray
+    home = tmp_path / "home"
+    home.mkdir()
+    temp = Path(tempfile.mkdtemp(prefix="lr-"))  # short: Ray's socket paths live under it
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env.update(HOME=str(home), TMPDIR=str(temp))
+    try:
+        proc = subprocess.run(
+            [str(LOTTO), "--batch", "--store", str(tmp_path / "runs"), *tiny_args(*ON_RAY, 'run.ray_address="local"')],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[0] == "experiment 1: 2 jobs, 0 already done, 2 to run on ray: cpu per job"
+        assert "(raylet)" not in proc.stdout + proc.stderr and "\x1b[" not in proc.stdout + proc.stderr
+        assert not (home / ".ray" / "auth_token").exists()
+        # its cluster's folder (sessions, logs, sockets; Ray's default: $TMPDIR/ray) was removed at the end
+        assert not list(temp.rglob("session_*"))
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    with Store(tmp_path / "runs", create=False) as store:
+        assert [r.status for r in store.runs(1)] == ["done"] * 2
+
+
+# A cluster with token authentication, in its own process (its HOME gets the token),
+# until its stdin closes.
+TOKEN_CLUSTER = """
+import logging, shutil, sys, tempfile
+import ray
+temp = tempfile.mkdtemp(prefix="lt-")
+ray.init(num_cpus=0, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, _temp_dir=temp)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()
+ray.shutdown()
+shutil.rmtree(temp, ignore_errors=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_cluster_that_wants_a_token_is_told_apart_and_without_one_fails_in_one_line(tmp_path, monkeypatch) -> None:
+    from lotto_engine.executors.ray_executor import _have_token, _speaks_ray
+
+    home = tmp_path / "cluster-home"
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
+    cluster = subprocess.Popen([sys.executable, "-c", TOKEN_CLUSTER], env=env, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        address = cluster.stdout.readline().strip()
+        assert (home / ".ray" / "auth_token").exists() and address, "the token cluster did not start"
+        assert _speaks_ray(address, address) == "token"
+        monkeypatch.setenv("HOME", str(tmp_path / "empty-home"))
+        monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # (as the user set it)
+        with pytest.raises(DeviceError, match=rf"^run.ray_address = {address}: that Ray cluster wants a token "
+                                              r"\(token authentication\) but RAY_AUTH_MODE is 'disabled' here; "):
+            _have_token(address, address)
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+        with pytest.raises(DeviceError, match=r"wants a token \(token authentication\) and none is here: copy the "
+                                              r"cluster's ~/.ray/auth_token here, or set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH$"):
+            _have_token(address, address)
+        monkeypatch.setenv("HOME", str(home))
+        _have_token(address, address)  # the token is there: ray.init may go on
+    finally:
+        cluster.stdin.close()
+        cluster.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_grid_finishes_when_its_mailbox_is_killed_mid_job(cluster, tmp_path) -> None:
+    import ray
+
+    from lotto_engine.executors.ray_executor import MAILBOX
+
+    def kill_the_mailbox(event: EpochFinished, events: list[Event]) -> None:
+        (name,) = [n for n in ray.util.list_named_actors() if n.startswith(f"{MAILBOX}-{os.getpid()}-")]
+        ray.kill(ray.get_actor(name), no_restart=False)  # its process dies; Ray starts it again
+
+    events: list[Event] = []
+    config = tiny_config('grid.activations=["relu"]', "train.dense_epochs=20", *ON_RAY)
+    with Store(tmp_path) as store:
+        summary = Runner(config, store, on_event=after_epoch(2, kill_the_mailbox, events)).run()
+        assert summary.counts == {"done": 2} and not summary.cancelled
+        assert all(len(started) == 1 for started in started_by_key(events).values())  # nothing ran again
+        dense = next(r for r in store.runs(1) if r.kind == "dense")
+        assert len(store.curve(dense.id)) == 20  # (epochs sent while it restarted may be missing live, not stored)
+
+
 @pytest.mark.slow
 def test_a_cluster_without_room_for_one_job_fails_in_one_line_and_a_reused_connection_stays(cluster) -> None:
     import ray
@@ -341,8 +514,23 @@ def test_a_cluster_without_room_for_one_job_fails_in_one_line_and_a_reused_conne
     run = tiny_config(*ON_RAY, "run.cpus_per_job=2").run
     executor = RayExecutor(run, WorkerSettings("cpu", 1, True), cancel=threading.Event())
     assert executor.capacity == 1  # 2 CPUs, 2 a job
+    assert executor.describe() == f"ray cluster {cluster}, 1 node, 2 CPUs, 0 GPUs"
     executor.close()
     assert ray.is_initialized()
+
+
+def test_a_fraction_of_more_than_one_gpu_per_job_fails_in_one_line_before_connecting() -> None:
+    import ray
+
+    from lotto_engine.executors import WorkerSettings
+    from lotto_engine.executors.ray_executor import RayExecutor
+
+    connected = ray.is_initialized()
+    run = tiny_config(*ON_RAY, 'run.device="auto"', 'run.ray_address="local"', "run.gpus_per_job=1.5").run
+    with pytest.raises(DeviceError, match=r"^run.gpus_per_job: ray shares a GPU in fractions up to 1, and gives whole "
+                                          r"GPUs above; got 1.5$"):
+        RayExecutor(run, WorkerSettings("cuda", 1, True), cancel=threading.Event())
+    assert ray.is_initialized() == connected  # (no cluster was started for it)
 
 
 def test_without_ray_the_executor_says_how_to_install_it_in_one_line(monkeypatch) -> None:
