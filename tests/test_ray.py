@@ -519,20 +519,6 @@ def test_a_cluster_without_room_for_one_job_fails_in_one_line_and_a_reused_conne
     assert ray.is_initialized()
 
 
-def test_a_fraction_of_more_than_one_gpu_per_job_fails_in_one_line_before_connecting() -> None:
-    import ray
-
-    from lotto_engine.executors import WorkerSettings
-    from lotto_engine.executors.ray_executor import RayExecutor
-
-    connected = ray.is_initialized()
-    run = tiny_config(*ON_RAY, 'run.device="auto"', 'run.ray_address="local"', "run.gpus_per_job=1.5").run
-    with pytest.raises(DeviceError, match=r"^run.gpus_per_job: ray shares a GPU in fractions up to 1, and gives whole "
-                                          r"GPUs above; got 1.5$"):
-        RayExecutor(run, WorkerSettings("cuda", 1, True), cancel=threading.Event())
-    assert ray.is_initialized() == connected  # (no cluster was started for it)
-
-
 def test_without_ray_the_executor_says_how_to_install_it_in_one_line(monkeypatch) -> None:
     from lotto_engine.executors import WorkerSettings
     from lotto_engine.executors.ray_executor import RayExecutor

@@ -169,9 +169,6 @@ class RayExecutor:
         progress_interval: float = 0.1,
     ) -> None:
         self._ray = ray = import_ray()
-        if run.gpus_per_job > 1 and run.gpus_per_job != int(run.gpus_per_job):  # Ray refuses it at the first job
-            raise DeviceError(f"run.gpus_per_job: ray shares a GPU in fractions up to 1, and gives whole GPUs above; "
-                              f"got {run.gpus_per_job:g}")
         self._run = run
         self._settings = settings
         self._cancel = cancel  # (progress_interval: the workers' settings.progress_interval rate-limits them)
