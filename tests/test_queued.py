@@ -24,6 +24,7 @@ from textual.widgets import Static
 
 from conftest import TINY, db_rows, tiny_config
 from lotto_engine.events import EpochFinished, JobQueued, JobStarted
+from lotto_engine.export import export_experiment
 from lotto_engine.plan import build_plan
 from lotto_engine.records import EpochMetrics, RunResult
 from lotto_engine.runner import Runner, grid
@@ -125,6 +126,9 @@ def test_a_queued_row_left_by_a_dead_driver_is_recovered_as_interrupted(tmp_path
     left = store.start_run(exp.id, dense)  # queued; its driver never saw it start
     assert status(store, left) == "queued"
     assert grid_progress(store, config, build_plan(config), exp.id).counts == {"queued": 1, "pending": 1}
+    exported = export_experiment(store, exp.id)  # listed as a run, never counted as a result
+    assert [(r["status"], r["val_acc"], r["epochs"]) for r in exported["runs"]] == [("queued", None, 0)]
+    assert [(c["method"], c["runs"], c["n"], c["val_acc"]["mean"]) for c in exported["cells"]] == [("dense", 1, 0, None)]
 
     assert Runner(config, store).run().counts == {"done": 2}
     history = [(r.attempt, r.status, r.error) for r in store.runs(exp.id, history=True) if r.job_key == dense.key]
