@@ -67,6 +67,7 @@ def test_grid_progress_counts_epochs_and_estimates_what_is_left(tmp_path):
     store.finish_run(run, RunResult("done", [EpochMetrics(e, 1, 0.5, 1, 0.5, 0.1, 2.0) for e in (1, 2, 3)],
                                     val_acc=0.5, wall_time=6.5))
     running = store.start_run(exp.id, first)
+    store.mark_started(running)  # its executor said it started
     store.record_epoch(running, EpochMetrics(1, 1, 0.6, 1, 0.7, 0.1, 2.0))
     now = datetime.now(timezone.utc) + timedelta(seconds=3)
     progress = grid_progress(store, config, plan, exp.id, now=now)
@@ -133,6 +134,7 @@ def test_live_curves_include_running_runs_only_when_asked(tmp_path):
     exp = store.experiment_for(config)
     dense = build_plan(config).jobs[0]
     run = store.start_run(exp.id, dense)
+    store.mark_started(run)
     store.record_epoch(run, EpochMetrics(1, 1.0, 0.25, 1.0, 0.3, 0.1, 1.0))
     runs = store.runs(exp.id)
     assert mean_curves(runs, store.curve) == {}

@@ -213,8 +213,8 @@ def test_follow_mode_sees_a_batch_run_on_ray_live(cluster, tmp_path) -> None:
 
     from lotto_engine.config import load_config
 
-    # the runs are "running" from their submission: through the new driver's worker
-    # start-up (seconds) as well, so the shortest jobs are seen live
+    # the runs are "queued" from their submission, through the new driver's worker
+    # start-up (seconds), then "running": so the shortest jobs are seen live
     config = load_config(overrides=[*TINY, f"run.store='{tmp_path}'"])
     app = create_app(config, poll_interval=0.2)
     args = [sys.executable, "-m", "lotto_tui", "--batch", "--store", str(tmp_path)]
@@ -261,7 +261,7 @@ def test_follow_mode_sees_a_batch_run_on_ray_live(cluster, tmp_path) -> None:
         seen, follow, out = asyncio.run(scenario())
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-    assert "running" in seen  # it was watched while the Ray workers trained
+    assert {"queued", "running"} & seen  # it was watched while the Ray workers started and trained
     assert "following: pid" in follow and "-m lotto_tui --batch --store" in follow
     assert out[0] == "experiment 1: 2 jobs, 0 already done, 2 to run on ray: cpu per job", out
     with Store(tmp_path, create=False) as store:
@@ -279,8 +279,23 @@ def test_a_grid_started_locally_finishes_on_ray_through_a_killed_worker_bit_for_
         # on Ray: the cancelled job continues from its checkpoint; the worker of the
         # first dense job to reach epoch 5 there is killed, and its job runs again
         events: list[Event] = []
-        second = Runner(tiny_config(*GRID, *ON_RAY), store, on_event=after_epoch(5, kill_its_worker, events)).run()
+        killed_key: list[str] = []
+        requeued: list[str] = []  # the killed job's status when its retry is announced
+
+        def kill(event: EpochFinished, seen: list[Event]) -> None:
+            killed_key.append(event.job.key)
+            kill_its_worker(event, seen)
+
+        watch = after_epoch(5, kill, events)
+
+        def on_event(event: Event) -> None:
+            watch(event)
+            if isinstance(event, Notice) and "running it again" in event.message:
+                requeued.extend(r.status for r in store.runs(1) if r.job_key == killed_key[0])
+
+        second = Runner(tiny_config(*GRID, *ON_RAY), store, on_event=on_event).run()
         assert second.counts == {"done": 6}
+        assert requeued == ["queued"]  # resubmitted, it waits for a worker: queued until it starts
         starts = started_by_key(events)
         (resumed,) = [runs[0] for runs in starts.values() if runs[0].resumed_from]
         assert resumed.resumed_from == 2  # the local run's checkpoint

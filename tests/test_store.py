@@ -99,7 +99,7 @@ def test_finish_run_commits_status_curve_and_layers_together(store):
     run_id = store.start_run(exp.id, dense)
 
     with sqlite3.connect(store.db_path) as other:
-        assert other.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone() == ("running",)
+        assert other.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone() == ("queued",)
 
     result = RunResult(
         status="done", curve=_curve(3), val_acc=0.4, best_val_acc=0.45, test_acc=0.41,
@@ -121,7 +121,7 @@ def test_finish_run_commits_status_curve_and_layers_together(store):
     with pytest.raises(sqlite3.IntegrityError):
         store.finish_run(run2, broken)
     with sqlite3.connect(store.db_path) as other:
-        assert other.execute("SELECT status, val_acc FROM runs WHERE id = ?", (run2,)).fetchone() == ("running", None)
+        assert other.execute("SELECT status, val_acc FROM runs WHERE id = ?", (run2,)).fetchone() == ("queued", None)
         assert other.execute("SELECT COUNT(*) FROM epochs WHERE run_id = ?", (run2,)).fetchone() == (0,)
         assert other.execute("SELECT COUNT(*) FROM layer_sparsity WHERE run_id = ?", (run2,)).fetchone() == (0,)
 

@@ -39,6 +39,7 @@ def written(tmp_path: Path):
     store.finish_run(run, RunResult("done", [point(1, 0.5), point(2, 0.6)], val_acc=0.6, test_acc=0.55,
                                     wall_time=1.0, flags=("chance_level",)))
     live = store.start_run(exp.id, first)
+    store.mark_started(live)
     store.record_mask(live, 0.5, [LayerSparsity("fc.weight", 100, 50)])
     store.record_epoch(live, point(1, 0.7))
     failed = store.start_run(exp.id, second)
@@ -117,7 +118,7 @@ def test_every_status_has_a_style() -> None:
 
 
 #: Two or more status names in one literal tuple, list or set: a status group spelled out.
-STATUS = r'"(?:done|running|failed|diverged|cancelled|pending)"'
+STATUS = r'"(?:done|running|queued|failed|diverged|cancelled|pending)"'
 GROUP = re.compile(rf"[(\[{{]\s*{STATUS}\s*,\s*{STATUS}")
 
 

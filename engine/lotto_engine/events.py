@@ -24,6 +24,15 @@ class GridStarted:
 
 
 @dataclass(frozen=True)
+class JobQueued:
+    """A job was handed to the executor: its run is ``queued`` until :class:`JobStarted`
+    (at once in this process; on a cluster it may wait for a free slot or node)."""
+
+    job: Job
+    run_id: int
+
+
+@dataclass(frozen=True)
 class JobStarted:
     job: Job
     run_id: int
@@ -97,4 +106,6 @@ class Notice:
     message: str
 
 
-Event = GridStarted | JobStarted | BatchProgress | EpochFinished | JobFinished | JobFailed | GridFinished | Notice
+Event = (
+    GridStarted | JobQueued | JobStarted | BatchProgress | EpochFinished | JobFinished | JobFailed | GridFinished | Notice
+)

@@ -8,13 +8,14 @@ Layout of a store folder (default ``./lotto-runs``)::
     locks/experiment-<id>.lock     held while a runner works on that experiment
     space-reserve                  256 KiB given back on a full disk to record a run's end
 
-Durability rules: a run row is written as ``running`` when a job starts, and each
-epoch's metrics (and a pruned run's mask sparsity) are committed as they happen, so
+Durability rules: a run row is written as ``queued`` when its job is handed to an
+executor, becomes ``running`` when the job starts (on a cluster it may wait in a
+queue before that), and each epoch's metrics (and a pruned run's mask sparsity) are committed as they happen, so
 other processes can follow a run live; when it ends, its status, metrics, curve and
 per-layer sparsity are committed in ONE transaction. Artifacts are written to a temporary file, fsynced and renamed, before
 that commit. A running job's checkpoint is replaced atomically (temp file, rename)
 after every epoch. So ``kill -9`` at any moment loses at most the epoch in flight:
-the next run marks that row ``cancelled``, then continues the job in the same row
+the next run marks that row (``running`` or ``queued``) ``cancelled``, then continues the job in the same row
 from its checkpoint (or runs it again when it has none).
 
 Checkpoints are not fsynced: a process killed after the rename leaves a whole file
@@ -43,7 +44,7 @@ from .errors import StoreError, one_line
 from .files import writer_alive
 from .health import parse_flags
 from .records import EpochMetrics, ExperimentRecord, LayerSparsity, RunRecord, RunResult
-from .statuses import FINAL
+from .statuses import FINAL, IN_FLIGHT
 
 if TYPE_CHECKING:
     import torch
@@ -449,7 +450,8 @@ class Store:
 
     @_sql
     def start_run(self, experiment_id: int, job: Job) -> int:
-        """Record a new attempt at ``job`` as running; returns its run id."""
+        """Record a new attempt at ``job`` as queued (handed to an executor, not yet
+        started: :meth:`mark_started`); returns its run id."""
         with self._lock, self._conn:
             (attempt,) = self._conn.execute(
                 "SELECT COALESCE(MAX(attempt), 0) + 1 FROM runs WHERE experiment_id = ? AND job_key = ?",
@@ -458,7 +460,7 @@ class Store:
             cur = self._conn.execute(
                 "INSERT INTO runs (experiment_id, job_key, kind, activation, method, target_sparsity, "
                 "seed, status, attempt, variant, level, pid, started_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
                 (experiment_id, job.key, job.kind, job.activation, job.method, job.sparsity,
                  job.seed, attempt, job.variant, job.level, os.getpid(), _now()),
             )
@@ -467,18 +469,19 @@ class Store:
     @_sql
     def resume_run(self, experiment_id: int, job: Job, curve: Iterable[EpochMetrics]) -> int:
         """Continue ``job`` from a checkpoint: its latest attempt here, when that was
-        interrupted (cancelled), runs again in the same row with ``curve`` as its epochs
-        so far; otherwise a new attempt starts with that curve. Returns the run id."""
+        interrupted (cancelled, or left in flight), is queued again in the same row with
+        ``curve`` as its epochs so far; otherwise a new attempt is queued with that
+        curve. Returns the run id."""
         with self._lock, self._conn:
             row = self._conn.execute(
                 "SELECT id, status FROM runs WHERE experiment_id = ? AND job_key = ? ORDER BY attempt DESC LIMIT 1",
                 (experiment_id, job.key),
             ).fetchone()
-        if row is not None and row[1] in ("cancelled", "running"):
+        if row is not None and row[1] in ("cancelled", *IN_FLIGHT):
             run_id = int(row[0])
             with self._lock, self._conn:
                 self._conn.execute(
-                    "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, pid = ? WHERE id = ?",
+                    "UPDATE runs SET status = 'queued', error = NULL, finished_at = NULL, pid = ? WHERE id = ?",
                     (os.getpid(), run_id),
                 )
                 self._conn.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
@@ -488,6 +491,21 @@ class Store:
         with self._lock, self._conn:
             self._write_epochs(run_id, curve)
         return run_id
+
+    @_sql
+    def mark_started(self, run_id: int) -> None:
+        """A queued run's job started: it is ``running`` from now (``started_at``)."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                "UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
+                (_now(), run_id),
+            )
+
+    @_sql
+    def mark_queued(self, run_id: int) -> None:
+        """A running run's job waits to run again (its worker died; it is resubmitted)."""
+        with self._lock, self._conn:
+            self._conn.execute("UPDATE runs SET status = 'queued' WHERE id = ? AND status = 'running'", (run_id,))
 
     @_sql
     def finish_run(self, run_id: int, result: RunResult) -> None:
@@ -595,15 +613,16 @@ class Store:
 
     @_sql
     def recover_interrupted(self, experiment_id: int) -> int:
-        """Mark runs left ``running`` by a dead process as cancelled; returns how many.
+        """Mark runs left ``running`` or ``queued`` by a dead process as cancelled;
+        returns how many.
 
         Call while holding :meth:`lock_experiment`, so no live runner owns them.
         """
         with self._lock, self._conn:
             cur = self._conn.execute(
                 "UPDATE runs SET status = 'cancelled', error = 'interrupted: the process running it ended', "
-                "finished_at = ? WHERE experiment_id = ? AND status = 'running'",
-                (_now(), experiment_id),
+                "finished_at = ? WHERE experiment_id = ? AND status IN (?, ?)",
+                (_now(), experiment_id, *IN_FLIGHT),
             )
             return cur.rowcount
 

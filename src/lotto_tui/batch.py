@@ -86,7 +86,8 @@ class RichReporter:
     """Live progress bars for the grid and each job in flight (several with run.parallel),
     and :mod:`lotto_tui.event_text`'s lines, styled. The bars start with the grid, and
     only when it has jobs to run: a finished grid (every job already done) draws no
-    empty ``0/0`` bar."""
+    empty ``0/0`` bar. A job gets its bar when it starts; the grid's bar counts the
+    jobs that wait in the executor's queue (``· 30 queued``)."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -100,16 +101,22 @@ class RichReporter:
             transient=False,
         )
         self.grid: TaskID | None = None  # the grid's bar, once there are jobs to run
+        self.title = ""  # the grid bar's description, before its queued count
         self.jobs: dict[str, TaskID] = {}  # job key -> its bar, while it runs
+        self.queued: set[str] = set()  # keys of jobs handed to the executor, not started yet
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, ev.GridStarted):
             todo = len(event.jobs) - len(event.skipped)
             self.console.print(text.grid_started(event))
             if todo > 0:
-                self.grid = self.progress.add_task(f"experiment {event.experiment_id}", total=todo)
+                self.title = f"experiment {event.experiment_id}"
+                self.grid = self.progress.add_task(self.title, total=todo)
                 self.progress.start()
+        elif isinstance(event, ev.JobQueued):
+            self._queue(event.job.key, True)
         elif isinstance(event, ev.JobStarted):
+            self._queue(event.job.key, False)
             if event.resumed_from:
                 self.console.print(text.job_started(event))
             total = event.epochs * event.batches_per_epoch
@@ -120,13 +127,26 @@ class RichReporter:
         elif isinstance(event, ev.Notice):
             self.console.print(text.notice(event))
         elif isinstance(event, ev.JobFinished):
+            self._queue(event.job.key, False)
             self._drop(event.job.key)
             self._advance()
             self.console.print(text.job_finished(event).status_first())
         elif isinstance(event, ev.JobFailed):
+            self._queue(event.job.key, False)
             self._drop(event.job.key)
             self._advance()
             self.console.print(text.job_failed(event).status_first())
+
+    def _queue(self, key: str, queued: bool) -> None:
+        """Count ``key`` among the queued jobs, or no more; the grid bar says how many."""
+        before = len(self.queued)
+        if queued:
+            self.queued.add(key)
+        else:
+            self.queued.discard(key)
+        if self.grid is not None and len(self.queued) != before:
+            n = len(self.queued)
+            self.progress.update(self.grid, description=self.title + (f" · {n} queued" if n else ""))
 
     def _advance(self) -> None:
         if self.grid is not None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from lotto_engine.errors import escape_controls
 from lotto_engine.health import FLAGS
-from lotto_engine.statuses import RERUNNABLE
+from lotto_engine.statuses import IN_FLIGHT, RERUNNABLE
 from lotto_engine.stats import Stat
 from lotto_engine.views.results import Cell
 
@@ -15,6 +15,7 @@ from lotto_engine.views.results import Cell
 STATUS_STYLE = {
     "done": "green",
     "running": "bold yellow",
+    "queued": "cyan",
     "pending": "dim",
     "failed": "bold red",
     "diverged": "bold magenta",
@@ -145,7 +146,7 @@ def peak_memory(peaks: dict[str, int]) -> str:
 def cell_status(cell: Cell) -> tuple[str, str]:
     """(text, Rich style) of a results row's status: problems first."""
     style = next(
-        (STATUS_STYLE[s] for s in (*RERUNNABLE, "running") if s in cell.statuses), "green"
+        (STATUS_STYLE[s] for s in (*RERUNNABLE, *IN_FLIGHT) if s in cell.statuses), "green"
     )
     return ",".join(cell.statuses), style
 

@@ -39,6 +39,7 @@ from ..events import (
     GridStarted,
     JobFailed,
     JobFinished,
+    JobQueued,
     JobStarted,
     Notice,
 )
@@ -94,11 +95,13 @@ class GridSummary:
 
 @dataclass
 class _Running:
-    """A submitted job as the runner tracks it."""
+    """A submitted job as the runner tracks it: queued until its executor says it
+    started (``Started``, or a pruned job's ``Masked``, which comes first)."""
 
     job: Job
     run_id: int
     epochs: int = 0
+    started: bool = False
 
 
 class Runner:
@@ -321,8 +324,11 @@ class Runner:
     # ------------------------------------------------------------------ driving the executor
 
     def _drive(self, experiment_id: int, graph: JobGraph, executor: Executor, *, resuming: bool) -> None:
-        """Submit ready jobs while the executor has room; record what comes back."""
-        running: dict[str, _Running] = {}
+        """Submit ready jobs while the executor has room; record what comes back.
+
+        A submitted job's run is ``queued`` (the executor may hold it in a queue: a
+        Slurm array waits for nodes) until the executor says it started."""
+        running: dict[str, _Running] = {}  # submitted, queued or running
         try:
             while True:
                 ready: list[Task] = []
@@ -334,6 +340,7 @@ class Runner:
                     if prepared is not None:
                         ready.append(prepared[0])
                         running[job.key] = prepared[1]
+                        self._emit(JobQueued(job, prepared[1].run_id))
                 # siblings (one parent) go together: an executor may train them in one step
                 for _, group in itertools.groupby(ready, key=lambda task: task.spec.job.parent):
                     executor.submit(list(group))
@@ -366,13 +373,13 @@ class Runner:
                 continue
             except Exception:  # the executor itself broke: nothing more will come
                 break
-        for entry in list(running.values()):  # stopped with no end handed over: never left "running"
+        for entry in list(running.values()):  # stopped with no end handed over: never left queued or running
             with contextlib.suppress(Exception):
                 self._record(entry.run_id, RunResult(status="cancelled", error="cancelled"))
         running.clear()
 
     def _prepare(self, experiment_id: int, job: Job, graph: JobGraph, *, resuming: bool) -> tuple[Task, _Running] | None:
-        """Start ``job``'s run row and gather its inputs; record it failed (and return
+        """Queue ``job``'s run row and gather its inputs; record it failed (and return
         None) when its parent did not finish or left no usable weights."""
         spec = JobSpec.of(job, self.config, self.fast)
         resuming = resuming or job.key in self._continuable
@@ -431,6 +438,9 @@ class Runner:
         """One message from the executor: the store write and the event it makes."""
         entry = running[message.key]
         job, run_id = entry.job, entry.run_id
+        if isinstance(message, (Started, Masked)) and not entry.started:  # it left the queue
+            self.store.mark_started(run_id)
+            entry.started = True
         if isinstance(message, Started):
             entry.epochs = message.epochs
             self._emit(JobStarted(job, run_id, message.epochs, message.batches, message.device, message.resumed_from,
@@ -444,8 +454,10 @@ class Runner:
             self._emit(EpochFinished(job, message.metrics, entry.epochs))
         elif isinstance(message, Checkpointed):
             self.store.save_checkpoint(job.key, message.checkpoint.to_payload())
-        elif isinstance(message, Retrying):
+        elif isinstance(message, Retrying):  # submitted again: it waits for a worker, queued
             self.store.keep_epochs(run_id, message.resume_epoch)
+            self.store.mark_queued(run_id)
+            entry.started = False
             start = f"from epoch {message.resume_epoch}" if message.resume_epoch else "from the start"
             of = f" of {message.attempts}" if message.attempts else ""
             self._notice([f"{job.label}: {message.reason}; running it again {start} (attempt {message.attempt}{of})"])

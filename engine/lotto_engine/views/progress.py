@@ -15,6 +15,7 @@ from ..config import ExperimentConfig, validate
 from ..errors import ConfigError
 from ..plan import Job, Plan, build_plan
 from ..records import ExperimentRecord
+from ..statuses import IN_FLIGHT
 from ..store import Store
 
 
@@ -26,9 +27,9 @@ class JobRow:
     status: str  # "pending" when never attempted
     epoch: int  # epochs recorded
     epochs: int  # epochs the job trains
-    val_acc: float | None  # final, or latest epoch's while running
-    elapsed: float | None  # seconds: wall time when finished, so far while running
-    eta: float | None  # seconds left for a running job (None when unknown)
+    val_acc: float | None  # final, or latest epoch's while in flight
+    elapsed: float | None  # seconds: wall time when finished, so far while running (None while queued)
+    eta: float | None  # seconds left for a running job (None when unknown, and while queued)
     run_id: int | None = None
     error: str | None = None
     reused: bool = False  # adopted from another experiment
@@ -55,7 +56,13 @@ class GridProgress:
 
     @property
     def running(self) -> JobRow | None:
+        """The first job that trains now (not one that waits in an executor's queue)."""
         return next((row for row in self.rows if row.status == "running"), None)
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs handed to an executor and not ended: running, or queued."""
+        return sum(row.status in IN_FLIGHT for row in self.rows)
 
     @property
     def fraction(self) -> float:
@@ -77,7 +84,9 @@ def grid_progress(
     """Read the plan's state from the store (the latest attempt of each job).
 
     A finished job counts all its epochs as done (a diverged or failed one stops
-    early, but it will not train more); ETAs use the mean measured epoch time.
+    early, but it will not train more); ETAs use the mean measured epoch time. A queued
+    job (waiting in its executor's queue) counts the epochs it has (a resumed one), has
+    no elapsed time or ETA of its own, and does not count as training at once.
     """
     now = now or datetime.now(timezone.utc)
     if store is None or experiment_id is None:  # nothing run yet: every job pending
@@ -98,10 +107,12 @@ def grid_progress(
             rows.append(JobRow(job, "pending", 0, epochs, None, None, None))
             continue
         recorded, seconds = totals.get(run.id, (0, 0.0))
-        if run.status == "running":
-            elapsed = max(0.0, (now - _parse(run.started_at)).total_seconds())
-            job_pace = seconds / recorded if recorded else pace
-            eta = job_pace * (epochs - recorded) if job_pace is not None else None
+        if run.status in IN_FLIGHT:
+            elapsed = eta = None
+            if run.status == "running":
+                elapsed = max(0.0, (now - _parse(run.started_at)).total_seconds())
+                job_pace = seconds / recorded if recorded else pace
+                eta = job_pace * (epochs - recorded) if job_pace is not None else None
             done_epochs += recorded
             val = _latest_val(store, run.id) if recorded else None  # type: ignore[arg-type]
         else:
@@ -113,7 +124,7 @@ def grid_progress(
                    run.reused_from is not None, run.flags, run.checked)
         )
     remaining = total_epochs - done_epochs
-    at_once = max(1, sum(row.status == "running" for row in rows))  # run.parallel trains several
+    at_once = max(1, sum(row.status == "running" for row in rows))  # run.parallel trains several; queued ones wait
     eta = pace * remaining / at_once if pace is not None else None
     return GridProgress(experiment_id, tuple(rows), done_epochs, total_epochs, eta)
 

@@ -635,7 +635,7 @@ class ExplorerApp(App[int]):
 
     def action_cancel(self) -> None:
         if not self.running:
-            elsewhere = self.last_progress is not None and self.last_progress.running is not None
+            elsewhere = self.last_progress is not None and self.last_progress.in_flight > 0
             if self.writer is not None:
                 self.notify(f"This grid runs in {self.writer.describe()}: stop it there", timeout=6)
             else:

@@ -153,8 +153,9 @@ class JobsPanel(Widget):
         self.query_one("#grid-bar-text", Static).update(f"{progress.epochs_done}/{progress.epochs_total} epochs{eta}")
         self._fill(progress.rows)
         running = progress.running
-        if running is None:
-            self.show_job("", 0, 1)
+        if running is None:  # jobs in an executor's queue (a cluster's) may wait long to start
+            queued = progress.counts.get("queued", 0)
+            self.show_job(f"{queued} queued, waiting to start" if queued else "", 0, 1)
         else:
             eta = f" · ETA {duration(running.eta)}" if running.eta is not None else ""
             self.show_job(
