@@ -369,7 +369,10 @@ class ExplorerApp(App[int]):
         self._dirty = True  # the jobs panel's title names the count too
 
     def _show_preview(self) -> None:
-        form = self.query_one(ConfigForm)
+        forms = self.query(ConfigForm)
+        if self._exiting or not self.is_running or not forms:  # a form change that lands while the app closes
+            return
+        form = forms.first()
         if self.plan is None:
             form.show_preview("")
             return
