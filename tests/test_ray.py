@@ -165,7 +165,12 @@ def test_a_grid_on_ray_gives_the_local_numbers_bit_for_bit(cluster, reference, t
         summary = Runner(tiny_config(*GRID, *ON_RAY), store, on_event=events.append).run()
         assert summary.counts == {"done": 6} and not summary.cancelled
         assert numbers(store) == reference[0]
+        # which cluster it ran on is said at the start and kept with the experiment
+        (recorded,) = store.provenance(summary.experiment_id)
     assert_same_tensors(tensors(tmp_path), reference[1])
+    where = f"ray cluster {cluster}, 1 node, 2 CPUs, 0 GPUs"
+    assert recorded["cluster"] == where
+    assert f"jobs run on the {where}" in [e.message for e in events if isinstance(e, Notice)]
     # the jobs ran in Ray's worker processes, which the events name
     (grid,) = [e for e in events if isinstance(e, GridStarted)]
     assert grid.device == "ray: cpu per job"

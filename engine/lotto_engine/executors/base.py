@@ -132,6 +132,14 @@ class Executor(Protocol):
     def close(self) -> None:
         """Stop accepting tasks and release workers; call after the last Finished."""
 
+    def notes(self) -> list[str]:
+        """What the user should hear since the last call (a cluster's queue waits, how
+        it was chosen), one line each; the runner shows them as notices."""
+
+    def describe(self) -> str | None:
+        """Where the jobs run, in one line (a cluster's address and size), for the
+        header and provenance; None for this process."""
+
 
 class Attempts:
     """Retry bookkeeping of a remote executor: each task's latest checkpoint (seen in

@@ -143,6 +143,12 @@ class LocalExecutor:
                     self._cancel.set()
         STEPS.clear()  # captured steps hold their graphs' memory: the grid is over
 
+    def notes(self) -> list[str]:
+        return []
+
+    def describe(self) -> str | None:
+        return None
+
     # ------------------------------------------------------------------ one slot
 
     def _run_here(self, unit: list[Task], on_message: Deliver) -> None:

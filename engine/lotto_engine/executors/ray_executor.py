@@ -173,7 +173,7 @@ class RayExecutor:
         self._settings = settings
         self._cancel = cancel  # (progress_interval: the workers' settings.progress_interval rate-limits them)
         #: notes for the user about how the cluster was chosen (``auto`` passing over others)
-        self.notes: list[str] = []
+        self._notes: list[str] = []
         self._temp = ""  # a private cluster's folder (Ray's sessions, logs), removed at close
         self._owned = ""  # "started", "joined", or "" (already connected: that connection is used)
         if not ray.is_initialized():
@@ -185,7 +185,7 @@ class RayExecutor:
             except BaseException:
                 self._remove_temp()
                 raise
-            self.notes += [note] if note else []
+            self._notes += [note] if note else []
         self._unmute = mute_ray_prints()
         self._died = False  # a worker died: a private cluster's logs are kept for the user
         try:
@@ -263,6 +263,12 @@ class RayExecutor:
     def cancel(self) -> None:
         self._cancel.set()
         self._send_cancel()
+
+    def notes(self) -> list[str]:
+        """What the user should hear since the last call (how ``auto`` chose among
+        several clusters), one line each; the runner shows them as notices."""
+        notes, self._notes = self._notes, []
+        return notes
 
     def describe(self) -> str:
         """The cluster in one line, for the run's header and provenance: ``ray cluster

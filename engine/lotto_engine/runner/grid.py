@@ -163,6 +163,7 @@ class Runner:
         threads = devices.configure(max(1, self.execution.threads // max(1, cpu_slots)), self.config.run.deterministic)
         devices.reset_peak_memory(self.slots)
         self._worker_peak = {}
+        self._cluster: str | None = None
         # connected before anything is written: an unreachable cluster leaves no experiment behind
         executor = make_executor(
             self.config.run, slots=self.slots, data_for=self._data, threads=threads, cancel=self.cancel,
@@ -202,6 +203,10 @@ class Runner:
             skipped = frozenset(job.key for job in self.plan if job.key not in todo_keys)
             self._emit(GridStarted(experiment.id, self.plan.jobs, skipped, self.execution.where, reused))
             self._notice(self.execution.notes)
+            self._cluster = executor.describe()
+            if self._cluster:
+                self._notice([f"jobs run on the {self._cluster}"])
+            self._notice(executor.notes())
             network = on_network_filesystem(self.store.root)
             if network:
                 self._notice([f"the store {self.store.root} is on a network file system ({network}): SQLite's "
@@ -349,6 +354,7 @@ class Runner:
                         raise RuntimeError(f"{len(graph.waiting)} jobs wait for parents that never run")
                     return
                 executor.wait(lambda message: self._handle(message, running, graph), 0.2)
+                self._notice(executor.notes())
         except BaseException:  # Ctrl-C, a store that cannot take results, a handler that raised
             self.cancel.set()
             self._drain(running, graph, executor)
@@ -519,6 +525,8 @@ class Runner:
         identity; a store that cannot take it gets a notice, and the grid goes on."""
         data = experiment_provenance(self.config, execution=self.execution)
         data.update(action=action, jobs=ran, reused=reused)
+        if self._cluster:
+            data["cluster"] = self._cluster
         try:
             self.store.record_provenance(experiment_id, data)
         except StoreError as err:
