@@ -426,8 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     val_images, val_labels = synthetic_cifar(args.val_images, seed=1)
     test_images, test_labels = synthetic_cifar(args.test_images, seed=2)
 
-    # the typical loop first, under plain torch settings (threads only), as its users run it
-    threads = devices.configure(args.threads, False)
+    # the typical loop first, under torch's own defaults (threads only), as its users run it
+    cores = devices.available_cores()
+    torch.set_num_threads(min(args.threads, cores) if args.threads else cores)
     typical = []
     if not args.no_typical:
         for workers in sorted({0, args.workers}):
