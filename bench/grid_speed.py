@@ -217,6 +217,7 @@ def epoch_costs(curves, k: int, val: int, eval_ips: float, train_images: int) ->
     steady = sum(group_epochs[1:]) / max(len(group_epochs) - 1, 1)
     train_part = max(steady - k * val / eval_ips, 1e-9)
     return {
+        "epochs_s": [round(t, 4) for t in group_epochs],
         "epoch_s": round(steady, 4),
         "train_part_s": round(train_part, 4),
         "first_epoch_extra_s": round(max(group_epochs[0] - steady, 0.0), 4),
@@ -451,6 +452,15 @@ def main(argv: list[str] | None = None) -> int:
     sections["engine"] = round(time.perf_counter() - mark, 1)
 
     projected = project(fixed, typical, engine, args.images, args.test_images)
+    # the targets, as far as this run can tell (the real grid's wall is gpu_check's seed_on)
+    best = max([engine["dense"]["images_per_s"], *(grp["images_per_s"] for grp in engine["lockstep"])])
+    peaks = [engine["dense"]["peak_memory_mib"], *(grp["peak_memory_mib"] for grp in engine["lockstep"])]
+    targets = {
+        "engine_best_images_per_s": best,
+        "vs_typical": {f"{loop['workers']}_workers": round(best / loop["images_per_s"], 2) for loop in typical},
+        "engine_peak_memory_mib": max(peaks),
+        "projected_lockstep_s": projected.get("engine_lockstep_s"),
+    }
     result = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
@@ -470,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine": engine,
         "grid": GRID,
         "projected_seed_paper_s": projected,
+        "targets": targets,
         "bench_wall_s": round(time.perf_counter() - began, 1),
         "bench_sections_s": sections,
     }
@@ -501,6 +512,10 @@ def table(r: dict) -> str:  # type: ignore[type-arg]
                  f"checkpoint {eng['checkpoint_s']} s/epoch")
     lines.append("seed-paper grid, projected wall: " + ", ".join(
         f"{k.removesuffix('_s')} {v:.0f} s" for k, v in r["projected_seed_paper_s"].items() if k.endswith("_s")))
+    t = r["targets"]
+    lines.append(f"engine's best {t['engine_best_images_per_s']:.0f} img/s in total: "
+                 + ", ".join(f"{v}x typical with {k.replace('_', ' ')}" for k, v in t["vs_typical"].items())
+                 + f"; engine peak memory {t['engine_peak_memory_mib']:.0f} MiB ({r['peak_memory_kind']})")
     if "lockstep_grouping" in r["projected_seed_paper_s"]:
         lines.append("lockstep assumed: " + r["projected_seed_paper_s"]["lockstep_grouping"])
     return "\n".join(lines)

@@ -99,6 +99,7 @@ def test_grid_benchmark_measures_each_way_and_projects_the_grid(tmp_path, capsys
     for key in ("engine_one_at_a_time_s", "engine_lockstep_s", "typical_0_workers_s"):
         assert projected[key] > 0, key
     assert "groups of 6" in projected["lockstep_grouping"] and "seed-paper grid, projected" in stdout
+    assert result["targets"]["vs_typical"]["0_workers"] > 0 and result["targets"]["engine_peak_memory_mib"] > 0
 
 
 @pytest.mark.slow  # ~2 s; kept out of the developer loop, which is near its 60 s
