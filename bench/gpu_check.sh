@@ -58,7 +58,7 @@ if [ "$DEVICE" = cpu ]; then  # the dry run: tiny sizes, the same steps
   LIMITS=(120 240 120 240 240 240)
 else
   CHECK=(--images 4096 --models 6)
-  BENCH=(--images 10000 --epochs 1 --models 1,3,6,18 --workers 8)
+  BENCH=(--images 10000 --val-images 5000 --test-images 10000 --epochs 1 --models 1,3,6,18 --workers 8)
   LIMITS=(120 60 60 150 120 120)
 fi
 
