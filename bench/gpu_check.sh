@@ -1,22 +1,80 @@
 #!/usr/bin/env bash
-# One prepared GPU check (the `device` tool's machine: python3 holds CUDA torch; the
-# packages it lacks travel as wheels in .whl, see bench/README or the device notes).
-# Writes logs and JSON under $OUT. Each step has its own time limit so one slow step
-# cannot eat the rest.   usage: bash bench/gpu_check.sh
+# The one prepared GPU check (issue 14): everything a GPU session should run, in under
+# 8 minutes, each step with its own time limit inside one overall budget, so one slow
+# step cannot eat the rest:
+#   cuda_tests      pytest -k cuda on the engine's CUDA tests
+#   lockstep_tests  tests/test_lockstep.py
+#   check           captured vs eager vs lockstep correctness (bench/lockstep_check.py)
+#   bench           the grid benchmark (bench/grid_speed.py, --models 1,3,6,18)
+#   seed_on, seed_auto   the real `python -m lotto_tui --batch --preset seed-paper` on a
+#                   CIFAR-10 folder in the real format (synthetic pixels) written first,
+#                   with run.lockstep = on, then auto; timed (bench/timed_run.py: wall,
+#                   peak RSS, and the run's own peak-memory line)
+# Logs and JSON go to $OUT (default /tmp/gpu_check); data and stores to a temporary folder.
+#
+#   bash bench/gpu_check.sh                     # on the GPU box (the `device` tool), with .whl carried
+#   DEVICE=cpu OUT=$(mktemp -d) bash bench/gpu_check.sh   # dry run on CPU: tiny sizes, no wheels
+# STEPS="check bench" runs only those steps; BUDGET (seconds, default 470) caps the whole.
 set -u
-OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/engine:$PWD/src PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
-# STEPS="cuda_tests demo" runs only those steps (default: all)
+DEVICE=${DEVICE:-cuda}
+OUT=${OUT:-/tmp/gpu_check}
+BUDGET=${BUDGET:-470}
+mkdir -p "$OUT" || exit 1
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_work.XXXXXX") || exit 1
+trap 'rm -rf "$WORK"' EXIT
+START=$(date +%s)
+
+if [ "$DEVICE" = cpu ]; then
+  PY=${PY:-/work/main/.venv/bin/python}
+else
+  PY=${PY:-python3}
+  if compgen -G ".whl/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+  fi
+fi
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/engine:$PWD/src PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
+
+# step LIMIT NAME COMMAND...: run it (output to $OUT/NAME.log) unless STEPS leaves it
+# out or the budget is spent; the limit is cut to what the budget has left
 step() { local limit=$1 name=$2; shift 2
   if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then return; fi
-  echo "=== $name"; local t0=$(date +%s.%N)
+  local left=$(( BUDGET - ($(date +%s) - START) ))
+  if [ "$left" -lt 15 ]; then echo "=== $name: skipped, ${left}s of the ${BUDGET}s budget left"; return; fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "=== $name (limit ${limit}s)"; local t0; t0=$(date +%s.%N)
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
-  echo "rc=$rc wall=$(python3 -c "print(round($(date +%s.%N)-$t0,1))")s"; tail -n 6 "$OUT/$name.log"; }
-nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())"
-step 200 cuda_tests python3 -m pytest -q -p no:cacheprovider -k "cuda" tests/test_fast_engine.py tests/test_training.py tests/test_train_resume.py tests/test_job_resume.py
-step 60 lockstep python3 bench/lockstep.py --device cuda --models 7 --repeats 20 --out "$OUT/lockstep.json"
-step 80 tp_fp32 python3 bench/throughput.py --device cuda --images 20000 --epochs 2 --workers 8 --out "$OUT/tp_fp32.json"
-step 80 tp_bf16 python3 bench/throughput.py --device cuda --images 20000 --epochs 2 --workers 8 --set 'run.precision="bf16"' --set 'run.channels_last="on"' --out "$OUT/tp_bf16.json"
-step 60 demo python3 -m lotto_tui --batch --preset demo --device cuda --store /tmp/demo1
-step 60 demo_p3 python3 -m lotto_tui --batch --preset demo --device cuda --set run.parallel=3 --store /tmp/demo3
+  echo "rc=$rc wall=$("$PY" -c "print(round($(date +%s.%N)-$t0,1))")s$([ $rc = 124 ] && echo ' (time limit)')"
+  tail -n 8 "$OUT/$name.log"; }
+
+PYTEST=("$PY" -m pytest -q -rs -p no:cacheprovider -o addopts=)
+SEED=("$PY" bench/timed_run.py)
+SEED_ARGS=(-m lotto_tui --batch --preset seed-paper --device "$DEVICE" --set "data.root=\"$WORK/data\"" --set data.download=false)
+if [ "$DEVICE" = cpu ]; then  # the dry run: tiny sizes, the same steps
+  CHECK=(--images 256 --models 3)
+  BENCH=(--images 512 --val-images 128 --test-images 256 --epochs 1 --models 1,3 --workers 2)
+  SEED_ARGS+=(--set train.dense_epochs=1 --set train.pruned_epochs=1 --set data.subset=1000 --set data.val_size=500
+              --set "grid.sparsities=[0.5]" --set model.width=8 --set model.hidden=32)
+  LIMITS=(120 240 120 240 240 240)
+else
+  CHECK=(--images 4096 --models 6)
+  BENCH=(--images 10000 --val-images 5000 --test-images 10000 --epochs 1 --models 1,3,6,18 --workers 8)
+  LIMITS=(120 60 60 150 120 120)
+fi
+
+echo "gpu_check: DEVICE=$DEVICE OUT=$OUT budget ${BUDGET}s $(date -u +%FT%TZ)"
+nvidia-smi -L 2>/dev/null || true
+"$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
+"$PY" bench/cifar_folder.py "$WORK/data" > /dev/null || exit 1
+
+step "${LIMITS[0]}" cuda_tests "${PYTEST[@]}" -k cuda tests/test_fast_engine.py tests/test_training.py \
+  tests/test_train_resume.py tests/test_job_resume.py
+step "${LIMITS[1]}" lockstep_tests "${PYTEST[@]}" tests/test_lockstep.py
+step "${LIMITS[2]}" check "$PY" bench/lockstep_check.py --device "$DEVICE" "${CHECK[@]}" --out "$OUT/check.json"
+step "${LIMITS[3]}" bench "$PY" bench/grid_speed.py --device "$DEVICE" "${BENCH[@]}" --cifar-root "$WORK/data" \
+  --out "$OUT/bench.json"
+step "${LIMITS[4]}" seed_on "${SEED[@]}" --log "$OUT/seed_on.run.log" --out "$OUT/seed_on.json" -- \
+  "$PY" "${SEED_ARGS[@]}" --store "$WORK/store_on" --set 'run.lockstep="on"'
+step "${LIMITS[5]}" seed_auto "${SEED[@]}" --log "$OUT/seed_auto.run.log" --out "$OUT/seed_auto.json" -- \
+  "$PY" "${SEED_ARGS[@]}" --store "$WORK/store_auto" --set 'run.lockstep="auto"'
+echo "gpu_check: done in $(( $(date +%s) - START ))s"

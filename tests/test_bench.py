@@ -73,3 +73,44 @@ def test_lockstep_benchmark_runs(tmp_path, capsys):
     assert code == 0, stderr
     result = json.loads(out.read_text())
     assert result["lockstep_images_per_s"] > 0 and result["single_images_per_s"] > 0
+
+
+@pytest.mark.slow  # ~10 s: a fresh interpreter is timed, and every way of training runs once
+def test_grid_benchmark_measures_each_way_and_projects_the_grid(tmp_path, capsys):
+    out = tmp_path / "grid.json"
+    code, stdout, stderr = run_script(
+        BENCH.with_name("grid_speed.py"), "--threads", "1", "--images", "64", "--val-images", "32",
+        "--test-images", "32", "--batch-size", "32", "--epochs", "1", "--models", "1,2", "--workers", "0",
+        "--no-data-load", "--out", str(out), capsys=capsys,
+    )
+    assert code == 0, stderr
+    result = json.loads(out.read_text())
+    assert [loop["workers"] for loop in result["typical"]] == [0]
+    assert result["typical"][0]["images_per_s"] > 0
+    engine = result["engine"]
+    assert engine["dense"]["status"] == "done" and engine["eval_images_per_s"] > 0
+    assert [group["models"] for group in engine["lockstep"]] == [1, 2]
+    for group in engine["lockstep"]:
+        assert group["status"] == "done" and group["masked_weights_zero"] is True
+        assert group["images_per_s"] == pytest.approx(group["models"] * group["per_net_images_per_s"], rel=1e-3)
+    assert engine["checkpoints_timed"] > 0 and engine["pruned_alone"]["grasp"]["prepare_s"] > 0
+    assert result["fixed"]["start_import_s"] > 0 and result["fixed"]["data_load_s"] is None
+    projected = result["projected_seed_paper_s"]
+    for key in ("engine_one_at_a_time_s", "engine_lockstep_s", "typical_0_workers_s"):
+        assert projected[key] > 0, key
+    assert "groups of 6" in projected["lockstep_grouping"] and "seed-paper grid, projected" in stdout
+    assert result["targets"]["vs_typical"]["0_workers"] > 0 and result["targets"]["engine_peak_memory_mib"] > 0
+
+
+@pytest.mark.slow  # ~2 s; kept out of the developer loop, which is near its 60 s
+def test_lockstep_check_passes_on_cpu_and_says_why_captured_is_skipped(tmp_path, capsys):
+    out = tmp_path / "check.json"
+    code, stdout, stderr = run_script(
+        BENCH.with_name("lockstep_check.py"), "--threads", "1", "--images", "64", "--batch-size", "32",
+        "--models", "2", "--out", str(out), capsys=capsys,
+    )
+    assert code == 0, stderr + stdout
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["passed"] is True and result["max_relative_gap_to_eager"]["lockstep"] <= 1e-3
+    assert result["first_epoch_train_loss"]["captured"].startswith("skipped: the captured step needs CUDA")
+    assert "PASS" in stdout
