@@ -6,6 +6,8 @@
 #   lockstep_tests  tests/test_lockstep.py
 #   check           captured vs eager vs lockstep correctness (bench/lockstep_check.py)
 #   bench           the grid benchmark (bench/grid_speed.py, --models 1,3,6,18)
+#   det_off         the engine rows of the benchmark again with run.deterministic = false
+#                   (what deterministic mode costs on this GPU)
 #   seed_on, seed_auto   the real `python -m lotto_tui --batch --preset seed-paper` on a
 #                   CIFAR-10 folder in the real format (synthetic pixels) written first,
 #                   with run.lockstep = on, then auto; timed (bench/timed_run.py: wall,
@@ -55,11 +57,13 @@ if [ "$DEVICE" = cpu ]; then  # the dry run: tiny sizes, the same steps
   BENCH=(--images 512 --val-images 128 --test-images 256 --epochs 1 --models 1,3 --workers 2)
   SEED_ARGS+=(--set train.dense_epochs=1 --set train.pruned_epochs=1 --set data.subset=1000 --set data.val_size=500
               --set "grid.sparsities=[0.5]" --set model.width=8 --set model.hidden=32)
-  LIMITS=(120 240 120 240 240 240)
+  LIMITS=(120 240 120 240 240 240 120)
+  FAST=(--images 512 --val-images 128 --test-images 256 --epochs 1 --models 3)
 else
   CHECK=(--images 4096 --models 6)
   BENCH=(--images 10000 --val-images 5000 --test-images 10000 --epochs 1 --models 1,3,6,18 --workers 8)
-  LIMITS=(120 60 60 150 120 120)
+  LIMITS=(120 60 60 150 120 120 60)
+  FAST=(--images 10000 --val-images 5000 --test-images 10000 --epochs 1 --models 6)
 fi
 
 echo "gpu_check: DEVICE=$DEVICE OUT=$OUT budget ${BUDGET}s $(date -u +%FT%TZ)"
@@ -75,6 +79,8 @@ step "${LIMITS[3]}" bench "$PY" bench/grid_speed.py --device "$DEVICE" "${BENCH[
   --out "$OUT/bench.json"
 step "${LIMITS[4]}" seed_on "${SEED[@]}" --log "$OUT/seed_on.run.log" --out "$OUT/seed_on.json" -- \
   "$PY" "${SEED_ARGS[@]}" --store "$WORK/store_on" --set 'run.lockstep="on"'
+step "${LIMITS[6]}" det_off "$PY" bench/grid_speed.py --device "$DEVICE" "${FAST[@]}" --no-typical --no-data-load \
+  --nondeterministic --out "$OUT/det_off.json"
 step "${LIMITS[5]}" seed_auto "${SEED[@]}" --log "$OUT/seed_auto.run.log" --out "$OUT/seed_auto.json" -- \
   "$PY" "${SEED_ARGS[@]}" --store "$WORK/store_auto" --set 'run.lockstep="auto"'
 echo "gpu_check: done in $(( $(date +%s) - START ))s"
