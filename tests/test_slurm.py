@@ -128,18 +128,38 @@ def test_a_task_whose_inputs_cannot_be_read_says_so_in_its_finished(tmp_path: Pa
     assert isinstance(attempt, Attempt) and finished == Finished(task.key, None, error)
 
 
-def test_squeue_lines_give_each_array_task_its_state() -> None:
-    text = "77_3|RUNNING\n77_[4-6,9%2]|PENDING\n78|COMPLETED\n79_1|CANCELLED by 0\n"
-    assert slurm.parse_squeue(text) == {
+def test_squeue_lines_give_each_array_task_its_state_and_why_it_waits() -> None:
+    text = ("77_3|RUNNING|None\n77_[4-6,9%2]|PENDING|Resources\n78|COMPLETED|None\n79_1|CANCELLED by 0|None\n"
+            "80|PENDING|ReqNodeNotAvail, UnavailableNodes:n[1-2]\n"
+            "81_[0-1]|PENDING|Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions\n")
+    got = slurm.parse_squeue(text)
+    assert {ident: state for ident, (state, _) in got.items()} == {
         "77_3": "RUNNING", "77_4": "PENDING", "77_5": "PENDING", "77_6": "PENDING", "77_9": "PENDING",
-        "78": "COMPLETED", "79_1": "CANCELLED",
+        "78": "COMPLETED", "79_1": "CANCELLED", "80": "PENDING", "81_0": "PENDING", "81_1": "PENDING",
     }
+    assert [slurm.short_reason(got[i][1]) for i in ("77_4", "80", "81_1")] == [
+        "Resources", "ReqNodeNotAvail", "ReqNodeNotAvail"]
+    # what Slurm never clears by itself fails; group limits, priority, held or down partitions wait
+    never = ["PartitionConfig", "BadConstraints", "PartitionTimeLimit", "InvalidQOS", "AssocMaxCpuPerJobLimit",
+             "QOSMaxGRESPerJob", "QOSMaxWallDurationPerJobLimit", "AssocMaxGRESPerNode", "QOSMinCpuNotSatisfied"]
+    wait = ["Resources", "Priority", "None", "AssocGrpCpuLimit", "QOSMaxJobsPerUserLimit", "MaxCpuPerAccount",
+            "AssocMaxJobsLimit", "PartitionDown", "JobHeldUser", "ReqNodeNotAvail, UnavailableNodes:n1", "BeginTime"]
+    assert [slurm.never_reason(r) for r in never] == never
+    assert [slurm.never_reason(r) for r in wait] == [None] * len(wait)
+
+
+def test_sinfo_lines_give_each_node_its_cpus_gpus_and_time_limit() -> None:
+    nodes = slurm.parse_sinfo("gpu|64|gpu:a100:4(S:0-1)|2-00:00:00|mixed\ncpu*|128|(null)|30:00|drained*\n"
+                              "mix|8|gpu:v100:2,gpu:t4:1,mps:200|infinite|idle\n")
+    assert [(n.partition, n.cpus, n.gpus, n.time_limit, n.state) for n in nodes] == [
+        ("gpu", 64, 4, 2880, "mixed"), ("cpu*", 128, 0, 30, "drained*"), ("mix", 8, 3, None, "idle")]
+    assert [slurm.signal_delay(m) for m in (1, 2, 5, 15, 600)] == [10, 12, 30, 90, 90]
 
 
 def test_without_slurm_or_submitit_the_executor_fails_in_one_line(tmp_path: Path, monkeypatch) -> None:
     run = slurm_config(tmp_path).run
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
-    with pytest.raises(DeviceError, match=r'^run.executor = "slurm": sbatch, squeue, scancel, srun not found'):
+    with pytest.raises(DeviceError, match=r'^run.executor = "slurm": sbatch, squeue, scancel, srun, sinfo not found'):
         slurm.SlurmExecutor(run, SETTINGS, cancel=threading.Event())
     monkeypatch.setitem(sys.modules, "submitit", None)
     with pytest.raises(DeviceError, match=r'needs submitit: pip install "lotto-tui\[slurm\]"$'):
@@ -165,10 +185,8 @@ def test_a_grid_started_here_is_finished_through_submitit_with_the_local_numbers
     started = [e for e in events if type(e).__name__ == "JobStarted"]
     assert [e.resumed_from for e in started] == [1, 0]
     assert all(e.worker.startswith("submitit local job ") and e.pid for e in started)
-    # a clean end leaves only the job logs in the shared folder
-    (run_folder,) = (tmp_path / "shared").iterdir()
-    assert sorted(p.name for p in run_folder.iterdir()) == ["control", "jobs"]
-    assert not list(run_folder.glob("jobs/*/*_submitted.pkl")) and list(run_folder.glob("jobs/*/*.out"))
+    # a clean end leaves nothing in the shared folder: the logs of jobs that succeeded go too
+    assert not list((tmp_path / "shared").iterdir())
 
 
 @pytest.mark.slow
@@ -236,7 +254,12 @@ def test_a_killed_task_without_retries_fails_with_the_reason_and_cancel_stops_th
     executor.close()
     ends = {m.key: m for m in messages if isinstance(m, Finished)}
     assert ends[killed.key].output is None and not ends[killed.key].cancelled
-    assert ends[killed.key].error.endswith("ended (COMPLETED) without a result (after 1 attempts)")
+    error = ends[killed.key].error
+    assert " ended (COMPLETED) without a result (after 1 attempts) (log: " in error
+    log = Path(error.rpartition("(log: ")[2].rstrip(")"))  # a failure keeps its log, and names it
+    assert log.name.endswith("_log.err") and log.exists()
+    assert log.parent.parent == executor.folder / "jobs"
+    assert not list(executor.folder.glob("jobs/*/*.pkl")) and executor.folder.exists()
     assert not any(isinstance(m, Retrying) for m in messages)
     stopped = ends[cancelled.key].output.result
     assert stopped.status == "cancelled" and 1 <= len(stopped.curve) < 200
@@ -275,5 +298,4 @@ def test_a_real_single_node_slurm_runs_the_two_job_grid(tmp_path: Path, real_slu
     while real_slurm.jobcomp().count("JobState=COMPLETED") < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert real_slurm.jobcomp().count("JobState=COMPLETED") == 2, real_slurm.jobcomp()
-    logs = [path.read_text() for path in (tmp_path / "shared").glob("*/jobs/*/*.out")]
-    assert len(logs) == 2 and all("Job completed successfully" in log for log in logs)
+    assert not list((tmp_path / "shared").iterdir())  # the logs of succeeded jobs are gone once they ended
