@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config
+from conftest import LOTTO, run_main, tiny_args, tiny_config
 from lotto_engine import devices
 from lotto_engine.errors import DeviceError
 from lotto_engine.events import Notice
@@ -299,3 +301,157 @@ def test_a_real_single_node_slurm_runs_the_two_job_grid(tmp_path: Path, real_slu
         time.sleep(0.2)
     assert real_slurm.jobcomp().count("JobState=COMPLETED") == 2, real_slurm.jobcomp()
     assert not list((tmp_path / "shared").iterdir())  # the logs of succeeded jobs are gone once they ended
+
+
+@pytest.mark.slow
+def test_a_job_larger_than_every_node_of_the_partition_fails_in_one_line_before_anything_is_written(
+    tmp_path: Path, real_slurm: SlurmCluster, monkeypatch,
+) -> None:
+    """Slurm would keep such a job pending forever (PartitionConfig), in silence: the
+    driver asks sinfo first and stops at once, exit 2, one line."""
+    shared = tmp_path / "shared"
+    env = {"SLURM_CONF": str(real_slurm.conf)}
+    base = ("--batch", "--store", str(tmp_path / "runs"), "--preset", "demo")
+    started = time.monotonic()
+    got = run_main(*base, "--set", 'run.executor="slurm"', "--set", f'run.slurm_folder="{shared}"',
+                   "--set", "run.cpus_per_job=4", cwd=tmp_path, env=env)
+    took = time.monotonic() - started
+    assert got.rc == 2 and len(got.stderr.splitlines()) == 1 and "Traceback" not in got.stderr, got.stderr
+    assert ("run.cpus_per_job = 4: no node of partition 'debug' has that many CPUs (at most 2); "
+            "Slurm would keep the jobs pending forever") in got.stderr
+    assert took < 10, took
+    assert not shared.exists()
+    monkeypatch.setenv("SLURM_CONF", str(real_slurm.conf))
+    run = slurm_config(shared, "run.gpus_per_job=1", 'run.device="auto"').run
+    with pytest.raises(DeviceError, match=r"^run.gpus_per_job = 1: no node of partition 'debug' has that many GPUs "
+                                          r"\(none has a GPU\)"):
+        slurm.SlurmExecutor(run, SETTINGS, cancel=threading.Event())
+    real_slurm.run("scontrol", "update", "PartitionName=debug", "MaxTime=5")
+    try:
+        with pytest.raises(DeviceError, match=r"^run.slurm_time = 60: partition 'debug' lets a job run at most 5 minutes$"):
+            slurm.SlurmExecutor(slurm_config(shared).run, SETTINGS, cancel=threading.Event())
+    finally:
+        real_slurm.run("scontrol", "update", "PartitionName=debug", "MaxTime=INFINITE")
+    assert not shared.exists()
+
+
+@pytest.mark.slow
+def test_a_task_waiting_in_the_queue_is_told_and_one_slurm_never_starts_fails_with_the_reason(
+    tmp_path: Path, real_slurm: SlurmCluster, monkeypatch,
+) -> None:
+    """A partition that is down waits (a person brings it back): the wait is told, once.
+    Once every node that could take the task is drained, Slurm will never start it by
+    itself: the task is scancelled and fails with the reason."""
+    monkeypatch.setenv("SLURM_CONF", str(real_slurm.conf))
+    monkeypatch.setattr(slurm, "STATE_INTERVAL", 0.3)
+    monkeypatch.setattr(slurm, "LOST_AFTER", 0.3)
+    monkeypatch.setattr(slurm, "WAIT_NOTICE_AFTER", 0.5)
+    task = dense_task()
+    messages: list[object] = []
+    real_slurm.run("scontrol", "update", "PartitionName=debug", "State=DOWN")
+    try:
+        executor = slurm.SlurmExecutor(slurm_config(tmp_path, "run.slurm_time=5").run, SETTINGS,
+                                       cancel=threading.Event())
+        assert executor.notes() == []
+        executor.submit([task])
+        deadline = time.monotonic() + 20
+        while not executor.waiting and time.monotonic() < deadline:
+            executor.wait(messages.append, 0.2)
+        assert executor.waiting == {"PartitionDown": 1} and executor.busy == 1 and not messages
+        assert executor.notes() == ["1 job waits in the Slurm queue (PartitionDown)"]
+        executor.wait(messages.append, 1.0)
+        assert executor.notes() == []  # told once
+        real_slurm.run("scontrol", "update", f"NodeName={real_slurm.host}", "State=DRAIN", "Reason=lotto-test")
+        real_slurm.run("scontrol", "update", "PartitionName=debug", "State=UP")
+        drive(executor, messages.append, limit=30)
+        executor.close()
+    finally:
+        real_slurm.run("scontrol", "update", "PartitionName=debug", "State=UP")
+        real_slurm.run("scontrol", "update", f"NodeName={real_slurm.host}", "State=RESUME")
+    (finished,) = messages
+    assert finished == Finished(task.key, None, "slurm will not start it: ReqNodeNotAvail (every node of partition "
+                                                "'debug' that could take it is down or drained)")
+    assert "CANCELLED" in real_slurm.run("squeue", "-h", "-t", "all", "-o", "%T", "-j", finished_job(real_slurm))
+    assert not list(tmp_path.iterdir())  # nothing kept: it never ran
+
+
+def finished_job(cluster: SlurmCluster) -> str:
+    """The id of the newest job the cluster knows."""
+    return max(cluster.run("squeue", "-h", "-t", "all", "-o", "%A").split(), key=int)
+
+
+@pytest.mark.slow
+def test_the_jobs_of_a_driver_that_died_are_scancelled_by_the_next_one(
+    tmp_path: Path, real_slurm: SlurmCluster, monkeypatch,
+) -> None:
+    """A driver killed (SIGKILL: no clean-up) leaves its job running; the next driver on
+    the same folder scancels it when it submits, and says so: it would only duplicate
+    the job the new driver trains again from the store's checkpoints."""
+    shared = tmp_path / "shared"
+    env = {**os.environ, "SLURM_CONF": str(real_slurm.conf)}
+    args = [str(LOTTO), "--batch", "--store", str(tmp_path / "runs"),
+            *tiny_args('run.executor="slurm"', f'run.slurm_folder="{shared}"', "train.dense_epochs=500")]
+    first = subprocess.Popen(args, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(shared.glob("lotto-*/tasks/*/events.000")):  # its task has started
+            assert time.monotonic() < deadline and first.poll() is None, "the first driver's task did not start"
+            time.sleep(0.2)
+    finally:
+        first.kill()
+        first.wait()
+    (old,) = shared.iterdir()
+    (orphan,) = (old / "jobs.txt").read_text().split()
+    assert real_slurm.run("squeue", "-h", "-o", "%T|%j", "-j", orphan).split() == ["RUNNING|lotto"]
+    monkeypatch.setenv("SLURM_CONF", str(real_slurm.conf))
+    executor = slurm.SlurmExecutor(slurm_config(shared).run, SETTINGS, cancel=threading.Event())
+    try:
+        executor.submit([dense_task()])
+        executor.wait(lambda message: None, 0.1)
+        (note,) = executor.notes()
+    finally:
+        executor.close()
+    assert note == (f"scancelled 1 Slurm task (job {orphan}) left by an earlier driver that is gone (pid {first.pid} "
+                    f"on {socket.gethostname()} ended; {old}): this run trains their jobs again, from the store's "
+                    "checkpoints")
+    state = real_slurm.run("squeue", "-h", "-t", "all", "-o", "%T", "-j", orphan).strip()
+    assert state in ("CANCELLED", "COMPLETING"), state
+    assert (old / "ended").exists()
+
+
+@pytest.mark.slow
+def test_the_test_cluster_kills_what_it_started_and_nothing_else(tmp_path: Path) -> None:
+    """The test process dies without cleaning up: the daemons get SIGTERM from the
+    kernel and the watchdog kills the job still running; a process that merely has
+    the cluster's SLURM_CONF in its environment lives on."""
+    root = tmp_path / "cluster"
+    pid_file = tmp_path / "job.pid"
+    script = f"""
+import os, subprocess, sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from slurm_cluster import single_node_slurm
+with single_node_slurm({str(root)!r}) as cluster:
+    cluster.run("sbatch", "-o", {str(tmp_path / "job.out")!r}, "--wrap", "echo $$ > {pid_file}; exec sleep 300")
+    while not os.path.exists({str(pid_file)!r}):
+        time.sleep(0.1)
+    print("ready", flush=True)
+    time.sleep(300)
+"""
+    bystander = subprocess.Popen(["sleep", "300"], env={**os.environ, "SLURM_CONF": str(root / "slurm.conf")})
+    try:
+        test = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            assert test.stdout.readline().strip() == "ready"
+        finally:
+            test.kill()
+            test.wait()
+        job = int(pid_file.read_text())
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{job}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{job}").exists(), "the job's process outlived its cluster"
+        assert bystander.poll() is None, "the sweep killed a process the cluster did not start"
+    finally:
+        bystander.kill()
+        bystander.wait()
