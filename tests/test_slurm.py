@@ -7,6 +7,7 @@ runs the two-job grid end to end, or the test skips with the reason."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LOTTO, run_main, tiny_args, tiny_config
+from conftest import run_main, tiny_config
 from lotto_engine import devices
 from lotto_engine.errors import DeviceError
 from lotto_engine.events import Notice
@@ -380,31 +381,34 @@ def finished_job(cluster: SlurmCluster) -> str:
     return max(cluster.run("squeue", "-h", "-t", "all", "-o", "%A").split(), key=int)
 
 
+#: a driver that submits one long task and is killed (SIGKILL: no clean-up) right after
+_DYING_DRIVER = """
+import os, signal, sys, threading
+sys.path.insert(0, {tests!r})
+from test_slurm import SETTINGS, dense_task, slurm, slurm_config
+executor = slurm.SlurmExecutor(slurm_config({shared!r}, "train.dense_epochs=500").run, SETTINGS,
+                               cancel=threading.Event())
+executor.submit([dense_task("train.dense_epochs=500")])
+executor.wait(lambda message: None, 0.1)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
 @pytest.mark.slow
 def test_the_jobs_of_a_driver_that_died_are_scancelled_by_the_next_one(
     tmp_path: Path, real_slurm: SlurmCluster, monkeypatch,
 ) -> None:
-    """A driver killed (SIGKILL: no clean-up) leaves its job running; the next driver on
+    """A driver killed without clean-up leaves its job in the queue; the next driver on
     the same folder scancels it when it submits, and says so: it would only duplicate
     the job the new driver trains again from the store's checkpoints."""
     shared = tmp_path / "shared"
-    env = {**os.environ, "SLURM_CONF": str(real_slurm.conf)}
-    args = [str(LOTTO), "--batch", "--store", str(tmp_path / "runs"),
-            *tiny_args('run.executor="slurm"', f'run.slurm_folder="{shared}"', "train.dense_epochs=500")]
-    first = subprocess.Popen(args, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while not list(shared.glob("lotto-*/tasks/*/events.000")):  # its task has started
-            assert time.monotonic() < deadline and first.poll() is None, "the first driver's task did not start"
-            time.sleep(0.2)
-    finally:
-        first.kill()
-        first.wait()
+    monkeypatch.setenv("SLURM_CONF", str(real_slurm.conf))
+    script = _DYING_DRIVER.format(tests=str(Path(__file__).parent), shared=str(shared))
+    first = subprocess.run([sys.executable, "-c", script], env=os.environ, capture_output=True, text=True, timeout=60)
+    assert first.returncode == -signal.SIGKILL, first.stderr
     (old,) = shared.iterdir()
     (orphan,) = (old / "jobs.txt").read_text().split()
-    assert real_slurm.run("squeue", "-h", "-o", "%T|%j", "-j", orphan).split() == ["RUNNING|lotto"]
-    monkeypatch.setenv("SLURM_CONF", str(real_slurm.conf))
+    assert real_slurm.run("squeue", "-h", "-o", "%j", "-j", orphan).split() == ["lotto"]  # pending or running
     executor = slurm.SlurmExecutor(slurm_config(shared).run, SETTINGS, cancel=threading.Event())
     try:
         executor.submit([dense_task()])
@@ -412,7 +416,8 @@ def test_the_jobs_of_a_driver_that_died_are_scancelled_by_the_next_one(
         (note,) = executor.notes()
     finally:
         executor.close()
-    assert note == (f"scancelled 1 Slurm task (job {orphan}) left by an earlier driver that is gone (pid {first.pid} "
+    pid = json.loads((old / "driver").read_text())["pid"]
+    assert note == (f"scancelled 1 Slurm task (job {orphan}) left by an earlier driver that is gone (pid {pid} "
                     f"on {socket.gethostname()} ended; {old}): this run trains their jobs again, from the store's "
                     "checkpoints")
     state = real_slurm.run("squeue", "-h", "-t", "all", "-o", "%T", "-j", orphan).strip()

@@ -195,7 +195,8 @@ class SlurmExecutor:
                 "so each start of a task runs about half a minute before it is requeued; an epoch that takes "
                 "longer never finishes (give run.slurm_time several minutes)")
         # who runs these jobs, for a later driver (see _cancel_orphans)
-        (self.folder / "driver").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+        (self.folder / "driver").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                        "pids": _pid_space()}))
         self._alive = threading.Event()
         threading.Thread(target=self._beat, name="lotto-slurm-heartbeat", daemon=True).start()
 
@@ -686,10 +687,10 @@ def _gone(folder: Path, now: float) -> str | None:
     try:
         driver = json.loads((folder / "driver").read_text())
         pid, host = int(driver["pid"]), str(driver["host"])
-        beat = (folder / "alive").stat().st_mtime
+        beat = max(path.stat().st_mtime for path in (folder / "driver", *folder.glob("alive")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if host == socket.gethostname():
+    if host == socket.gethostname() and driver.get("pids") == _pid_space():
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -700,6 +701,17 @@ def _gone(folder: Path, now: float) -> str | None:
     if now - beat > STALE_AFTER:
         return f"pid {pid} on {host}, silent for {int(now - beat)} s"
     return None
+
+
+def _pid_space() -> str:
+    """This kernel's boot and pid namespace: where a pid names the same process (two
+    containers may share a host name, not their pids)."""
+    parts = []
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return ":".join(parts)
 
 
 def _check_slurm(run: RunConfig) -> str:
@@ -717,6 +729,8 @@ def _check_slurm(run: RunConfig) -> str:
         line = (out.stderr.strip() or out.stdout.strip() or f"exit code {out.returncode}").splitlines()[-1]
         raise DeviceError(f'run.executor = "slurm": the Slurm controller does not answer: {line}')
     nodes = parse_sinfo(out.stdout)
+    if not nodes:
+        raise DeviceError('run.executor = "slurm": sinfo lists no node on this cluster')
     known = list(dict.fromkeys(node.partition.rstrip("*") for node in nodes))
     partition = run.slurm_partition
     if partition and partition not in known:
