@@ -94,6 +94,7 @@ NODES = frozenset({"ReqNodeNotAvail", "PartitionNodeLimit", "NodeDown"})
 _REASON_TEXT = {
     "nodes required for job are down, drained": "ReqNodeNotAvail",
     "launch failed requeued held": "JobHoldMaxRequeue",
+    "none": "WaitingForScheduling",  # no reason set yet
 }
 #: node states (sinfo %T, without its flag suffix) in which a node takes no new job
 _UNUSABLE = frozenset({"down", "drained", "draining", "drain", "fail", "failing", "inval", "future"})
@@ -596,7 +597,7 @@ def short_reason(reason: str) -> str:
     "Nodes required for job are DOWN, DRAINED..." -> "ReqNodeNotAvail"."""
     text = reason.strip().strip("()")
     for words, code in _REASON_TEXT.items():
-        if text.lower().startswith(words):
+        if text.lower().startswith(words) and (words != "none" or text.lower() == "none"):
             return code
     return text.split(",")[0].strip()
 
