@@ -22,7 +22,7 @@ Slurm never clears by itself (:data:`NEVER`; or every node that could take it do
 drained) is scancelled and recorded failed with that reason. Tasks that wait in the
 queue for a while are told in :meth:`SlurmExecutor.notes` ("3 jobs wait in the Slurm
 queue (Resources)"). Every job is named :data:`JOB_NAME`; the driver's folder holds
-its array ids (``jobs``) and a heartbeat: the first wave of a later driver scancels
+its array ids (``jobs.txt``) and a heartbeat: the first wave of a later driver scancels
 the jobs of a driver that is gone (its jobs would only duplicate the new ones). The
 logs of a task that succeeded are deleted once its job has ended; a failure keeps
 them and names them in its reason.
