@@ -155,7 +155,8 @@ def ours(pid):
     environ = read(pid, "environ")
     if mark not in environ:
         return False
-    return b"\\0SLURM_JOB_ID=" in environ or environ.startswith(b"SLURM_JOB_ID=") or read(pid, "comm").strip() == b"slurmstepd"
+    job = b"\\0SLURM_JOB_ID=" in environ or environ.startswith(b"SLURM_JOB_ID=")
+    return job or read(pid, "comm").strip() == b"slurmstepd"
 def sweep(*_):
     pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
     parent = {}

@@ -73,6 +73,8 @@ ENDED = frozenset({
     "REVOKED", "SPECIAL_EXIT", "TIMEOUT", "GONE",
 })
 _SQUEUE_ID = re.compile(r"(\d+)(?:_(\d+)|_\[([^\]]*)\])?$")
+#: every node of every partition (hidden ones too), one line each: see parse_sinfo
+SINFO = ("sinfo", "-h", "-a", "-N", "-o", "%P|%c|%G|%l|%T")
 #: the name of every job this executor submits: ``squeue --me --name=lotto``
 JOB_NAME = "lotto"
 #: pending reasons Slurm never clears by itself: the job asks for more than its partition,
@@ -181,7 +183,8 @@ class SlurmExecutor:
         )
         parameters: dict[str, Any] = {
             "name": JOB_NAME, "timeout_min": run.slurm_time, "cpus_per_task": run.cpus_per_job,
-            "slurm_array_parallelism": run.slurm_array_parallelism, "slurm_signal_delay_s": signal_delay(run.slurm_time),
+            "slurm_array_parallelism": run.slurm_array_parallelism,
+            "slurm_signal_delay_s": signal_delay(run.slurm_time),
             # requeueable: `scontrol requeue` on a time limit, and Slurm's own requeue after a node failure
             "slurm_additional_parameters": {"requeue": True},
         }
@@ -637,7 +640,7 @@ class _Node:
 def _nodes() -> list[_Node] | None:
     """Every node of every partition (``sinfo -N``); None when sinfo fails."""
     try:
-        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%c|%G|%l|%T"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(SINFO, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return parse_sinfo(out.stdout) if not out.returncode else None
@@ -723,7 +726,7 @@ def _check_slurm(run: RunConfig) -> str:
     if missing:
         raise DeviceError(f'run.executor = "slurm": {", ".join(missing)} not found (run this on a Slurm login node)')
     try:
-        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%c|%G|%l|%T"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(SINFO, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise DeviceError(f'run.executor = "slurm": sinfo did not answer: {err}') from None
     if out.returncode:
@@ -739,7 +742,8 @@ def _check_slurm(run: RunConfig) -> str:
     if not partition:
         partition = next((n.partition.rstrip("*") for n in nodes if n.partition.endswith("*")), "")
         if not partition:
-            raise DeviceError(f"run.slurm_partition: this cluster has no default partition; name one of {', '.join(known)}")
+            raise DeviceError(
+                f"run.slurm_partition: this cluster has no default partition; name one of {', '.join(known)}")
     mine = [node for node in nodes if node.partition.rstrip("*") == partition]
     cpus, gpus = max(n.cpus for n in mine), max(n.gpus for n in mine)
     where = f"partition {partition!r}"
