@@ -17,7 +17,8 @@ every second instead of every minute.
 line, and the tail of the failing daemon's log) when a piece is missing or a daemon
 does not come up; it stops every daemon it started, by pid, whatever happens, and
 the daemons get SIGTERM from the kernel should the test process die without
-cleaning up (``PR_SET_PDEATHSIG``).
+cleaning up (``PR_SET_PDEATHSIG``). A watchdog then kills what is left of what the
+cluster started (job processes outlive slurmd), and only that (see ``_SWEEP``).
 """
 
 from __future__ import annotations
@@ -135,17 +136,47 @@ def _config(root: Path, host: str, ports: list[int], cpus: int, memory_mb: int) 
     ])
 
 
-#: run by a watchdog process: on SIGTERM (the test process ended, or _stop), SIGKILL every
-#: process started by this cluster (their environment holds its SLURM_CONF): job steps
-#: (slurmstepd and what it runs) are no children of slurmd and outlive it
+#: run by a watchdog process: on SIGTERM (the test process ended, or _stop), SIGKILL what
+#: this cluster started and nothing else: the daemons (their pids, listed in argv[2] as they
+#: start), the job processes of this cluster (slurmstepd and the job's own processes: they
+#: carry its SLURM_CONF with SLURM_JOB_ID, or are slurmstepd with its SLURM_CONF; they are
+#: no children of slurmd, which double-forks them), and every descendant of these
 _SWEEP = """
 import os, signal, sys, time
-mark, keep = ("SLURM_CONF=" + sys.argv[1]).encode() + b"\\0", {os.getpid(), os.getppid()}
+mark, listed = ("SLURM_CONF=" + sys.argv[1]).encode() + b"\\0", sys.argv[2]
+keep = {os.getpid(), os.getppid()}
+def read(pid, name):
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+def ours(pid):
+    environ = read(pid, "environ")
+    if mark not in environ:
+        return False
+    job = b"\\0SLURM_JOB_ID=" in environ or environ.startswith(b"SLURM_JOB_ID=")
+    return job or read(pid, "comm").strip() == b"slurmstepd"
 def sweep(*_):
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    parent = {}
+    for pid in pids:
+        stat = read(pid, "stat")
+        if stat:
+            parent[pid] = int(stat[stat.rindex(b")") + 2:].split()[1])
+    try:
+        started = {int(p) for p in open(listed).read().split()}
+    except OSError:
+        started = set()
+    chosen = {pid for pid in pids if pid in started or ours(pid)}
+    grew = True
+    while grew:
+        more = {pid for pid, ppid in parent.items() if ppid in chosen and pid not in chosen}
+        chosen |= more
+        grew = bool(more)
+    for pid in chosen - keep:
         try:
-            if int(pid) not in keep and mark in open(f"/proc/{pid}/environ", "rb").read():
-                os.kill(int(pid), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
     sys.exit(0)
@@ -164,11 +195,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _stop(processes: dict[str, subprocess.Popen]) -> None:
+def _stop(processes: dict[str, subprocess.Popen], listed: Path) -> None:
     """SIGTERM the daemons (newest first), SIGKILL what is left after 5 s; then the
-    watchdog, whose sweep takes any job process still there."""
+    watchdog, whose sweep takes any job process still there (``listed`` first loses
+    the daemons already reaped: their pids are free for any process now)."""
     daemons = [proc for name, proc in reversed(processes.items()) if name != "watchdog"]
     for group in (daemons, [processes["watchdog"]] if "watchdog" in processes else []):
+        if group is not daemons:
+            with contextlib.suppress(OSError):
+                listed.write_text("".join(f"{proc.pid}\n" for proc in daemons if proc.poll() is None))
         for proc in group:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -218,7 +253,7 @@ def single_node_slurm(root: Path, *, cpus: int = 2, memory_mb: int = 1000, timeo
     started = time.monotonic()
     munge = root / "munge"
     commands = {
-        "watchdog": [sys.executable, "-c", _SWEEP, str(conf)],
+        "watchdog": [sys.executable, "-c", _SWEEP, str(conf), str(root / "pids")],
         "munged": [_which("munged"), "--foreground", "--force", f"--key-file={key}", f"--socket={munge}/munge.socket",
                    f"--pid-file={munge}/munged.pid", f"--log-file={root}/log/munged.log", f"--seed-file={munge}/seed"],
         "slurmctld": [_which("slurmctld"), "-D", "-f", str(conf)],
@@ -231,6 +266,9 @@ def single_node_slurm(root: Path, *, cpus: int = 2, memory_mb: int = 1000, timeo
                 cluster.processes[name] = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
                                                            stdin=subprocess.DEVNULL, start_new_session=True,
                                                            preexec_fn=_die_with_parent)
+            if name != "watchdog":  # what the watchdog may kill
+                with open(root / "pids", "a") as f:
+                    f.write(f"{cluster.processes[name].pid}\n")
             if name == "munged":
                 _wait_for(lambda: (munge / "munge.socket").exists(), cluster, timeout, "munged's socket")
         _wait_for(lambda: _node_idle(cluster), cluster, timeout, "the node to be idle")
@@ -239,7 +277,7 @@ def single_node_slurm(root: Path, *, cpus: int = 2, memory_mb: int = 1000, timeo
     finally:
         if cluster.processes.get("slurmctld") and cluster.processes["slurmctld"].poll() is None:
             _cancel_jobs(cluster)
-        _stop(cluster.processes)
+        _stop(cluster.processes, root / "pids")
 
 
 def _node_idle(cluster: SlurmCluster) -> bool:

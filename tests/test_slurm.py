@@ -7,8 +7,11 @@ runs the two-job grid end to end, or the test skips with the reason."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config
+from conftest import run_main, tiny_config
 from lotto_engine import devices
 from lotto_engine.errors import DeviceError
 from lotto_engine.events import Notice
@@ -128,18 +131,40 @@ def test_a_task_whose_inputs_cannot_be_read_says_so_in_its_finished(tmp_path: Pa
     assert isinstance(attempt, Attempt) and finished == Finished(task.key, None, error)
 
 
-def test_squeue_lines_give_each_array_task_its_state() -> None:
-    text = "77_3|RUNNING\n77_[4-6,9%2]|PENDING\n78|COMPLETED\n79_1|CANCELLED by 0\n"
-    assert slurm.parse_squeue(text) == {
+def test_squeue_lines_give_each_array_task_its_state_and_why_it_waits() -> None:
+    text = ("77_3|RUNNING|None\n77_[4-6,9%2]|PENDING|Resources\n78|COMPLETED|None\n79_1|CANCELLED by 0|None\n"
+            "80|PENDING|ReqNodeNotAvail, UnavailableNodes:n[1-2]\n"
+            "81_[0-1]|PENDING|Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority "
+            "partitions\n")
+    got = slurm.parse_squeue(text)
+    assert {ident: state for ident, (state, _) in got.items()} == {
         "77_3": "RUNNING", "77_4": "PENDING", "77_5": "PENDING", "77_6": "PENDING", "77_9": "PENDING",
-        "78": "COMPLETED", "79_1": "CANCELLED",
+        "78": "COMPLETED", "79_1": "CANCELLED", "80": "PENDING", "81_0": "PENDING", "81_1": "PENDING",
     }
+    assert [slurm.short_reason(got[i][1]) for i in ("77_4", "80", "81_1")] == [
+        "Resources", "ReqNodeNotAvail", "ReqNodeNotAvail"]
+    # what Slurm never clears by itself fails; group limits, priority, held or down partitions wait
+    never = ["PartitionConfig", "BadConstraints", "PartitionTimeLimit", "InvalidQOS", "AssocMaxCpuPerJobLimit",
+             "QOSMaxGRESPerJob", "QOSMaxWallDurationPerJobLimit", "AssocMaxGRESPerNode", "QOSMinCpuNotSatisfied"]
+    assert slurm.short_reason("None") == "WaitingForScheduling"
+    wait = ["Resources", "Priority", "None", "AssocGrpCpuLimit", "QOSMaxJobsPerUserLimit", "MaxCpuPerAccount",
+            "AssocMaxJobsLimit", "PartitionDown", "JobHeldUser", "ReqNodeNotAvail, UnavailableNodes:n1", "BeginTime"]
+    assert [slurm.never_reason(r) for r in never] == never
+    assert [slurm.never_reason(r) for r in wait] == [None] * len(wait)
+
+
+def test_sinfo_lines_give_each_node_its_cpus_gpus_and_time_limit() -> None:
+    nodes = slurm.parse_sinfo("gpu|64|gpu:a100:4(S:0-1)|2-00:00:00|mixed\ncpu*|128|(null)|30:00|drained*\n"
+                              "mix|8|gpu:v100:2,gpu:t4:1,mps:200|infinite|idle\n")
+    assert [(n.partition, n.cpus, n.gpus, n.time_limit, n.state) for n in nodes] == [
+        ("gpu", 64, 4, 2880, "mixed"), ("cpu*", 128, 0, 30, "drained*"), ("mix", 8, 3, None, "idle")]
+    assert [slurm.signal_delay(m) for m in (1, 2, 5, 15, 600)] == [10, 12, 30, 90, 90]
 
 
 def test_without_slurm_or_submitit_the_executor_fails_in_one_line(tmp_path: Path, monkeypatch) -> None:
     run = slurm_config(tmp_path).run
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
-    with pytest.raises(DeviceError, match=r'^run.executor = "slurm": sbatch, squeue, scancel, srun not found'):
+    with pytest.raises(DeviceError, match=r'^run.executor = "slurm": sbatch, squeue, scancel, srun, sinfo not found'):
         slurm.SlurmExecutor(run, SETTINGS, cancel=threading.Event())
     monkeypatch.setitem(sys.modules, "submitit", None)
     with pytest.raises(DeviceError, match=r'needs submitit: pip install "lotto-tui\[slurm\]"$'):
@@ -165,10 +190,8 @@ def test_a_grid_started_here_is_finished_through_submitit_with_the_local_numbers
     started = [e for e in events if type(e).__name__ == "JobStarted"]
     assert [e.resumed_from for e in started] == [1, 0]
     assert all(e.worker.startswith("submitit local job ") and e.pid for e in started)
-    # a clean end leaves only the job logs in the shared folder
-    (run_folder,) = (tmp_path / "shared").iterdir()
-    assert sorted(p.name for p in run_folder.iterdir()) == ["control", "jobs"]
-    assert not list(run_folder.glob("jobs/*/*_submitted.pkl")) and list(run_folder.glob("jobs/*/*.out"))
+    # a clean end leaves nothing in the shared folder: the logs of jobs that succeeded go too
+    assert not list((tmp_path / "shared").iterdir())
 
 
 @pytest.mark.slow
@@ -177,7 +200,7 @@ def test_a_preempted_task_resumes_and_a_killed_one_runs_again_with_the_same_numb
     """Slurm's preemption warning (SIGUSR2 to the task): submitit requeues it and it
     continues from its last checkpoint; then its worker is killed: it runs again from
     the last checkpoint the driver got (a retry). The numbers are those of one run."""
-    extra = ("train.dense_epochs=30",)
+    extra = ("train.dense_epochs=45",)
     task = dense_task(*extra)
     plain = run_task(task, SETTINGS, lambda m: None)
     run = slurm_config(tmp_path, *extra, "run.retries=1").run
@@ -189,8 +212,9 @@ def test_a_preempted_task_resumes_and_a_killed_one_runs_again_with_the_same_numb
         starts = [m for m in messages if isinstance(m, Started)]
         if isinstance(message, Checkpointed) and len(starts) == 1:
             os.kill(starts[0].pid, signal.SIGUSR2)  # preempted (what Slurm sends before the end)
-        if isinstance(message, Checkpointed) and len(starts) == 2 and message.checkpoint.epoch >= starts[1].resumed_from + 2:
-            os.kill(starts[1].pid, signal.SIGKILL)  # the node died
+        if isinstance(message, Checkpointed) and len(starts) == 2 and message.checkpoint.epoch > starts[1].resumed_from:
+            os.kill(starts[1].pid, signal.SIGKILL)  # the node died (at its first checkpoint: a driver slowed
+            # by a loaded machine must not read it after the task has finished)
 
     executor.submit([task])
     drive(executor, on_message)
@@ -236,7 +260,12 @@ def test_a_killed_task_without_retries_fails_with_the_reason_and_cancel_stops_th
     executor.close()
     ends = {m.key: m for m in messages if isinstance(m, Finished)}
     assert ends[killed.key].output is None and not ends[killed.key].cancelled
-    assert ends[killed.key].error.endswith("ended (COMPLETED) without a result (after 1 attempts)")
+    error = ends[killed.key].error
+    assert " ended (COMPLETED) without a result (after 1 attempts) (log: " in error
+    log = Path(error.rpartition("(log: ")[2].rstrip(")"))  # a failure keeps its log, and names it
+    assert log.name.endswith("_log.err") and log.exists()
+    assert log.parent.parent == executor.folder / "jobs"
+    assert not list(executor.folder.glob("jobs/*/*.pkl")) and executor.folder.exists()
     assert not any(isinstance(m, Retrying) for m in messages)
     stopped = ends[cancelled.key].output.result
     assert stopped.status == "cancelled" and 1 <= len(stopped.curve) < 200
@@ -275,5 +304,163 @@ def test_a_real_single_node_slurm_runs_the_two_job_grid(tmp_path: Path, real_slu
     while real_slurm.jobcomp().count("JobState=COMPLETED") < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert real_slurm.jobcomp().count("JobState=COMPLETED") == 2, real_slurm.jobcomp()
-    logs = [path.read_text() for path in (tmp_path / "shared").glob("*/jobs/*/*.out")]
-    assert len(logs) == 2 and all("Job completed successfully" in log for log in logs)
+    assert not list((tmp_path / "shared").iterdir())  # the logs of succeeded jobs are gone once they ended
+
+
+@pytest.mark.slow
+def test_a_job_larger_than_every_node_of_the_partition_fails_in_one_line_before_anything_is_written(
+    tmp_path: Path, real_slurm: SlurmCluster, monkeypatch,
+) -> None:
+    """Slurm would keep such a job pending forever (PartitionConfig), in silence: the
+    driver asks sinfo first and stops at once, exit 2, one line."""
+    shared = tmp_path / "shared"
+    env = {"SLURM_CONF": str(real_slurm.conf)}
+    base = ("--batch", "--store", str(tmp_path / "runs"), "--preset", "demo")
+    started = time.monotonic()
+    got = run_main(*base, "--set", 'run.executor="slurm"', "--set", f'run.slurm_folder="{shared}"',
+                   "--set", "run.cpus_per_job=4", cwd=tmp_path, env=env)
+    took = time.monotonic() - started
+    assert got.rc == 2 and len(got.stderr.splitlines()) == 1 and "Traceback" not in got.stderr, got.stderr
+    assert ("run.cpus_per_job = 4: no node of partition 'debug' has that many CPUs (at most 2); "
+            "Slurm would keep the jobs pending forever") in got.stderr
+    assert took < 10, took
+    assert not shared.exists()
+    monkeypatch.setenv("SLURM_CONF", str(real_slurm.conf))
+    run = slurm_config(shared, "run.gpus_per_job=1", 'run.device="auto"').run
+    with pytest.raises(DeviceError, match=r"^run.gpus_per_job = 1: no node of partition 'debug' has that many GPUs "
+                                          r"\(none has a GPU\)"):
+        slurm.SlurmExecutor(run, SETTINGS, cancel=threading.Event())
+    real_slurm.run("scontrol", "update", "PartitionName=debug", "MaxTime=5")
+    try:
+        with pytest.raises(DeviceError,
+                           match=r"^run.slurm_time = 60: partition 'debug' lets a job run at most 5 minutes$"):
+            slurm.SlurmExecutor(slurm_config(shared).run, SETTINGS, cancel=threading.Event())
+    finally:
+        real_slurm.run("scontrol", "update", "PartitionName=debug", "MaxTime=INFINITE")
+    assert not shared.exists()
+
+
+@pytest.mark.slow
+def test_a_task_waiting_in_the_queue_is_told_and_one_slurm_never_starts_fails_with_the_reason(
+    tmp_path: Path, real_slurm: SlurmCluster, monkeypatch,
+) -> None:
+    """A partition that is down waits (a person brings it back): the wait is told, once.
+    Once every node that could take the task is drained, Slurm will never start it by
+    itself: the task is scancelled and fails with the reason."""
+    monkeypatch.setenv("SLURM_CONF", str(real_slurm.conf))
+    monkeypatch.setattr(slurm, "STATE_INTERVAL", 0.3)
+    monkeypatch.setattr(slurm, "LOST_AFTER", 0.3)
+    monkeypatch.setattr(slurm, "WAIT_NOTICE_AFTER", 0.5)
+    task = dense_task()
+    messages: list[object] = []
+    real_slurm.run("scontrol", "update", "PartitionName=debug", "State=DOWN")
+    try:
+        executor = slurm.SlurmExecutor(slurm_config(tmp_path, "run.slurm_time=5").run, SETTINGS,
+                                       cancel=threading.Event())
+        assert executor.notes() == []
+        executor.submit([task])
+        deadline = time.monotonic() + 20
+        while "PartitionDown" not in executor.waiting and time.monotonic() < deadline:  # "None" first, maybe
+            executor.wait(messages.append, 0.2)
+        assert executor.waiting == {"PartitionDown": 1} and executor.busy == 1 and not messages
+        assert executor.notes()[-1] == "1 job waits in the Slurm queue (PartitionDown)"
+        executor.wait(messages.append, 1.0)
+        assert executor.notes() == []  # told once
+        real_slurm.run("scontrol", "update", f"NodeName={real_slurm.host}", "State=DRAIN", "Reason=lotto-test")
+        real_slurm.run("scontrol", "update", "PartitionName=debug", "State=UP")
+        drive(executor, messages.append, limit=30)
+        executor.close()
+    finally:
+        real_slurm.run("scontrol", "update", "PartitionName=debug", "State=UP")
+        real_slurm.run("scontrol", "update", f"NodeName={real_slurm.host}", "State=RESUME")
+    (finished,) = messages
+    assert finished == Finished(task.key, None, "slurm will not start it: ReqNodeNotAvail (every node of partition "
+                                                "'debug' that could take it is down or drained)")
+    assert "CANCELLED" in real_slurm.run("squeue", "-h", "-t", "all", "-o", "%T", "-j", finished_job(real_slurm))
+    assert not list(tmp_path.iterdir())  # nothing kept: it never ran
+
+
+def finished_job(cluster: SlurmCluster) -> str:
+    """The id of the newest job the cluster knows."""
+    return max(cluster.run("squeue", "-h", "-t", "all", "-o", "%A").split(), key=int)
+
+
+#: a driver that submits one long task and is killed (SIGKILL: no clean-up) right after
+_DYING_DRIVER = """
+import os, signal, sys, threading
+sys.path.insert(0, {tests!r})
+from test_slurm import SETTINGS, dense_task, slurm, slurm_config
+executor = slurm.SlurmExecutor(slurm_config({shared!r}, "train.dense_epochs=500").run, SETTINGS,
+                               cancel=threading.Event())
+executor.submit([dense_task("train.dense_epochs=500")])
+executor.wait(lambda message: None, 0.1)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.slow
+def test_the_jobs_of_a_driver_that_died_are_scancelled_by_the_next_one(
+    tmp_path: Path, real_slurm: SlurmCluster, monkeypatch,
+) -> None:
+    """A driver killed without clean-up leaves its job in the queue; the next driver on
+    the same folder scancels it when it submits, and says so: it would only duplicate
+    the job the new driver trains again from the store's checkpoints."""
+    shared = tmp_path / "shared"
+    monkeypatch.setenv("SLURM_CONF", str(real_slurm.conf))
+    script = _DYING_DRIVER.format(tests=str(Path(__file__).parent), shared=str(shared))
+    first = subprocess.run([sys.executable, "-c", script], env=os.environ, capture_output=True, text=True, timeout=60)
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    (old,) = shared.iterdir()
+    (orphan,) = (old / "jobs.txt").read_text().split()
+    assert real_slurm.run("squeue", "-h", "-o", "%j", "-j", orphan).split() == ["lotto"]  # pending or running
+    executor = slurm.SlurmExecutor(slurm_config(shared).run, SETTINGS, cancel=threading.Event())
+    try:
+        executor.submit([dense_task()])
+        executor.wait(lambda message: None, 0.1)
+        (note,) = executor.notes()
+    finally:
+        executor.close()
+    pid = json.loads((old / "driver").read_text())["pid"]
+    assert note == (f"scancelled 1 Slurm task (job {orphan}) left by an earlier driver that is gone (pid {pid} "
+                    f"on {socket.gethostname()} ended; {old}): this run trains their jobs again, from the store's "
+                    "checkpoints")
+    state = real_slurm.run("squeue", "-h", "-t", "all", "-o", "%T", "-j", orphan).strip()
+    assert state in ("CANCELLED", "COMPLETING"), state
+    assert (old / "ended").exists()
+
+
+@pytest.mark.slow
+def test_the_test_cluster_kills_what_it_started_and_nothing_else(tmp_path: Path) -> None:
+    """The test process dies without cleaning up: the daemons get SIGTERM from the
+    kernel and the watchdog kills the job still running; a process that merely has
+    the cluster's SLURM_CONF in its environment lives on."""
+    root = tmp_path / "cluster"
+    pid_file = tmp_path / "job.pid"
+    script = f"""
+import os, subprocess, sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from slurm_cluster import single_node_slurm
+with single_node_slurm({str(root)!r}) as cluster:
+    cluster.run("sbatch", "-o", {str(tmp_path / "job.out")!r}, "--wrap", "echo $$ > {pid_file}; exec sleep 300")
+    while not os.path.exists({str(pid_file)!r}):
+        time.sleep(0.1)
+    print("ready", flush=True)
+    time.sleep(300)
+"""
+    bystander = subprocess.Popen(["sleep", "300"], env={**os.environ, "SLURM_CONF": str(root / "slurm.conf")})
+    try:
+        test = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            assert test.stdout.readline().strip() == "ready"
+        finally:
+            test.kill()
+            test.wait()
+        job = int(pid_file.read_text())
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{job}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{job}").exists(), "the job's process outlived its cluster"
+        assert bystander.poll() is None, "the sweep killed a process the cluster did not start"
+    finally:
+        bystander.kill()
+        bystander.wait()
