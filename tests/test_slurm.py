@@ -299,6 +299,9 @@ def test_a_real_single_node_slurm_runs_the_two_job_grid(tmp_path: Path, real_slu
         assert grid_results(store) == local_numbers
     workers = [e.worker for e in events if type(e).__name__ == "JobStarted"]
     assert len(workers) == 2 and all(w.startswith("slurm job ") and w.endswith(f" on {real_slurm.host}") for w in workers)
+    # the partition it ran on is said at the start
+    told = [e.message for e in events if isinstance(e, Notice) and e.message.startswith("jobs run on the slurm")]
+    assert len(told) == 1 and told[0].startswith("jobs run on the slurm partition 'debug' (1 node, "), told
     # without accounting, the job completion log is where ended jobs are told
     deadline = time.monotonic() + 20
     while real_slurm.jobcomp().count("JobState=COMPLETED") < 2 and time.monotonic() < deadline:

@@ -161,7 +161,8 @@ class RichReporter:
 
 
 class _Interrupts:
-    """First Ctrl-C (or SIGTERM) sets the cancel flag; a second one stops at once."""
+    """First Ctrl-C (or SIGTERM, or SIGHUP unless nohup ignores it) sets the cancel
+    flag; a second one stops at once."""
 
     def __init__(self, cancel: threading.Event, notify: Callable[[str], None] | None) -> None:
         self.cancel = cancel
@@ -169,7 +170,9 @@ class _Interrupts:
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Interrupts:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                continue  # under nohup: the hang-up stays ignored
             self.previous[sig] = signal.signal(sig, self._handle)
         return self
 

@@ -259,6 +259,17 @@ class SlurmExecutor:
         with contextlib.suppress(OSError):
             (self.folder / "ended").touch()
 
+    def describe(self) -> str | None:
+        """The cluster in one line, for the run's header and provenance: ``slurm
+        partition 'debug' (2 nodes, 4 CPUs, 0 GPUs), job files in <folder>``; None
+        on submitit's local stand-in (tests)."""
+        if not self._partition:
+            return None
+        nodes = [n for n in (_nodes() or []) if n.partition.rstrip("*") == self._partition]
+        size = (f" ({len(nodes)} node{'s' if len(nodes) != 1 else ''}, {sum(n.cpus for n in nodes)} CPUs, "
+                f"{sum(n.gpus for n in nodes)} GPUs)") if nodes else ""
+        return f"slurm partition {self._partition!r}{size}, job files in {self.folder}"
+
     def notes(self) -> list[str]:
         """What the user should hear since the last call, one line each: tasks waiting in
         the queue (once per change of why), jobs of a gone driver scancelled, a time

@@ -206,7 +206,7 @@ class Runner:
             self._cluster = executor.describe()
             if self._cluster:
                 self._notice([f"jobs run on the {self._cluster}"])
-            self._notice(executor.notes())
+            self._executor_notes(executor)
             network = on_network_filesystem(self.store.root)
             if network:
                 self._notice([f"the store {self.store.root} is on a network file system ({network}): SQLite's "
@@ -354,7 +354,7 @@ class Runner:
                         raise RuntimeError(f"{len(graph.waiting)} jobs wait for parents that never run")
                     return
                 executor.wait(lambda message: self._handle(message, running, graph), 0.2)
-                self._notice(executor.notes())
+                self._executor_notes(executor)
         except BaseException:  # Ctrl-C, a store that cannot take results, a handler that raised
             self.cancel.set()
             self._drain(running, graph, executor)
@@ -558,6 +558,13 @@ class Runner:
                 for flag in run.flags:
                     flags[flag] = flags.get(flag, 0) + 1
         return counts, {f: flags[f] for f in FLAGS if f in flags}, flagged, unchecked
+
+    def _executor_notes(self, executor: Executor) -> None:
+        """What the executor has to tell since it was last asked (a cluster's queue
+        waits, how it chose its cluster): each already told once per change by the
+        executor, so emitted as it comes."""
+        for note in executor.notes():
+            self._emit(Notice(note))
 
     def _notice(self, notes: Iterable[str]) -> None:
         """Emit each distinct note once per runner (e.g. a CUDA graph fallback)."""
