@@ -304,15 +304,17 @@ def _autocast_reference_step(model, masks, cfg, lr):
     def step(x, y):
         with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
             loss = torch.nn.functional.cross_entropy(model(x), y)
-        grads = dict(zip(names, torch.autograd.grad(loss, list(params.values()))))
-        with torch.no_grad():
-            for name in names:
-                g = grads[name] * masks[name] if name in masks else grads[name]
-                g = g + params[name] * cfg.train.weight_decay
-                bufs[name].mul_(cfg.train.momentum).add_(g)
-                params[name].add_(bufs[name] * -lr)
+        grads = list(torch.autograd.grad(loss, list(params.values())))
+        with torch.no_grad():  # the update as the step makes it (the same foreach ops: the same rounding)
+            for i, name in enumerate(names):
                 if name in masks:
-                    params[name].mul_(masks[name])
+                    grads[i].mul_(masks[name])
+            grads = torch._foreach_add(grads, list(params.values()), alpha=cfg.train.weight_decay)
+            torch._foreach_mul_(list(bufs.values()), cfg.train.momentum)
+            torch._foreach_add_(list(bufs.values()), grads)
+            torch._foreach_add_(list(params.values()), torch._foreach_mul(list(bufs.values()), -torch.tensor(lr)))
+            for name in masks:
+                params[name].mul_(masks[name])
 
     return step
 
