@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import prune
 
+from lotto_engine import devices
 from lotto_engine.config import load_config
 from lotto_engine.data import Split
 from lotto_engine.devices import fast_path
@@ -89,6 +90,12 @@ def typical_epoch(model, loader, optimizer, device) -> int:  # type: ignore[no-u
         running += loss.item()  # the usual per-step logging (a host sync on GPU)
         seen += y.shape[0]
     return seen
+
+
+def sync_stream(device: torch.device) -> None:
+    """Wait for this thread's current CUDA stream (nothing off CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
 
 
 def sync(device: torch.device) -> None:
@@ -163,15 +170,18 @@ def engine_throughput(cfg, split, val, fast, args, parallel):  # type: ignore[no
     errors: list[BaseException] = []
 
     def job(i: int) -> None:
+        # as the runner's job slots: a stream of its own, and a wait for that stream
+        # only (a device-wide sync here would break another slot's graph capture)
         try:
-            warm_up = LoopOptions(epochs=1, seed=i, masks=all_masks[i], augment=args.augment, padding=4)
-            train(models[i], split, val, cfg.train, fast, warm_up)
-            sync(device)
-            barrier.wait()  # everyone warm: start the clock
-            timed = LoopOptions(epochs=args.epochs, seed=i, masks=all_masks[i], augment=args.augment, padding=4)
-            outcomes[i] = train(models[i], split, val, cfg.train, fast, timed)
-            sync(device)
-            barrier.wait()
+            with devices.on_device(device):
+                warm_up = LoopOptions(epochs=1, seed=i, masks=all_masks[i], augment=args.augment, padding=4)
+                train(models[i], split, val, cfg.train, fast, warm_up)
+                sync_stream(device)
+                barrier.wait()  # everyone warm: start the clock
+                timed = LoopOptions(epochs=args.epochs, seed=i, masks=all_masks[i], augment=args.augment, padding=4)
+                outcomes[i] = train(models[i], split, val, cfg.train, fast, timed)
+                sync_stream(device)
+                barrier.wait()
         except threading.BrokenBarrierError:
             pass
         except BaseException as err:  # stop the others and the clock: report it, do not hang
@@ -239,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     typical_ips = seen / (time.perf_counter() - start)
     del loader
 
-    # ---- the engine
+    # ---- the engine, with torch set up as the runner sets it (run.deterministic and the
+    # rest: --set run.deterministic=false to see what determinism costs)
+    devices.configure(args.threads, cfg.run.deterministic)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255).contiguous()
@@ -283,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine_options": {"precision": fast.precision, "channels_last": fast.channels_last,
                            "compile": fast.compile, "cuda_graphs": fast.cuda_graphs},
         "engine_parallel_jobs": parallel,
+        "engine_deterministic": cfg.run.deterministic,
         "engine_notes": sorted({note for o in outcomes for note in o.notes}),
         "typical_images_per_s": round(typical_ips, 1),
         "engine_images_per_s": round(engine_ips, 1),
