@@ -22,12 +22,14 @@ DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-/tmp/gpu_check}
 BUDGET=${BUDGET:-470}
 mkdir -p "$OUT" || exit 1
+OUT=$(cd "$OUT" && pwd)
+cd "$(dirname "$0")/.." || exit 1  # the repository root, wherever it is run from
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_work.XXXXXX") || exit 1
 trap 'rm -rf "$WORK"' EXIT
 START=$(date +%s)
 
 if [ "$DEVICE" = cpu ]; then
-  PY=${PY:-/work/main/.venv/bin/python}
+  PY=${PY:-$PWD/.venv/bin/python}  # this checkout's venv (README's setup)
 else
   PY=${PY:-python3}
   if compgen -G ".whl/*.whl" > /dev/null; then
@@ -72,7 +74,7 @@ nvidia-smi -L 2>/dev/null || true
 "$PY" bench/cifar_folder.py "$WORK/data" > /dev/null || exit 1
 
 step "${LIMITS[0]}" cuda_tests "${PYTEST[@]}" -k cuda tests/test_fast_engine.py tests/test_training.py \
-  tests/test_train_resume.py tests/test_job_resume.py
+  tests/test_train_resume.py tests/test_job_resume.py tests/test_pruning_methods.py
 step "${LIMITS[1]}" lockstep_tests "${PYTEST[@]}" tests/test_lockstep.py
 step "${LIMITS[2]}" check "$PY" bench/lockstep_check.py --device "$DEVICE" "${CHECK[@]}" --out "$OUT/check.json"
 step "${LIMITS[3]}" bench "$PY" bench/grid_speed.py --device "$DEVICE" "${BENCH[@]}" --cifar-root "$WORK/data" \

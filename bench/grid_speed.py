@@ -494,7 +494,8 @@ def table(r: dict) -> str:  # type: ignore[type-arg]
     """A short human summary of ``r``."""
     eng = r["engine"]
     lines = [f"{r['device']} ({r['device_name']}), torch {r['torch']}, {r['threads']} threads, "
-             f"{r['images_per_epoch']} images x {r['timed_epochs']} timed epoch(s), load "
+             f"{r['images_per_epoch']} images x {r['timed_epochs']} timed epoch(s), "
+             f"{'deterministic' if r['deterministic'] else 'NOT deterministic (run.deterministic = false)'}, load "
              f"{r['load_average_before'][0]} -> {r['load_average_after'][0]}",
              f"{'way':<28}{'img/s total':>12}{'img/s per net':>15}{'peak MiB':>10}"]
     for loop in r["typical"]:
@@ -513,8 +514,9 @@ def table(r: dict) -> str:  # type: ignore[type-arg]
     lines.append("seed-paper grid, projected wall: " + ", ".join(
         f"{k.removesuffix('_s')} {v:.0f} s" for k, v in r["projected_seed_paper_s"].items() if k.endswith("_s")))
     t = r["targets"]
-    lines.append(f"engine's best {t['engine_best_images_per_s']:.0f} img/s in total: "
-                 + ", ".join(f"{v}x typical with {k.replace('_', ' ')}" for k, v in t["vs_typical"].items())
+    versus = ", ".join(f"{v}x typical with {k.replace('_', ' ')}" for k, v in t["vs_typical"].items())
+    lines.append(f"engine's best {t['engine_best_images_per_s']:.0f} img/s in total"
+                 + (f": {versus}" if versus else "")
                  + f"; engine peak memory {t['engine_peak_memory_mib']:.0f} MiB ({r['peak_memory_kind']})")
     if "lockstep_grouping" in r["projected_seed_paper_s"]:
         lines.append("lockstep assumed: " + r["projected_seed_paper_s"]["lockstep_grouping"])

@@ -8,7 +8,7 @@
 #   usage: bash bench/make_wheels.sh        (then carry .whl; it must stay under 64 MiB)
 set -eu
 cd "$(dirname "$0")/.."
-PY=${PY:-/work/main/.venv/bin/python}
+PY=${PY:-.venv/bin/python}  # this checkout's venv (README's setup)
 DEST=${DEST:-.whl}
 NAMES="pydantic pydantic_core annotated-types typing-inspection typing_extensions textual textual-plotext plotext
 rich markdown-it-py mdit-py-plugins mdurl platformdirs pygments"
