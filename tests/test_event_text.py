@@ -119,6 +119,25 @@ def test_plain_batch_says_a_job_resumed_and_nothing_for_a_fresh_start() -> None:
     ]  # the dense job's fresh start printed no line of its own
 
 
+def test_plain_lines_number_each_job_once_whatever_order_jobs_end_or_restart_in() -> None:
+    # two jobs at once (or on a cluster): the second started ends first, the first is
+    # retried on another worker; each keeps its number, so grep follows one job
+    out = io.StringIO()
+    reporter = PlainReporter(out)
+    for event in [
+        GridStarted(7, (DENSE, PRUNED, OTHER), frozenset(), "ray: cpu per job"),
+        JobStarted(PRUNED, 12, 4, 56, "cpu"),
+        JobStarted(OTHER, 13, 4, 56, "cpu"),
+        JobFinished(OTHER, 13, RunResult("done", val_acc=0.5, wall_time=1.0)),
+        JobStarted(PRUNED, 12, 4, 56, "cpu", resumed_from=2),
+        EpochFinished(PRUNED, METRICS, 4),
+        JobFinished(PRUNED, 12, RunResult("done", val_acc=0.5, wall_time=1.0)),
+    ]:
+        reporter(event)
+    numbers = [(line[:5], "s=0.8" in line) for line in out.getvalue().splitlines()[1:]]
+    assert numbers == [("[2/3]", False), ("[1/3]", True), ("[1/3]", True), ("[1/3]", True)]
+
+
 def test_the_rich_bar_of_a_resumed_job_starts_at_the_epochs_it_had() -> None:
     reporter = RichReporter(Console(file=io.StringIO(), width=120, no_color=True))
     e = events()

@@ -47,33 +47,34 @@ if TYPE_CHECKING:
 
 class PlainReporter:
     """One line per epoch and per finished job: for logs, pipes and nohup. The texts
-    are :mod:`lotto_tui.event_text`'s, after a ``[k/n]`` counter."""
+    are :mod:`lotto_tui.event_text`'s, after a ``[k/n]`` counter: k is the job's place
+    in start order, the same on all its lines (with jobs at once, or a retry, finish
+    order differs), so grepping for ``[3/21]`` follows one job."""
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self.total = 0
-        self.finished = 0
-        self.index: dict[str, int] = {}  # job key -> its place in start order (run.parallel runs several)
+        self.index: dict[str, int] = {}  # job key -> its place in start order
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, ev.GridStarted):
             self.total = len(event.jobs) - len(event.skipped)
             self._print(text.grid_started(event).plain)
         elif isinstance(event, ev.JobStarted):
-            self.index[event.job.key] = len(self.index) + 1
+            place = self._place(event.job.key)
             if event.resumed_from:  # a fresh start needs no line: its first epoch line says it
-                self._print(f"[{self.index[event.job.key]}/{self.total}] {text.job_started(event).plain}")
+                self._print(f"[{place}/{self.total}] {text.job_started(event).plain}")
         elif isinstance(event, ev.EpochFinished):
-            place = self.index.get(event.job.key, self.finished + 1)
-            self._print(f"[{place}/{self.total}] {text.epoch_finished(event).plain}")
+            self._print(f"[{self._place(event.job.key)}/{self.total}] {text.epoch_finished(event).plain}")
         elif isinstance(event, ev.JobFinished):
-            self.finished += 1
-            self._print(f"[{self.finished}/{self.total}] {text.job_finished(event).status_first().plain}")
+            self._print(f"[{self._place(event.job.key)}/{self.total}] {text.job_finished(event).status_first().plain}")
         elif isinstance(event, ev.JobFailed):
-            self.finished += 1
-            self._print(f"[{self.finished}/{self.total}] {text.job_failed(event).status_first().plain}")
+            self._print(f"[{self._place(event.job.key)}/{self.total}] {text.job_failed(event).status_first().plain}")
         elif isinstance(event, ev.Notice):
             self._print(text.notice(event).plain)
+
+    def _place(self, key: str) -> int:
+        return self.index.setdefault(key, len(self.index) + 1)
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
