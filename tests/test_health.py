@@ -230,3 +230,25 @@ def test_runs_of_an_older_release_show_as_unchecked_everywhere_never_ok(tmp_path
     assert main(["experiments", "--store", str(store_dir)]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
     assert rows and all(re.search(r"\s0\+\?(\s|$)", row) for row in rows), rows
+
+
+
+def test_a_stopped_run_is_not_judged_on_its_partial_curve(digits):
+    # a run cancelled after one epoch of a net still at chance is no result: flagging
+    # it "chance level" (and counting it among the grid's flagged runs) would mislead
+    import threading
+
+    from conftest import tiny_config
+    from lotto_engine.devices import FastPath
+    from lotto_engine.plan import build_plan
+    from lotto_engine.protocol import JobSpec
+    from lotto_engine.protocol.jobs import JobHooks, run_job
+
+    config = tiny_config('grid.activations=["sigmoid"]', "train.dense_epochs=2", "train.lr=1e-9")
+    spec = JobSpec.of(build_plan(config).jobs[0], config, FastPath())
+    stop = threading.Event()
+    stopped = run_job(spec, digits, hooks=JobHooks(cancel=stop, on_epoch=lambda metrics: stop.set()))
+    assert stopped.result.status == "cancelled" and len(stopped.result.curve) == 1
+    assert not stopped.result.flags
+    whole = run_job(spec, digits)  # the same net left to finish is judged
+    assert whole.result.status == "done" and "chance_level" in whole.result.flags

@@ -48,6 +48,7 @@ from ..models import build_model
 from ..provenance import device_label, run_provenance
 from ..pruning import Masks, compute_masks, prunable_names, shuffle_masks
 from ..records import LayerSparsity, RunResult
+from ..statuses import FINAL
 from ..scores import METHODS
 from ..training import (
     BatchCallback, CancelFlag, EpochCallback, LoopOptions, TrainOutcome, batches_per_epoch, evaluate, train,
@@ -345,13 +346,14 @@ def _result(
         result.error = "loss became NaN or infinite"
     elif outcome.status == "cancelled":
         result.error = "cancelled"
-    result.flags = diagnose(
-        num_classes=data.num_classes,
-        curve=result.curve,
-        layers=result.layers,
-        val=None if result.val_acc is None else (result.val_acc, len(data.val)),
-        test=None if result.test_acc is None else (result.test_acc, len(data.test)),
-    )
+    if outcome.status in FINAL:  # a stopped run's partial curve is no result to judge
+        result.flags = diagnose(
+            num_classes=data.num_classes,
+            curve=result.curve,
+            layers=result.layers,
+            val=None if result.val_acc is None else (result.val_acc, len(data.val)),
+            test=None if result.test_acc is None else (result.test_acc, len(data.test)),
+        )
     result.numerics = _numerics(data.train.x.device, spec.fast.precision)
     result.provenance = run_provenance(data.train.x.device, spec.fast.precision, torch.get_num_threads(), fast=spec.fast)
     result.provenance["lockstep"] = outcome.group  # nets trained in one step with it (1: alone)
