@@ -412,6 +412,47 @@ def test_a_clusters_gcs_given_as_a_ray_client_address_fails_in_one_line(cluster)
     )
 
 
+def test_a_ray_client_server_that_wants_a_token_is_told_apart_in_one_line(tmp_path, monkeypatch) -> None:
+    # A Ray Client server (ray://) of a cluster with token authentication refuses calls
+    # without a token; ray.init would wait 30 s and blame a timeout. Here a real gRPC
+    # server answers as one does (the GCS's call unknown there, Ray Client's refused).
+    from concurrent import futures
+
+    import grpc
+
+    from lotto_engine.executors import ray_executor
+
+    def handler(details):
+        if details.method == ray_executor._CLIENT_CALL:
+            return grpc.unary_unary_rpc_method_handler(
+                lambda request, context: context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing token"))
+        return None  # UNIMPLEMENTED, as on a Ray Client server
+
+    class Handler(grpc.GenericRpcHandler):
+        def service(self, details):
+            return handler(details)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[Handler()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    from conftest import run_main
+
+    try:
+        assert ray_executor._speaks_ray(f"ray://127.0.0.1:{port}", "x") == "token"
+        monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+        monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
+        result = run_main("--batch", "--store", str(tmp_path / "runs"),
+                          *tiny_args(*ON_RAY, f'run.ray_address="ray://127.0.0.1:{port}"'), cwd=tmp_path)
+    finally:
+        server.stop(0)
+    assert result.rc == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "that Ray cluster wants a token (token authentication) and none is here" in result.stderr
+    with Store(tmp_path / "runs", create=False) as store:
+        assert store.experiments() == []
+
+
 def test_auto_joins_the_cluster_ray_start_made_last_and_says_so_when_others_run() -> None:
     from lotto_engine.executors.ray_executor import choose_cluster
 

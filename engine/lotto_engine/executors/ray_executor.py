@@ -281,7 +281,7 @@ class RayExecutor:
             gpus = sum(n.get("Resources", {}).get("GPU", 0) for n in nodes)
         except Exception:
             return f"{kind} {self._where}"
-        return f"{kind} {self._where}, {len(nodes)} node{'s' if len(nodes) != 1 else ''}, {cpus:g} CPUs, {gpus:g} GPUs"
+        return f"{kind} {self._where}, {_count(len(nodes), 'node')}, {_count(cpus, 'CPU')}, {_count(gpus, 'GPU')}"
 
     def close(self) -> None:
         """Stop what still runs (it stops at its next batch), then let the cluster go:
@@ -476,7 +476,7 @@ def connect_to(ray: Any, address: str, options: dict[str, Any]) -> tuple[str, st
         with stderr_with_fileno():
             ray.init(address=target, **options)
     except Exception as err:
-        raise DeviceError(f"run.ray_address = {address}: could not join the Ray cluster at {target}: {one_line(err)}") from None
+        raise DeviceError(f"run.ray_address = {address}: could not join the Ray cluster at {target}: {_reason(err)}") from None
     except SystemExit:  # Ray's core worker gives up on a GCS that never answered
         raise DeviceError(f"run.ray_address = {address}: no Ray cluster answered at {target}") from None
     return "joined", note
@@ -604,6 +604,8 @@ def _reachable(target: str, address: str) -> None:
 
 #: a call every Ray GCS answers, cheaply (its request is empty)
 _GCS_CALL = "/ray.rpc.NodeInfoGcsService/GetClusterId"
+#: a Ray Client server's read-only call (an empty request asks what it always answers)
+_CLIENT_CALL = "/ray.rpc.RayletDriver/ClusterInfo"
 
 
 def _speaks_ray(target: str, address: str) -> str:
@@ -633,13 +635,27 @@ def _speaks_ray(target: str, address: str) -> str:
     if gcs and not scheme:
         return "token" if code is not None else "disabled"
     if code == grpc.StatusCode.UNIMPLEMENTED and scheme:  # a gRPC server: Ray Client's, as asked
-        return ""
+        return _client_wants_token(grpc, hostport)
     if gcs:  # (Ray Client would keep trying there)
         raise DeviceError(f"run.ray_address = {address}{named}: {hostport} is a Ray cluster's GCS, not its Ray Client "
                           f"server: join it as {hostport} from a node of the cluster, or use ray://HOST:10001")
     hint = f" (it speaks gRPC: a Ray Client server? then ray://{hostport})" if code == grpc.StatusCode.UNIMPLEMENTED else ""
     what = "a Ray Client server" if scheme else "a Ray cluster (GCS)"
     raise DeviceError(f"run.ray_address = {address}{named}: {hostport} answers but is not {what}{hint}")
+
+
+def _client_wants_token(grpc: Any, hostport: str) -> str:
+    """"token" when the Ray Client server at ``hostport`` refuses a call without a
+    token (a cluster with token authentication: without one, ray.init would wait
+    half a minute and then blame a timeout), else "" (Ray's own handling)."""
+    try:
+        with grpc.insecure_channel(hostport) as channel:
+            channel.unary_unary(_CLIENT_CALL)(b"", timeout=CONNECT_TIMEOUT)
+    except grpc.RpcError as err:
+        return "token" if err.code() == grpc.StatusCode.UNAUTHENTICATED else ""
+    except Exception:
+        return ""
+    return ""
 
 
 def _have_token(target: str, address: str) -> None:
@@ -672,6 +688,21 @@ def _host_port(target: str) -> tuple[str, int] | None:
     if not sep or not port.isdigit():
         return None
     return host.strip("[]"), int(port)
+
+
+def _count(n: float, thing: str) -> str:
+    return f"{n:g} {thing}{'' if n == 1 else 's'}"
+
+
+def _reason(err: BaseException) -> str:
+    """``err`` in one line; for a server's traceback passed on as the message, its
+    last line (the error itself), not its first ("Traceback (most recent call last):")."""
+    text = str(err)
+    if "Traceback (most recent call last)" in text:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        head = lines[0].split("Traceback (most recent call last)")[0].strip()
+        return f"{head} {lines[-1]}".strip() if lines else one_line(err)
+    return one_line(err)
 
 
 def describe_cluster(ray: Any, address: str) -> str:

@@ -266,8 +266,9 @@ class SlurmExecutor:
         if not self._partition:
             return None
         nodes = [n for n in (_nodes() or []) if n.partition.rstrip("*") == self._partition]
-        size = (f" ({len(nodes)} node{'s' if len(nodes) != 1 else ''}, {sum(n.cpus for n in nodes)} CPUs, "
-                f"{sum(n.gpus for n in nodes)} GPUs)") if nodes else ""
+        count = lambda n, thing: f"{n} {thing}{'' if n == 1 else 's'}"  # noqa: E731
+        size = (f" ({count(len(nodes), 'node')}, {count(sum(n.cpus for n in nodes), 'CPU')}, "
+                f"{count(sum(n.gpus for n in nodes), 'GPU')})") if nodes else ""
         return f"slurm partition {self._partition!r}{size}, job files in {self.folder}"
 
     def notes(self) -> list[str]:
