@@ -134,7 +134,9 @@ def test_lockstep_on_trains_each_sibling_as_if_alone_with_its_own_rows_artifacts
             assert sum(isinstance(e, JobFinished) and e.job.key == key for e in collected) == 1
             epochs = [e.metrics.epoch for e in collected if isinstance(e, EpochFinished) and e.job.key == key]
             assert epochs == [m.epoch for m in together[key][4]]
-    assert not [e for e in events if isinstance(e, Notice) and "lockstep" in e.message]
+    # no probe note (on CPU, on is forced); only that it is slower here
+    lockstep_notes = [e.message for e in events if isinstance(e, Notice) and "lockstep" in e.message]
+    assert len(lockstep_notes) == 1 and lockstep_notes[0].startswith("run.lockstep = on, on a CPU")
     # each run says how it was trained: with how many nets in its step (1: alone)
     for root, sizes in ((tmp_path / "on", {4, 1}), (tmp_path / "off", {1})):
         with Store(root) as store:
@@ -302,6 +304,9 @@ def test_auto_is_off_on_cpu_and_says_nothing(tmp_path, wired):
 def test_on_says_where_it_cannot_apply_and_nets_that_cannot_share_batches_are_refused(digits):
     notes = devices.execution(tiny_config('run.lockstep="on"', "run.compile=true").run).notes
     assert "run.lockstep does not combine with run.compile: each job trains alone" in notes
+    notes = devices.execution(tiny_config('run.lockstep="on"').run).notes
+    assert any(n.startswith("run.lockstep = on, on a CPU: siblings train in one step, which measured slower") for n in notes)
+    assert not [n for n in devices.execution(tiny_config().run).notes if "lockstep" in n]
     notes = devices.execution(tiny_config('run.lockstep="on"', 'run.executor="ray"').run).notes
     assert "run.lockstep is for the local executor: on ray each job trains alone" in notes
     config, data = digits

@@ -285,4 +285,7 @@ def execution(run: RunConfig) -> Execution:
         slots = slots[:1]
     if run.compile and run.lockstep == "on":
         notes += ("run.lockstep does not combine with run.compile: each job trains alone",)
+    elif run.lockstep == "on" and device.type == "cpu":
+        notes += ("run.lockstep = on, on a CPU: siblings train in one step, which measured slower here than one "
+                  "net at a time (bench/lockstep.py); auto leaves it off on CPU",)
     return Execution(device, fast, slots, notes, threads_for(run), run.executor)
