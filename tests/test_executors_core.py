@@ -202,6 +202,7 @@ def test_settings_the_chosen_executor_does_not_read_are_named_in_a_note() -> Non
     assert notes() == notes('run.executor="ray"', "run.gpus_per_job=0.5") == []
 
 
+@pytest.mark.slow  # ~4 s: fresh interpreters import torch
 def test_the_engine_imports_without_ray_or_submitit_and_a_worker_starts_without_the_compiler() -> None:
     """lotto_engine needs neither optional package; and setting up torch in a fresh
     process (each Ray or Slurm worker, each CLI start) does not import torch's compiler
