@@ -412,7 +412,8 @@ def test_a_clusters_gcs_given_as_a_ray_client_address_fails_in_one_line(cluster)
     )
 
 
-def test_a_ray_client_server_that_wants_a_token_is_told_apart_in_one_line(tmp_path, monkeypatch) -> None:
+@pytest.mark.slow  # ~4 s: a lotto-tui process
+def test_a_ray_client_server_that_wants_a_token_is_told_apart_in_one_line(tmp_path) -> None:
     # A Ray Client server (ray://) of a cluster with token authentication refuses calls
     # without a token; ray.init would wait 30 s and blame a timeout. Here a real gRPC
     # server answers as one does (the GCS's call unknown there, Ray Client's refused).
@@ -435,19 +436,22 @@ def test_a_ray_client_server_that_wants_a_token_is_told_apart_in_one_line(tmp_pa
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[Handler()])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    from conftest import run_main
-
+    # a process of its own: this one may already be connected to the module's cluster
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")}
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token
     try:
         assert ray_executor._speaks_ray(f"ray://127.0.0.1:{port}", "x") == "token"
-        monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
-        monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
-        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
-        result = run_main("--batch", "--store", str(tmp_path / "runs"),
-                          *tiny_args(*ON_RAY, f'run.ray_address="ray://127.0.0.1:{port}"'), cwd=tmp_path)
+        started = time.monotonic()
+        result = subprocess.run(
+            [str(LOTTO), "--batch", "--store", str(tmp_path / "runs"),
+             *tiny_args(*ON_RAY, f'run.ray_address="ray://127.0.0.1:{port}"')],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )
+        took = time.monotonic() - started
     finally:
         server.stop(0)
-    assert result.rc == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert took < 20  # not the half minute ray.init waits before it gives up
     assert "that Ray cluster wants a token (token authentication) and none is here" in result.stderr
     with Store(tmp_path / "runs", create=False) as store:
         assert store.experiments() == []
