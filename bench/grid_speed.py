@@ -51,23 +51,20 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.nn.utils import prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench scripts
 
 from cifar_folder import write_cifar10  # noqa: E402
-from throughput import MEAN, STD, TypicalCifar, synthetic_cifar, typical_epoch  # noqa: E402
+from throughput import MEAN, STD, TypicalCifar, synthetic_cifar, typical_epoch, typical_net  # noqa: E402
 
 from lotto_engine import devices  # noqa: E402
 from lotto_engine.config import ConfigError, DataConfig, load_config  # noqa: E402
 from lotto_engine.data import Dataset, Split, load_dataset  # noqa: E402
 from lotto_engine.files import write_text_atomic  # noqa: E402
 from lotto_engine.lockstep import group_key, train_together  # noqa: E402
-from lotto_engine.models import build_model  # noqa: E402
 from lotto_engine.plan import build_plan  # noqa: E402
 from lotto_engine.protocol import JobHooks, JobSpec  # noqa: E402
 from lotto_engine.protocol.jobs import prepare_job  # noqa: E402
-from lotto_engine.pruning import compute_masks, prunable_names  # noqa: E402
 from lotto_engine.store import Store  # noqa: E402
 from lotto_engine.training import evaluate, train  # noqa: E402
 
@@ -149,14 +146,7 @@ def measure_typical(cfg, images, labels, val_images, val_labels, workers: int, e
     reset_peak(device)
     sync(device)
     started = time.perf_counter()
-    model = build_model(cfg.model, (3, 32, 32), 10, "relu", 0)
-    masks = compute_masks(model, "magnitude", 0.8)
-    modules = dict(model.named_modules())
-    for name in prunable_names(model):
-        prune.custom_from_mask(modules[name.rsplit(".", 1)[0]], "weight", masks[name])
-    model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-                                weight_decay=cfg.train.weight_decay)
+    model, optimizer = typical_net(cfg, (3, 32, 32), 10, 0.8, device)
     common = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0}
     loader = torch.utils.data.DataLoader(TypicalCifar(images, labels, False), batch_size=cfg.train.batch_size,
                                          shuffle=True, **common)

@@ -92,6 +92,21 @@ def typical_epoch(model, loader, optimizer, device) -> int:  # type: ignore[no-u
     return seen
 
 
+def typical_net(cfg, shape: tuple[int, ...], classes: int, sparsity: float,  # type: ignore[no-untyped-def]
+                device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The typical loop's net, masked the way tutorials do it (``torch.nn.utils.prune``
+    forward hooks), and its ``torch.optim.SGD``."""
+    model = build_model(cfg.model, shape, classes, "relu", 0)
+    masks = compute_masks(model, "magnitude", sparsity)
+    modules = dict(model.named_modules())
+    for name in prunable_names(model):
+        prune.custom_from_mask(modules[name.rsplit(".", 1)[0]], "weight", masks[name])
+    model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+                                weight_decay=cfg.train.weight_decay)
+    return model, optimizer
+
+
 def sync_stream(device: torch.device) -> None:
     """Wait for this thread's current CUDA stream (nothing off CUDA)."""
     if device.type == "cuda":
@@ -229,14 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     shape, classes = (3, 32, 32), 10
 
     # ---- the typical loop
-    model = build_model(cfg.model, shape, classes, "relu", 0)
-    masks = compute_masks(model, "magnitude", args.sparsity)
-    modules = dict(model.named_modules())
-    for name in prunable_names(model):
-        prune.custom_from_mask(modules[name.rsplit(".", 1)[0]], "weight", masks[name])
-    model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-                                weight_decay=cfg.train.weight_decay)
+    model, optimizer = typical_net(cfg, shape, classes, args.sparsity, device)
     loader = torch.utils.data.DataLoader(
         TypicalCifar(images, labels, args.augment), batch_size=args.batch_size, shuffle=True,
         num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
