@@ -308,6 +308,14 @@ class PruneConfig(_Section):
         return int(m.group(1)) if m and m.group(1) is not None else None
 
 
+#: the run.* settings each cluster executor reads (local reads none of them)
+_CLUSTER_SETTINGS: dict[str, set[str]] = {
+    "ray": {"ray_address", "gpus_per_job", "cpus_per_job", "retries"},
+    "slurm": {"gpus_per_job", "cpus_per_job", "retries", "slurm_partition", "slurm_time", "slurm_array_parallelism",
+              "slurm_folder"},
+}
+
+
 class RunConfig(_Section):
     """Where and how the grid runs, and with which numerics.
 
@@ -443,14 +451,8 @@ class RunConfig(_Section):
         """The ``run.*`` settings given (not at their defaults) that the chosen
         executor does not read: ``ray`` and ``slurm`` ones under ``local``, and each
         cluster's own under the other."""
-        used = {
-            "local": set(),
-            "ray": {"ray_address", "gpus_per_job", "cpus_per_job", "retries"},
-            "slurm": {"gpus_per_job", "cpus_per_job", "retries", "slurm_partition", "slurm_time",
-                      "slurm_array_parallelism", "slurm_folder"},
-        }[self.executor]
-        cluster = {"ray_address", "gpus_per_job", "cpus_per_job", "retries", "slurm_partition", "slurm_time",
-                   "slurm_array_parallelism", "slurm_folder"}
+        used = _CLUSTER_SETTINGS.get(self.executor, set())
+        cluster = set().union(*_CLUSTER_SETTINGS.values())
         fields = type(self).model_fields
         return [f"run.{name}" for name in fields
                 if name in cluster - used and getattr(self, name) != fields[name].default]
