@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 #: where Debian puts the daemons (not always on a non-login PATH)
 SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
@@ -186,13 +187,25 @@ while True:
 """
 
 
+def _libc_prctl() -> Any:
+    """libc's prctl, looked up here once: a child between fork and exec must not
+    import or load anything (another thread may hold the import lock)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except Exception:  # not Linux
+        return None
+
+
+_PRCTL = _libc_prctl()
+
+
 def _die_with_parent() -> None:
     """In the daemon, before exec: SIGTERM when the test process ends, even killed
     (SIGKILL, a CI timeout) without running its cleanup (Linux; elsewhere nothing)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _stop(processes: dict[str, subprocess.Popen], listed: Path) -> None:

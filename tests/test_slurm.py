@@ -440,10 +440,16 @@ def test_the_test_cluster_kills_what_it_started_and_nothing_else(tmp_path: Path)
     root = tmp_path / "cluster"
     pid_file = tmp_path / "job.pid"
     script = f"""
-import os, subprocess, sys, time
+import contextlib, os, subprocess, sys, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from slurm_cluster import single_node_slurm
-with single_node_slurm({str(root)!r}) as cluster:
+from slurm_cluster import ClusterUnavailable, single_node_slurm
+stack = contextlib.ExitStack()
+try:
+    cluster = stack.enter_context(single_node_slurm({str(root)!r}))
+except ClusterUnavailable as err:
+    print("unavailable:", err, flush=True)
+    sys.exit(0)
+with stack:
     cluster.run("sbatch", "-o", {str(tmp_path / "job.out")!r}, "--wrap", "echo $$ > {pid_file}; exec sleep 300")
     while not os.path.exists({str(pid_file)!r}):
         time.sleep(0.1)
@@ -454,7 +460,10 @@ with single_node_slurm({str(root)!r}) as cluster:
     try:
         test = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
         try:
-            assert test.stdout.readline().strip() == "ready"
+            line = test.stdout.readline().strip()
+            if line.startswith("unavailable:"):
+                pytest.skip(f"a real slurmctld/slurmd could not start here: {line.removeprefix('unavailable: ')}")
+            assert line == "ready"
         finally:
             test.kill()
             test.wait()
