@@ -473,6 +473,7 @@ def test_an_epochs_batches_are_those_drawn_batch_by_batch_bit_for_bit(augment):
         assert torch.equal(gx, ex) and torch.equal(gy, ey)
         assert not torch.signbit(gx[gx == 0]).any()  # padding is +0.0, as a zero pad writes it
     assert torch.equal(a.get_state(), b.get_state())
+    assert list(epoch_batches(x[:0], y[:0], 8, b, augment=augment)) == []  # no data: no batch
 
 
 def _shifted(img: torch.Tensor, dy: int, dx: int, p: int, flip: bool) -> torch.Tensor:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -321,7 +322,7 @@ class Ticks:
     seconds given, whatever the machine does."""
 
     def __init__(self, together: float, alone: float) -> None:
-        self.readings = iter([0.0, together, 100.0, 100.0 + alone])
+        self.readings = itertools.cycle([0.0, together, 100.0, 100.0 + alone])  # each probe reads four
         self.calls = 0
 
     def __call__(self) -> float:
@@ -342,6 +343,10 @@ def test_the_probe_decides_once_per_architecture_and_device_with_a_note(digits):
     assert "576 img/s, one at a time 192 img/s; siblings train together" in note  # 3 steps x 64 images
     assert fast.choose(nets, loops, data.train, config.train, FastPath(), label="x") == (True, None)  # remembered
     assert fast.clock.calls == 4  # probed once
+    # another batch size (or fast path, or group size) sets another ratio: probed again
+    bigger = config.train.model_copy(update={"batch_size": 2 * config.train.batch_size})
+    assert fast.choose(nets, loops, data.train, bigger, FastPath(), label="x")[1] is not None
+    assert fast.clock.calls == 8
     assert all(torch.equal(p, q) for p, q in zip(before, nets[0].parameters()))  # on copies
     slow = Choices(clock=Ticks(together=4.0, alone=1.0))
     chosen, note = slow.choose(nets, loops, data.train, config.train, FastPath(), label="shallow-cnn relu")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -190,10 +191,17 @@ def on_device(device: torch.device) -> Iterator[None]:
     of queueing on its default stream, and a slot's work never joins another slot's
     CUDA graph capture (work on the legacy default stream would)."""
     if device.type == "cuda":
-        with torch.cuda.device(device), torch.cuda.stream(torch.cuda.Stream(device)):
+        streams = _STREAMS.__dict__.setdefault("by_device", {})
+        if device not in streams:  # one per thread and device: freed memory is reused on its stream only
+            streams[device] = torch.cuda.Stream(device)
+        with torch.cuda.device(device), torch.cuda.stream(streams[device]):
             yield
     else:
         yield
+
+
+#: each thread's own CUDA stream per device (:func:`on_device`)
+_STREAMS = threading.local()
 
 
 def reset_peak_memory(slots: Iterable[torch.device]) -> None:

@@ -367,8 +367,9 @@ def probe(
 
 
 def _sync(device: torch.device) -> None:
+    """Wait for this thread's stream only (other job slots' streams would skew the timing)."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        torch.cuda.current_stream(device).synchronize()
 
 
 class Choices:
@@ -382,7 +383,7 @@ class Choices:
         self.clock = clock
         self.steps = steps
         self.warmup = warmup
-        self._chosen: dict[tuple[str, str], bool] = {}
+        self._chosen: dict[tuple[object, ...], bool] = {}
         self._lock = threading.Lock()
 
     def choose(
@@ -399,7 +400,8 @@ class Choices:
         the two speeds (only from the call that probed; None when remembered).
         ``label`` names the architecture for people (``shallow-cnn relu``)."""
         device = str(train_split.x.device)
-        key = (repr(models[0]), device)
+        # what sets the speed ratio: the net, the device, the batch, the fast path, the group's size
+        key = (repr(models[0]), device, cfg.batch_size, fast, len(models))
         with self._lock:  # one probe at a time: two at once would time each other
             if key in self._chosen:
                 return self._chosen[key], None

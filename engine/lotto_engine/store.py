@@ -621,7 +621,7 @@ class Store:
         with self._lock, self._conn:
             cur = self._conn.execute(
                 "UPDATE runs SET status = 'cancelled', error = 'interrupted: the process running it ended', "
-                "finished_at = ? WHERE experiment_id = ? AND status IN (?, ?)",
+                f"finished_at = ? WHERE experiment_id = ? AND status IN ({', '.join('?' * len(IN_FLIGHT))})",
                 (_now(), experiment_id, *IN_FLIGHT),
             )
             return cur.rowcount

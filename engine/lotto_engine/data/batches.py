@@ -71,7 +71,7 @@ def epoch_batches(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = x.shape[0]
     rows = [torch.randperm(n, generator=generator)[None]]
-    if augment:
+    if augment and n:
         draws = [_crop_draws(min(batch_size, n - start), generator, padding) for start in range(0, n, batch_size)]
         rows += [torch.cat([offsets for offsets, _ in draws], 1), torch.cat([flip for _, flip in draws]).long()[None]]
     drawn = torch.cat(rows) if n else torch.zeros((1 + 3 * augment, 0), dtype=torch.long)

@@ -357,6 +357,8 @@ def _result(
     result.numerics = _numerics(data.train.x.device, spec.fast.precision)
     result.provenance = run_provenance(data.train.x.device, spec.fast.precision, torch.get_num_threads(), fast=spec.fast)
     result.provenance["lockstep"] = outcome.group  # nets trained in one step with it (1: alone)
+    if outcome.group > 1:  # the group's step is eager and contiguous: what ran, not what was asked
+        result.provenance.update(channels_last=False, cuda_graphs=False)
     return result
 
 
