@@ -26,7 +26,9 @@ from lotto_engine.errors import DeviceError
 from lotto_engine.events import Notice
 from lotto_engine.executors import Checkpointed, EpochDone, Finished, Retrying, Started, Task, WorkerSettings
 from lotto_engine.executors import slurm
-from lotto_engine.executors.slurm_files import Attempt, EventReader, EventWriter, SlurmTask, save_checkpoint, worker_label
+from lotto_engine.executors.slurm_files import (
+    Attempt, EventReader, EventWriter, SlurmTask, checkpoints, save_checkpoint, worker_label,
+)
 from lotto_engine.executors.worker import run_task
 from lotto_engine.plan import build_plan
 from lotto_engine.protocol import JobSpec
@@ -104,6 +106,21 @@ def test_the_event_files_carry_whole_records_in_order_across_restarts(tmp_path: 
     (again,) = reader.read()
     assert second.number == 1 and isinstance(again, Finished) and again.output.result == finished.output.result
     assert again.output.artifacts.keys() == finished.output.artifacts.keys()
+
+
+def test_a_checkpoint_the_driver_cannot_read_is_skipped_and_the_older_one_kept(tmp_path: Path) -> None:
+    # damaged, or not yet visible on a shared file system: the driver goes on with the
+    # other messages (a traceback here would stop the grid) and keeps the older file
+    task = dense_task("train.dense_epochs=3")
+    writer = EventWriter(tmp_path)
+    run_task(task, SETTINGS, writer.put)
+    writer.close()
+    (older, _), (newest, path) = checkpoints(tmp_path)
+    path.write_bytes(b"not a checkpoint")
+    got = EventReader(tmp_path, task.key).read()
+    assert [m.checkpoint.epoch for m in got if isinstance(m, Checkpointed)] == [older]
+    assert [m.metrics.epoch for m in got if isinstance(m, EpochDone)] == [1, 2, 3]  # the rest still came
+    assert [epoch for epoch, _ in checkpoints(tmp_path)] == [older, newest]
 
 
 def test_a_task_start_continues_from_the_newest_checkpoint_in_its_folder(tmp_path: Path) -> None:

@@ -395,13 +395,15 @@ class SlurmExecutor:
     def _lost(self, tracked: _Tracked, on_message: Callable[[Message], None]) -> bool:
         task, job = tracked.task, tracked.job
         where = f"slurm job {job.job_id}" if job is not None else "its job"
+        error = None if tracked.never is not None or self._cancelling else _job_error(job)
+        if tracked.never is not None or self._cancelling or error is not None:  # no retry
+            self._attempts.forget(task.key)  # (its latest checkpoint goes too)
         if tracked.never is not None:
             on_message(Finished(task.key, None, tracked.never))
             return True
         if self._cancelling:
             on_message(Finished(task.key, None, "cancelled", cancelled=True))
             return True
-        error = _job_error(job)
         if error is not None:  # the task raised outside the job (it would again): no retry
             on_message(Finished(task.key, None, f"{where} failed: {error}{self._log(job)}"))
             return True

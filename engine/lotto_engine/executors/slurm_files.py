@@ -86,7 +86,9 @@ class EventWriter:
 
     def record(self, obj: object) -> None:
         data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        os.write(self._fd, _LENGTH.pack(len(data)) + data)  # one write: a signal cannot split a record
+        record = memoryview(_LENGTH.pack(len(data)) + data)
+        while record:  # one write as a rule (a signal cannot split it); a short one goes on
+            record = record[os.write(self._fd, record):]
         os.fsync(self._fd)
 
     def put(self, message: Message) -> None:
@@ -185,14 +187,22 @@ class EventReader:
                 break
             record = pickle.loads(data[at + _LENGTH.size: at + _LENGTH.size + size])
             at += _LENGTH.size + size
-            out.append(self._resolve(record))
+            resolved = self._resolve(record)
+            if resolved is not None:
+                out.append(resolved)
         self._offset += at
         return out
 
-    def _resolve(self, record: object) -> object:
+    def _resolve(self, record: object) -> object | None:
+        """A record as a message; None for a checkpoint that cannot be read (damaged,
+        or not visible yet on a shared file system): the older ones stay, and a retry
+        continues from the newest readable one."""
         if not isinstance(record, _CheckpointRef):
             return record
-        checkpoint = load_checkpoint(self.folder / record.name, self.key)
+        try:
+            checkpoint = load_checkpoint(self.folder / record.name, self.key)
+        except Exception:
+            return None
         for epoch, path in checkpoints(self.folder):
             if epoch < record.epoch:
                 with contextlib.suppress(OSError):
