@@ -31,7 +31,7 @@ executor splits them by ``_sibling_key``, which includes the activation: the thr
 dense nets (no parent; three activations) train one at a time, the six pruned jobs
 of each dense net in one group of 6.
 
-    python bench/grid_speed.py --device cpu --images 2048 --epochs 1 --models 1,3      # < 60 s on 2 cores
+    python bench/grid_speed.py --device cpu --images 2048 --epochs 1 --models 1,3      # 75.6 s on 2 cores at load 2 (README)
     python bench/grid_speed.py --device cuda --images 20000 --models 1,3,6,18 --workers 8 --out grid.json
 """
 

@@ -1,4 +1,4 @@
-"""Run a command, timed: wall seconds, the peak resident memory of its processes, its
+"""Run a command, timed: wall seconds, the peak resident memory of its largest process, its
 exit status and (for ``lotto-tui --batch``) the lines of its own summary that give its
 wall time and peak memory (``peak memory cuda:0 ... GiB``, CUDA's max allocated). A
 portable ``/usr/bin/time -v`` for machines without it.

@@ -54,12 +54,26 @@ def status(store: Store, run_id: int) -> str:
     return db_rows(store.db_path, f"SELECT status FROM runs WHERE id = {int(run_id)}")[0][0]
 
 
-def test_a_submitted_job_is_queued_until_its_executor_starts_it(tmp_path: Path, monkeypatch) -> None:
+@pytest.fixture
+def stores():
+    """Opens stores that the test leaves open for its checks; closed at its end."""
+    opened: list[Store] = []
+
+    def open_store(root: Path) -> Store:
+        opened.append(Store(root))
+        return opened[-1]
+
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+def test_a_submitted_job_is_queued_until_its_executor_starts_it(tmp_path: Path, monkeypatch, stores) -> None:
     queueing(monkeypatch)
     config = tiny_config(*SIBLINGS)
     plan = build_plan(config)
     dense, first, second = plan.jobs
-    store = Store(tmp_path)
+    store = stores(tmp_path)
     seen: list[tuple[str, str, str]] = []
     live = []
 
@@ -91,7 +105,7 @@ def test_a_submitted_job_is_queued_until_its_executor_starts_it(tmp_path: Path, 
     assert not db_rows(store.db_path, "SELECT id FROM runs WHERE status IN ('queued', 'running')")
 
 
-def test_the_batch_bars_count_queued_jobs_apart_from_the_job_that_trains(tmp_path: Path, monkeypatch) -> None:
+def test_the_batch_bars_count_queued_jobs_apart_from_the_job_that_trains(tmp_path: Path, monkeypatch, stores) -> None:
     from lotto_tui.batch import RichReporter
 
     queueing(monkeypatch)
@@ -107,7 +121,7 @@ def test_the_batch_bars_count_queued_jobs_apart_from_the_job_that_trains(tmp_pat
             seen.append((tasks[0].description, [t.description for t in tasks[1:]]))
 
     try:
-        Runner(config, Store(tmp_path), on_event=on_event).run()
+        Runner(config, stores(tmp_path), on_event=on_event).run()
     finally:
         reporter.close()
     # one bar for the job that trains; its queued sibling is counted on the grid's bar
@@ -116,12 +130,12 @@ def test_the_batch_bars_count_queued_jobs_apart_from_the_job_that_trains(tmp_pat
     assert reporter.queued == set()
 
 
-def test_a_queued_row_left_by_a_dead_driver_is_recovered_as_interrupted(tmp_path: Path) -> None:
+def test_a_queued_row_left_by_a_dead_driver_is_recovered_as_interrupted(tmp_path: Path, stores) -> None:
     """A driver that died after submitting a job leaves its row queued: the next run
     marks it cancelled (interrupted), as it does a running one, and runs the job again."""
     config = tiny_config()
     dense = build_plan(config).jobs[0]
-    store = Store(tmp_path)
+    store = stores(tmp_path)
     exp = store.experiment_for(config)
     left = store.start_run(exp.id, dense)  # queued; its driver never saw it start
     assert status(store, left) == "queued"
@@ -161,7 +175,7 @@ grid.Runner(load_config(preset="demo", overrides=sys.argv[2:]), Store(sys.argv[1
 
 
 @pytest.mark.slow
-def test_a_killed_drivers_queued_and_running_rows_are_recovered_and_resumed(tmp_path: Path) -> None:
+def test_a_killed_drivers_queued_and_running_rows_are_recovered_and_resumed(tmp_path: Path, stores) -> None:
     overrides = [*TINY, *SIBLINGS, "train.pruned_epochs=2"]
     config = tiny_config(*SIBLINGS, "train.pruned_epochs=2")
     dense, first, second = build_plan(config).jobs
@@ -169,7 +183,7 @@ def test_a_killed_drivers_queued_and_running_rows_are_recovered_and_resumed(tmp_
     proc = subprocess.run([sys.executable, "-c", KILLED_DRIVER, str(tmp_path), *overrides], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    store = Store(tmp_path)
+    store = stores(tmp_path)
     left = {key: (run_id, st) for run_id, key, st in db_rows(store.db_path, "SELECT id, job_key, status FROM runs")}
     assert {key: st for key, (_, st) in left.items()} == {dense.key: "done", first.key: "running", second.key: "queued"}
     assert store.has_checkpoint(first.key) and not store.has_checkpoint(second.key)

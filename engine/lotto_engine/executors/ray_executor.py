@@ -701,7 +701,7 @@ def _reason(err: BaseException) -> str:
     if "Traceback (most recent call last)" in text:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         head = lines[0].split("Traceback (most recent call last)")[0].strip()
-        return f"{head} {lines[-1]}".strip() if lines else one_line(err)
+        return f"{head} {lines[-1]}".strip()
     return one_line(err)
 
 
